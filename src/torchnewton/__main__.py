@@ -1,0 +1,5 @@
+import sys
+
+from torchnewton.bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,262 @@
+"""Batched Krylov solvers: CG (with trust-region truncation), MINRES and restarted GMRES.
+
+Each member of the batch converges on its own: once its residual meets the tolerance it stops
+changing while the others go on, and its status says how it ended.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..core.status import Status
+from .operator import LinearOperator, as_operator
+from .solution import LinearSolution
+
+Preconditioner = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return (u * v).sum(-1)
+
+
+def _identity(r: torch.Tensor) -> torch.Tensor:
+    return r
+
+
+def _col(t: torch.Tensor) -> torch.Tensor:
+    return t.unsqueeze(-1)
+
+
+def boundary_step(x: torch.Tensor, p: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """The τ ≥ 0 with ‖x + τp‖ = radius (x inside the ball), per member."""
+    a, b, c = _dot(p, p), 2 * _dot(x, p), _dot(x, x) - radius**2
+    disc = torch.sqrt(torch.clamp(b * b - 4 * a * c, min=0))
+    return (-b + disc) / torch.clamp(2 * a, min=torch.finfo(x.dtype).tiny)
+
+
+def cg(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | None = None,
+       preconditioner: Preconditioner | None = None, rtol: float | torch.Tensor = 1e-6,
+       atol: float = 0.0, max_iter: int | None = None,
+       radius: torch.Tensor | None = None) -> LinearSolution:
+    """Preconditioned conjugate gradients for symmetric A x = b, batched.
+
+    Stops a member when ‖r‖ ≤ max(rtol·‖b‖, atol). A direction p with pᵀAp ≤ 0 ends that member
+    with ``Status.NEGATIVE_CURVATURE`` and is returned in ``direction`` (the truncated-Newton
+    convention). With ``radius`` (B,) it is Steihaug–Toint truncated CG for the trust-region
+    subproblem min gᵀs + ½sᵀAs, ‖s‖ ≤ Δ (call with b = −g): the iterate is moved to the
+    boundary when a step leaves the ball or meets negative curvature (``on_boundary``).
+    ``rtol`` may be a per-member tensor (B,), e.g. Eisenstat–Walker forcing terms.
+
+    Reference: Nocedal & Wright, Numerical Optimization, Alg. 5.2 and 7.2.
+
+    Example:
+        >>> A = torch.tensor([[[4.0, 1.0], [1.0, 3.0]]]); b = torch.tensor([[1.0, 2.0]])
+        >>> cg(A, b).x  # doctest: +SKIP
+        tensor([[0.0909, 0.6364]])
+    """
+    op = as_operator(A)
+    batch, n = b.shape
+    if radius is not None and (preconditioner is not None or x0 is not None):
+        raise ValueError("radius (Steihaug CG) needs x0=None and no preconditioner")
+    precond = preconditioner or _identity
+    max_iter = max_iter if max_iter is not None else max(2 * n, 10)
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - op.matvec(x) if x0 is not None else b.clone()
+    z = precond(r)
+    p = z.clone()
+    rz = _dot(r, z)
+    tol = torch.clamp(torch.as_tensor(rtol, dtype=b.dtype, device=b.device) * b.norm(dim=-1), min=atol)
+    long = dict(dtype=torch.long, device=b.device)
+    status = torch.full((batch,), int(Status.MAX_ITER), **long)
+    active = r.norm(dim=-1) > tol
+    status = torch.where(active, status, torch.full_like(status, int(Status.SUCCESS)))
+    iterations = torch.zeros(batch, **long)
+    direction = torch.zeros_like(b)
+    on_boundary = torch.zeros(batch, dtype=torch.bool, device=b.device)
+    for _ in range(max_iter):
+        if not bool(active.any()):
+            break
+        Ap = op.matvec(p)
+        pAp = _dot(p, Ap)
+        broken = active & ~torch.isfinite(pAp)
+        negative = active & (pAp <= 0) & ~broken
+        if radius is not None:
+            tau = boundary_step(x, p, radius)
+            x = torch.where(_col(negative), x + _col(tau) * p, x)
+            on_boundary = on_boundary | negative
+        direction = torch.where(_col(negative), p, direction)
+        status = torch.where(negative, torch.full_like(status, int(Status.NEGATIVE_CURVATURE)), status)
+        status = torch.where(broken, torch.full_like(status, int(Status.BREAKDOWN)), status)
+        active = active & ~negative & ~broken
+        alpha = torch.where(active, rz / torch.where(active, pAp, torch.ones_like(pAp)), torch.zeros_like(rz))
+        x_next = x + _col(alpha) * p
+        if radius is not None:
+            leaves = active & (x_next.norm(dim=-1) >= radius)
+            tau = boundary_step(x, p, radius)
+            x = torch.where(_col(leaves), x + _col(tau) * p, x)
+            on_boundary = on_boundary | leaves
+            status = torch.where(leaves, torch.full_like(status, int(Status.SUCCESS)), status)
+            active = active & ~leaves
+        x = torch.where(_col(active), x_next, x)
+        iterations = iterations + active.long()
+        r = torch.where(_col(active), r - _col(alpha) * Ap, r)
+        converged = active & (r.norm(dim=-1) <= tol)
+        status = torch.where(converged, torch.full_like(status, int(Status.SUCCESS)), status)
+        active = active & ~converged
+        z = precond(r)
+        rz_next = _dot(r, z)
+        beta = rz_next / torch.where(rz == 0, torch.ones_like(rz), rz)
+        p = torch.where(_col(active), z + _col(beta) * p, p)
+        rz = torch.where(active, rz_next, rz)
+    return LinearSolution(x=x, status=status, iterations=iterations,
+                          residual_norm=(b - op.matvec(x)).norm(dim=-1),
+                          direction=direction, on_boundary=on_boundary)
+
+
+def minres(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | None = None,
+           preconditioner: Preconditioner | None = None, rtol: float = 1e-6, atol: float = 0.0,
+           max_iter: int | None = None) -> LinearSolution:
+    """MINRES for symmetric (possibly indefinite) A x = b, with an SPD preconditioner, batched.
+
+    Lanczos tridiagonalization with Givens rotations minimizes ‖b − Ax‖ over the Krylov space
+    (Paige & Saunders 1975, "Solution of sparse indefinite systems of linear equations").
+    The stopping test uses the recurrence's residual estimate ‖r‖ ≤ max(rtol·‖b‖, atol);
+    the returned ``residual_norm`` is recomputed from x.
+    """
+    op = as_operator(A)
+    batch, n = b.shape
+    precond = preconditioner or _identity
+    max_iter = max_iter if max_iter is not None else max(5 * n, 10)
+    dtype_eps = torch.finfo(b.dtype).eps
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r1 = b - op.matvec(x) if x0 is not None else b.clone()
+    y = precond(r1)
+    beta1 = torch.sqrt(torch.clamp(_dot(r1, y), min=0))
+    tol = torch.clamp(rtol * beta1, min=atol)
+    zeros = torch.zeros(batch, dtype=b.dtype, device=b.device)
+    old_beta, beta, dbar, epsilon, phibar = zeros, beta1, zeros, zeros, beta1
+    cs, sn = -torch.ones_like(zeros), zeros
+    w, w2, r2 = torch.zeros_like(b), torch.zeros_like(b), r1
+    long = dict(dtype=torch.long, device=b.device)
+    active = beta1 > tol
+    status = torch.where(active, torch.full((batch,), int(Status.MAX_ITER), **long),
+                         torch.full((batch,), int(Status.SUCCESS), **long))
+    iterations = torch.zeros(batch, **long)
+    for k in range(max_iter):
+        if not bool(active.any()):
+            break
+        safe_beta = torch.where(beta > 0, beta, torch.ones_like(beta))
+        v = y / _col(safe_beta)
+        y = op.matvec(v)
+        if k > 0:
+            y = y - _col(beta / torch.where(old_beta > 0, old_beta, torch.ones_like(old_beta))) * r1
+        alpha = _dot(v, y)
+        y = y - _col(alpha / safe_beta) * r2
+        r1, r2 = r2, y
+        y = precond(r2)
+        old_beta, beta = beta, torch.sqrt(torch.clamp(_dot(r2, y), min=0))
+        old_epsilon = epsilon
+        delta = cs * dbar + sn * alpha
+        gbar = sn * dbar - cs * alpha
+        epsilon = sn * beta
+        dbar = -cs * beta
+        gamma = torch.clamp(torch.hypot(gbar, beta), min=dtype_eps)
+        cs, sn = gbar / gamma, beta / gamma
+        phi = cs * phibar
+        phibar = sn * phibar
+        w1, w2 = w2, w
+        w = (v - _col(old_epsilon) * w1 - _col(delta) * w2) / _col(gamma)
+        x = torch.where(_col(active), x + _col(phi) * w, x)
+        iterations = iterations + active.long()
+        broken = active & ~torch.isfinite(x).all(-1)
+        converged = active & (phibar <= tol)
+        # beta == 0 means the Krylov space is exhausted: x is exact in that space.
+        exhausted = active & (beta <= dtype_eps * beta1)
+        status = torch.where(converged | exhausted, torch.full_like(status, int(Status.SUCCESS)), status)
+        status = torch.where(broken, torch.full_like(status, int(Status.BREAKDOWN)), status)
+        active = active & ~converged & ~exhausted & ~broken
+    return LinearSolution(x=x, status=status, iterations=iterations,
+                          residual_norm=(b - op.matvec(x)).norm(dim=-1))
+
+
+def gmres(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | None = None,
+          preconditioner: Preconditioner | None = None, rtol: float | torch.Tensor = 1e-6,
+          atol: float = 0.0, restart: int = 30, max_iter: int | None = None) -> LinearSolution:
+    """Restarted GMRES(m) for general A x = b, right-preconditioned, batched.
+
+    Arnoldi with modified Gram–Schmidt and Givens rotations (Saad & Schultz 1986). Each member
+    stops at the inner step where its residual ‖b − Ax‖ ≤ max(rtol·‖b‖, atol); ``max_iter``
+    counts inner (Arnoldi) steps over all restarts. ``rtol`` may be per member (B,).
+    """
+    op = as_operator(A)
+    batch, n = b.shape
+    precond = preconditioner or _identity
+    max_iter = max_iter if max_iter is not None else max(10 * n, 50)
+    restart = min(restart, n)
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    tol = torch.clamp(torch.as_tensor(rtol, dtype=b.dtype, device=b.device) * b.norm(dim=-1), min=atol)
+    long = dict(dtype=torch.long, device=b.device)
+    status = torch.full((batch,), int(Status.MAX_ITER), **long)
+    iterations = torch.zeros(batch, **long)
+    tiny = torch.finfo(b.dtype).tiny
+    total = 0
+    while total < max_iter:
+        r = b - op.matvec(x)
+        beta = r.norm(dim=-1)
+        finite = torch.isfinite(beta)
+        active = (beta > tol) & finite
+        status = torch.where(active, torch.full_like(status, int(Status.MAX_ITER)),
+                             torch.full_like(status, int(Status.SUCCESS)))
+        status = torch.where(finite, status, torch.full_like(status, int(Status.BREAKDOWN)))
+        if not bool(active.any()):
+            break
+        m = min(restart, max_iter - total)
+        V = torch.zeros(batch, m + 1, n, dtype=b.dtype, device=b.device)
+        H = torch.zeros(batch, m + 1, m, dtype=b.dtype, device=b.device)
+        cs = torch.zeros(batch, m, dtype=b.dtype, device=b.device)
+        sn = torch.zeros_like(cs)
+        g = torch.zeros(batch, m + 1, dtype=b.dtype, device=b.device)
+        g[:, 0] = beta
+        V[:, 0] = r / _col(torch.clamp(beta, min=tiny))
+        steps = torch.zeros(batch, **long)  # inner steps each member uses this cycle
+        for j in range(m):
+            w = op.matvec(precond(V[:, j]))
+            for i in range(j + 1):
+                h = _dot(V[:, i], w)
+                H[:, i, j] = h
+                w = w - _col(h) * V[:, i]
+            h_next = w.norm(dim=-1)
+            H[:, j + 1, j] = h_next
+            V[:, j + 1] = w / _col(torch.clamp(h_next, min=tiny))
+            for i in range(j):  # apply earlier rotations to the new column
+                upper = cs[:, i] * H[:, i, j] + sn[:, i] * H[:, i + 1, j]
+                H[:, i + 1, j] = -sn[:, i] * H[:, i, j] + cs[:, i] * H[:, i + 1, j]
+                H[:, i, j] = upper
+            denom = torch.clamp(torch.hypot(H[:, j, j], H[:, j + 1, j]), min=tiny)
+            cs[:, j], sn[:, j] = H[:, j, j] / denom, H[:, j + 1, j] / denom
+            H[:, j, j] = denom
+            H[:, j + 1, j] = 0
+            g[:, j + 1] = -sn[:, j] * g[:, j]
+            g[:, j] = cs[:, j] * g[:, j]
+            steps = steps + active.long()
+            iterations = iterations + active.long()
+            residual = g[:, j + 1].abs()
+            # a vanishing h_next is a lucky breakdown: the Krylov space holds the solution
+            done = active & ((residual <= tol) | (h_next <= tiny * 1e3))
+            status = torch.where(done, torch.full_like(status, int(Status.SUCCESS)), status)
+            active = active & ~done
+            if not bool(active.any()):
+                break
+        total += m
+        # Solve R y = g on each member's own leading block; unused rows become identity rows.
+        idx = torch.arange(m, device=b.device)
+        used = idx.unsqueeze(0) < steps.unsqueeze(1)  # (B, m)
+        R = H[:, :m, :m] * (used.unsqueeze(1) & used.unsqueeze(2))
+        R = R + torch.diag_embed((~used).to(b.dtype))
+        rhs = (g[:, :m] * used).unsqueeze(-1)
+        y = torch.linalg.solve_triangular(R, rhs, upper=True).squeeze(-1)
+        x = x + precond(torch.einsum("bmn,bm->bn", V[:, :m], y))
+    residual_norm = (b - op.matvec(x)).norm(dim=-1)
+    status = torch.where(torch.isfinite(residual_norm), status, torch.full_like(status, int(Status.BREAKDOWN)))
+    return LinearSolution(x=x, status=status, iterations=iterations, residual_norm=residual_norm)
