@@ -1,0 +1,67 @@
+"""A residual system F(x) = 0 (or min ½‖F(x)‖²) in batched form, with counted derivatives."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..core.counters import Counters
+from ..derivatives import autodiff
+
+BatchFunction = Callable[[torch.Tensor], torch.Tensor]
+
+
+class ResidualProblem:
+    """F: (B, n) → (B, m), its Jacobian (autodiff unless the user gave ``jac``) and products.
+
+    ``njev`` counts Jacobian evaluations and, for matrix-free methods, Jacobian-vector products.
+    """
+
+    def __init__(self, fun: BatchFunction, jac: BatchFunction | None = None, *, jac_mode: str = "auto"):
+        self.fun, self.jac, self.jac_mode = fun, jac, jac_mode
+        self.counters = Counters()
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        self.counters.nfev += 1
+        return self.fun(x)
+
+    def linearize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F(x), J(x)) with J of shape (B, m, n)."""
+        self.counters.njev += 1
+        if self.jac is not None:
+            self.counters.nfev += 1
+            return self.fun(x), self.jac(x)
+        self.counters.nfev += 1
+        return autodiff.jacobian(self.fun, x, mode=self.jac_mode)
+
+    def jacobian(self, x: torch.Tensor) -> torch.Tensor:
+        self.counters.njev += 1
+        if self.jac is not None:
+            return self.jac(x)
+        return autodiff.jacobian(self.fun, x, mode=self.jac_mode)[1]
+
+    def jvp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        self.counters.njev += 1
+        if self.jac is not None:
+            return torch.einsum("bmn,bn->bm", self.jac(x), v)
+        return autodiff.jvp(self.fun, x, v)[1]
+
+    def vjp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        self.counters.njev += 1
+        if self.jac is not None:
+            return torch.einsum("bmn,bm->bn", self.jac(x), u)
+        return autodiff.vjp(self.fun, x, u)[1]
+
+
+def batch_function(fun: Callable[..., torch.Tensor], args: tuple[Any, ...], batch: bool,
+                   *, scalar: bool = False) -> BatchFunction:
+    """Turn a user function into the batched form the solvers use.
+
+    With ``batch=True`` the user function already takes (B, n); otherwise it takes (n,) and the
+    solver works on a batch of one. ``scalar`` marks objectives (output (B,) instead of (B, m)).
+    """
+    if batch:
+        return lambda x: fun(x, *args)
+    if scalar:
+        return lambda x: fun(x[0], *args).reshape(1)
+    return lambda x: fun(x[0], *args).reshape(1, -1)
