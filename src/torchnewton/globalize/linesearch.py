@@ -20,6 +20,7 @@ class LineSearchResult:
     value: torch.Tensor  # (B,) merit value at the accepted step (phi0 where it failed)
     aux: torch.Tensor | None  # whatever phi returned beside the value, at the accepted step
     success: torch.Tensor  # (B,) bool
+    nonfinite: torch.Tensor  # (B,) bool: some trial value of this member was NaN or Inf
     evaluations: int  # calls of phi (each on the whole batch)
 
 
@@ -45,6 +46,7 @@ def armijo(phi: MeritFunction, phi0: torch.Tensor, slope: torch.Tensor, *,
     accepted_value = phi0.clone()
     accepted_aux: torch.Tensor | None = None
     success = ~active
+    saw_nonfinite = torch.zeros_like(active)
     evaluations = 0
     for _ in range(max_steps):
         searching = active & ~success
@@ -53,6 +55,7 @@ def armijo(phi: MeritFunction, phi0: torch.Tensor, slope: torch.Tensor, *,
         value, aux = phi(torch.where(searching, alpha, torch.zeros_like(alpha)))
         evaluations += 1
         finite = torch.isfinite(value)
+        saw_nonfinite = saw_nonfinite | (searching & ~finite)
         ok = searching & finite & (value <= phi0 + c1 * alpha * slope)
         accepted_alpha = torch.where(ok, alpha, accepted_alpha)
         accepted_value = torch.where(ok, value, accepted_value)
@@ -66,5 +69,6 @@ def armijo(phi: MeritFunction, phi0: torch.Tensor, slope: torch.Tensor, *,
         quadratic = -slope * alpha**2 / torch.where(curvature > 0, curvature, torch.ones_like(curvature))
         quadratic = torch.where(finite & (curvature > 0), quadratic, 0.1 * alpha)
         alpha = torch.where(searching & ~ok, torch.clamp(quadratic, min=0.1 * alpha, max=0.5 * alpha), alpha)
-    return LineSearchResult(alpha=accepted_alpha, value=accepted_value, aux=accepted_aux,
-                            success=success & active, evaluations=evaluations)
+    success = success & active
+    return LineSearchResult(alpha=accepted_alpha, value=accepted_value, aux=accepted_aux, success=success,
+                            nonfinite=saw_nonfinite, evaluations=evaluations)

@@ -59,7 +59,10 @@ class Broyden:
             return 0.5 * (F_trial * F_trial).sum(-1), F_trial
 
         # with the exact Jacobian the slope of ½‖F‖² along d is −‖F‖²; H approximates it
-        search = armijo(merit, state.cost, -2 * state.cost, c1=self.c1, max_steps=self.max_backtracks)
+        # members already done are frozen by the loop: searching for them only costs evaluations
+        running = ~self.termination(state)[0]
+        search = armijo(merit, state.cost, -2 * state.cost, c1=self.c1, max_steps=self.max_backtracks,
+                        active=running)
         ok = search.success
         s = search.alpha.unsqueeze(-1) * d
         x_new = torch.where(ok.unsqueeze(-1), x + s, x)
@@ -71,14 +74,17 @@ class Broyden:
         usable = ok & (denom.abs() > torch.finfo(x.dtype).eps * s.norm(dim=-1) * Hy.norm(dim=-1))
         update = (s - Hy).unsqueeze(-1) * sH.unsqueeze(-2) / torch.where(usable, denom, torch.ones_like(denom)).view(-1, 1, 1)
         H_new = torch.where(usable.view(-1, 1, 1), H + update, H)
-        refresh = ~ok & ~state.fresh
+        refresh = ~ok & ~state.fresh & running
         regularized = state.regularized
         if bool(refresh.any()):
             H_true, singular = self._inverse_jacobian(problem, x)
             H_new = torch.where(refresh.view(-1, 1, 1), H_true, H_new)
             regularized = torch.where(refresh, singular, regularized)
-        failed = ~ok & state.fresh
+        failed = ~ok & state.fresh & running
         failure = torch.where(failed, torch.full_like(state.failure, int(Status.LINESEARCH_FAILED)), state.failure)
+        stalled = ok & (x_new == x).all(-1)
+        failure = torch.where(stalled, torch.full_like(failure, int(Status.STALLED)), failure)
+        failure = torch.where((failed | stalled) & search.nonfinite, torch.full_like(failure, int(Status.NONFINITE)), failure)
         cost_new = torch.where(ok, search.value, state.cost)
         tiny = torch.finfo(x.dtype).tiny
         return replace(state, x=x_new, F=F_new, cost=cost_new, step_norm=s.norm(dim=-1),

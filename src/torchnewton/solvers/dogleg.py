@@ -54,11 +54,13 @@ class PowellDogleg:
         eps = torch.finfo(x.dtype).eps
         stalled = radius <= eps * torch.clamp(x_new.norm(dim=-1), min=1.0)
         failure = torch.where(stalled, torch.full_like(state.failure, int(Status.STALLED)), state.failure)
+        # stalling because every trial point was NaN/Inf is a non-finite failure, not a plateau
+        failure = torch.where(stalled & ~torch.isfinite(cost_trial), torch.full_like(failure, int(Status.NONFINITE)), failure)
         tiny = torch.finfo(x.dtype).tiny
         reduction = torch.where(accept & (rho > 0.25), (state.cost - cost_new) / state.cost.clamp(min=tiny),
                                 torch.full_like(cost_new, float("inf")))
         return replace(state, x=x_new, F=F_new, J=J_new, cost=cost_new,
-                       grad=torch.einsum("bmn,bm->bn", J_new, F_new), step_norm=step_norm,
+                       grad=torch.einsum("bmn,bm->bn", J_new, F_new), step_norm=torch.where(torch.isfinite(cost_trial), p.norm(dim=-1), torch.full_like(cost_new, float("inf"))),
                        reduction=reduction, failure=failure, radius=radius)
 
     def terminate(self, problem: ResidualProblem, state: DoglegState):

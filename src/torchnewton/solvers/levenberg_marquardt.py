@@ -68,8 +68,10 @@ class LevenbergMarquardt:
         # λ beyond 1/eps means no step of representable size reduces the cost any more
         stalled = damping > 1 / torch.finfo(x.dtype).eps
         failure = torch.where(stalled, torch.full_like(state.failure, int(Status.STALLED)), state.failure)
+        # stalling because every trial point was NaN/Inf is a non-finite failure, not a plateau
+        failure = torch.where(stalled & ~torch.isfinite(cost_trial), torch.full_like(failure, int(Status.NONFINITE)), failure)
         return replace(state, x=x_new, F=F_new, J=J_new, cost=cost_new,
-                       grad=torch.einsum("bmn,bm->bn", J_new, F_new), step_norm=p.norm(dim=-1),
+                       grad=torch.einsum("bmn,bm->bn", J_new, F_new), step_norm=torch.where(torch.isfinite(cost_trial), p.norm(dim=-1), torch.full_like(cost_new, float("inf"))),
                        reduction=reduction, failure=failure, damping=damping, nu=nu,
                        scale=torch.maximum(state.scale, _column_norms(J_new)))
 

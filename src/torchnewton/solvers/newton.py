@@ -5,7 +5,9 @@ The Newton direction is a plug-in:
 * ``"dense"``: J d = −F by Cholesky/LU with a regularized fallback (square systems);
 * ``"least-squares"``: min ‖J d + F‖ by QR (Gauss–Newton for m ≥ n);
 * ``"krylov"``: J d = −F by restarted GMRES on Jacobian-vector products, never forming J, with
-  Eisenstat–Walker forcing terms ("Choosing the forcing terms in an inexact Newton method", 1996).
+  Eisenstat–Walker forcing terms ("Choosing the forcing terms in an inexact Newton method", 1996);
+  the products come from forward-mode autodiff (``jvp="autodiff"``, exact) or from one extra
+  function evaluation each (``jvp="finite-difference"``, cheaper where forward mode is slow).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class NewtonLineSearch:
     inner_max_iter: int = 200
     max_forcing: float = 0.9
     preconditioner: Callable[[torch.Tensor], torch.Tensor] | None = None
+    jvp: str = "autodiff"
 
     def init(self, problem: ResidualProblem, x0: torch.Tensor) -> NewtonState:
         if self.direction == "krylov":
@@ -57,12 +60,16 @@ class NewtonLineSearch:
         x, F = state.x, state.F
         if self.direction == "krylov":
             batch, n = x.shape
-            op = MatrixFreeOperator(lambda v: problem.jvp(x, v), (batch, F.shape[-1], n), dtype=x.dtype, device=x.device)
+            if self.jvp == "finite-difference":
+                product = lambda v: problem.jvp_finite_difference(x, F, v)
+            else:
+                product = lambda v: problem.jvp(x, v)
+            op = MatrixFreeOperator(product, (batch, F.shape[-1], n), dtype=x.dtype, device=x.device)
             solution = gmres(op, -F, rtol=state.forcing, restart=self.inner_restart,
                              max_iter=self.inner_max_iter, preconditioner=self.preconditioner)
             problem.counters.nlinsolve += 1
             d = solution.x
-            slope = (F * problem.jvp(x, d)).sum(-1)
+            slope = (F * product(d)).sum(-1)
             singular = solution.status == int(Status.BREAKDOWN)
             return d, slope, singular
         J = state.J
@@ -90,8 +97,10 @@ class NewtonLineSearch:
             F = problem.residual(x + alpha.unsqueeze(-1) * d)
             return 0.5 * (F * F).sum(-1), F
 
+        # members already done are frozen by the loop: searching for them only costs evaluations
+        running = ~self.termination(state)[0]
         search = armijo(merit, state.cost, slope, c1=self.c1, max_steps=self.max_backtracks,
-                        active=slope < 0)
+                        active=(slope < 0) & running)
         ok = search.success
         step = search.alpha.unsqueeze(-1) * d
         x_new = torch.where(ok.unsqueeze(-1), x + step, x)
@@ -99,13 +108,18 @@ class NewtonLineSearch:
         cost_new = torch.where(ok, search.value, state.cost)
         reduction = torch.where(ok, (state.cost - cost_new) / state.cost.clamp(min=torch.finfo(x.dtype).tiny),
                                 torch.full_like(cost_new, float("inf")))
+        # an accepted step below the resolution of x changes nothing: the method has stalled
+        stalled = ok & (x_new == x).all(-1)
         failure = torch.where(ok, state.failure, torch.full_like(state.failure, int(Status.LINESEARCH_FAILED)))
+        failure = torch.where(stalled, torch.full_like(failure, int(Status.STALLED)), failure)
+        # ...and if NaN/Inf trial points forced it there, that is the honest reason
+        failure = torch.where((~ok | stalled) & search.nonfinite, torch.full_like(failure, int(Status.NONFINITE)), failure)
         grad, J = state.grad, state.J
         if self.direction != "krylov":
             J = problem.jacobian(x_new)
             grad = torch.einsum("bmn,bm->bn", J, F_new)
         forcing = self._next_forcing(state, cost_new)
-        return replace(state, x=x_new, F=F_new, cost=cost_new, grad=grad, step_norm=step.norm(dim=-1),
+        return replace(state, x=x_new, F=F_new, cost=cost_new, grad=grad, step_norm=torch.where(ok, step.norm(dim=-1), torch.full_like(cost_new, float("inf"))),
                        reduction=reduction, failure=failure, regularized=singular, forcing=forcing, J=J)
 
     def _next_forcing(self, state: NewtonState, cost_new: torch.Tensor) -> torch.Tensor:

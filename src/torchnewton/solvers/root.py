@@ -21,7 +21,8 @@ from .termination import RootTermination
 METHODS = ("newton", "newton-krylov", "broyden", "levenberg-marquardt", "dogleg")
 _OPTIONS = {
     "newton": ("c1", "max_backtracks", "jac_mode"),
-    "newton-krylov": ("c1", "max_backtracks", "inner_restart", "inner_max_iter", "max_forcing", "preconditioner"),
+    "newton-krylov": ("c1", "max_backtracks", "inner_restart", "inner_max_iter", "max_forcing", "preconditioner",
+                      "jvp"),
     "broyden": ("c1", "max_backtracks", "jac_mode"),
     "levenberg-marquardt": ("initial_damping", "jac_mode"),
     "dogleg": ("jac_mode",),
@@ -40,7 +41,7 @@ def root(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str = "n
       Armijo backtracking search on ½‖F‖²;
     * ``"newton-krylov"``: Jacobian-free Newton–Krylov, GMRES on JVPs with Eisenstat–Walker
       forcing terms (Knoll & Keyes 2004); options ``inner_restart``, ``inner_max_iter``,
-      ``preconditioner`` (a callable r ↦ M⁻¹r on (B, n));
+      ``preconditioner`` (a callable r ↦ M⁻¹r on (B, n)), ``jvp`` ("autodiff" or "finite-difference");
     * ``"broyden"``: Broyden's good method, refreshed from the true Jacobian when it fails;
     * ``"levenberg-marquardt"``: LM on ½‖F‖² with Moré's scaling;
     * ``"dogleg"``: Powell's hybrid trust-region method.

@@ -18,7 +18,8 @@ def _failures(state: ResidualState, success: torch.Tensor) -> tuple[torch.Tensor
     nonfinite = ~torch.isfinite(state.cost) | ~torch.isfinite(state.x).all(-1)
     failed = state.failure != 0
     # a member that failed on a singular system reports SINGULAR, not the symptom
-    failure = torch.where(state.regularized & failed, _code(failed, Status.SINGULAR), state.failure)
+    failure = torch.where(state.regularized & failed & (state.failure != int(Status.NONFINITE)),
+                          _code(failed, Status.SINGULAR), state.failure)
     status = torch.where(success, _code(success, Status.SUCCESS), failure)
     status = torch.where(nonfinite, _code(nonfinite, Status.NONFINITE), status)
     done = nonfinite | success | failed

@@ -1,0 +1,42 @@
+"""The cubic-regularization subproblem of adaptive cubic regularization (ARC).
+
+    min_s  m(s) = gᵀs + ½sᵀHs + (σ/3)‖s‖³
+
+Its global minimizer satisfies (H + λI)s = −g with λ = σ‖s‖ and H + λI ⪰ 0 (Nesterov & Polyak
+2006, "Cubic regularization of Newton method and its global performance"; Cartis, Gould &
+Toint 2011, Thm 3.1), so it is the secular equation with target r(λ) = λ/σ, solved in an
+eigenbasis of H (``secular``). With lazy Hessians the eigenbasis is reused for many steps, so
+each step costs O(n²) (Doikov, Chayti & Jaggi 2023, "Second-order optimization with lazy
+Hessians", §5).
+
+Example:
+    >>> eig = EigenHessian.of(torch.eye(2).unsqueeze(0)); g = torch.tensor([[2.0, 0.0]])
+    >>> s = cubic_step(eig, g, torch.tensor([1.0]))  # (1 + ‖s‖)s = −g: ‖s‖ = 1
+    >>> s
+    tensor([[-1.,  0.]])
+"""
+from __future__ import annotations
+
+import torch
+
+from .secular import EigenHessian, solve_secular
+
+
+def cubic_step(eig: EigenHessian, g: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The global minimizer of the cubic model, per member (B, n); σ (B,) > 0."""
+    tiny = torch.finfo(g.dtype).tiny
+
+    def target(lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        safe = lam.clamp(min=tiny)
+        return sigma / safe, -sigma / (safe * safe)
+
+    # ‖s(λ)‖ ≤ ‖g‖/(λ + λ₁): λ(λ + λ₁) ≥ σ‖g‖ guarantees σ‖s(λ)‖ ≤ λ
+    lowest = eig.values[:, 0]
+    upper = 0.5 * (-lowest + torch.sqrt(lowest * lowest + 4 * sigma * g.norm(dim=-1)))
+    interior_allowed = torch.zeros_like(sigma, dtype=torch.bool)
+    return solve_secular(eig, g, target, upper * (1 + 1e-6) + tiny, interior_allowed=interior_allowed).step
+
+
+def cubic_model_decrease(eig: EigenHessian, g: torch.Tensor, sigma: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """−m(s) = −(gᵀs + ½sᵀHs + (σ/3)‖s‖³), the decrease the model predicts."""
+    return -((g * s).sum(-1) + 0.5 * eig.quadratic(s) + sigma / 3 * s.norm(dim=-1) ** 3)

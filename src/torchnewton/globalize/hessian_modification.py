@@ -1,0 +1,37 @@
+"""Make an indefinite Hessian positive definite by the smallest workable shift τI.
+
+Nocedal & Wright, Numerical Optimization, Alg. 3.3 ("Cholesky with added multiple of the
+identity"): try a Cholesky factorization of H + τI, starting from τ = 0 when the diagonal is
+positive, and double τ (from β·max|Hᵢⱼ|) until it succeeds. Every member of a batch gets its own
+τ; all members are factorized together at each try. The result is a reusable
+:class:`~torchnewton.linear.CholeskyFactor` (lazy Hessians reuse it for several steps).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..linear import CholeskyFactor
+
+
+def shifted_cholesky(H: torch.Tensor, *, beta: float = 1e-3, max_tries: int = 80) -> tuple[CholeskyFactor, torch.Tensor]:
+    """(factor of H + τI, τ (B,)) with τ ≥ 0 the first shift on the doubling ladder that works.
+
+    Example:
+        >>> factor, tau = shifted_cholesky(torch.tensor([[[1.0, 0.0], [0.0, -1.0]]]))
+        >>> bool(factor.ok), float(tau) > 1.0
+        (True, True)
+    """
+    scale = H.abs().amax(dim=(-1, -2)).clamp(min=torch.finfo(H.dtype).eps)
+    eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
+    min_diag = H.diagonal(dim1=-2, dim2=-1).amin(-1)
+    tau = torch.where(min_diag > 0, torch.zeros_like(scale), -min_diag + beta * scale)
+    L, info = torch.linalg.cholesky_ex(H + tau.view(-1, 1, 1) * eye)
+    ok = info == 0
+    for _ in range(max_tries):
+        if bool(ok.all()):
+            break
+        tau = torch.where(ok, tau, torch.maximum(2 * tau, beta * scale))
+        L_try, info = torch.linalg.cholesky_ex(H + tau.view(-1, 1, 1) * eye)
+        L = torch.where(ok.view(-1, 1, 1), L, L_try)
+        ok = ok | (info == 0)
+    return CholeskyFactor(matrix=H + tau.view(-1, 1, 1) * eye, L=L, ok=ok), tau

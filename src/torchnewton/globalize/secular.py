@@ -1,0 +1,122 @@
+"""The secular equation of regularized Newton steps, solved in an eigenbasis of the Hessian.
+
+Trust-region and cubic-regularization subproblems share one structure: the step is
+
+    s(λ) = −(H + λI)⁻¹ g,   λ ≥ max(0, −λ₁),   with ‖s(λ)‖ = r(λ)
+
+for a target radius r (r = Δ for a trust region, r = λ/σ for the cubic model; Moré & Sorensen
+1983, "Computing a trust region step"; Cartis, Gould & Toint 2011, "Adaptive cubic
+regularisation methods", Thm 3.1). With H = V diag(λᵢ) Vᵀ and c = Vᵀg, ‖s(λ)‖² = Σ cᵢ²/(λᵢ+λ)²
+costs O(n) per λ, so the root of ψ(λ) = 1/‖s(λ)‖ − 1/r(λ) (increasing and nearly linear, which
+is why Moré–Sorensen use 1/‖s‖) is found by safeguarded Newton inside a bracket for every member
+of a batch at once. One eigendecomposition serves every subproblem with the same Hessian:
+rejected trust-region steps and lazily reused Hessians pay O(n²) per solve, not O(n³).
+
+The *hard case* (g ⟂ the eigenvectors of λ₁ < 0, so ‖s(λ)‖ stays below r(λ) as λ → −λ₁) is
+handled exactly: λ = −λ₁ and the step is completed along v₁ to the required length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+Target = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # λ -> (1/r(λ), d(1/r)/dλ)
+
+
+@dataclass
+class EigenHessian:
+    """H = V diag(values) Vᵀ for a batch: values (B, n) ascending, vectors (B, n, n)."""
+
+    values: torch.Tensor
+    vectors: torch.Tensor
+
+    @classmethod
+    def of(cls, H: torch.Tensor) -> "EigenHessian":
+        """Decompose H; a member with non-finite entries gets NaN eigenvalues (its steps are then
+        rejected as non-finite) instead of aborting the batched eigh for everyone."""
+        finite = torch.isfinite(H).all(-1).all(-1)
+        eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
+        values, vectors = torch.linalg.eigh(torch.where(finite.view(-1, 1, 1), H, eye))
+        return cls(torch.where(finite.unsqueeze(-1), values, torch.full_like(values, float("nan"))), vectors)
+
+    def coordinates(self, g: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bni,bn->bi", self.vectors, g)
+
+    def expand(self, c: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bni,bi->bn", self.vectors, c)
+
+    def quadratic(self, s: torch.Tensor) -> torch.Tensor:
+        """sᵀHs, per member."""
+        c = self.coordinates(s)
+        return (self.values * c * c).sum(-1)
+
+    def where(self, mask: torch.Tensor, other: "EigenHessian") -> "EigenHessian":
+        return EigenHessian(torch.where(mask.unsqueeze(-1), self.values, other.values),
+                            torch.where(mask.view(-1, 1, 1), self.vectors, other.vectors))
+
+
+@dataclass
+class SecularSolution:
+    step: torch.Tensor  # (B, n)
+    shift: torch.Tensor  # (B,) λ
+    hard_case: torch.Tensor  # (B,) bool
+
+
+def _inverse_norm(c2: torch.Tensor, values: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1/‖s(λ)‖, d(1/‖s(λ)‖)/dλ) from c² (B, n)."""
+    tiny = torch.finfo(c2.dtype).tiny
+    d = values + lam.unsqueeze(-1)
+    norm2 = (c2 / (d * d)).sum(-1).clamp(min=tiny)
+    slope = (c2 / (d * d * d)).sum(-1)
+    return norm2.rsqrt(), slope * norm2.rsqrt() ** 3
+
+
+def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, upper: torch.Tensor, *,
+                  interior_allowed: torch.Tensor, iterations: int = 60) -> SecularSolution:
+    """Solve 1/‖s(λ)‖ = 1/r(λ) on (max(0, −λ₁), ``upper``], batched.
+
+    ``inverse_target(λ)`` returns 1/r(λ) and its derivative; ``upper`` (B,) is a shift where
+    ‖s‖ ≤ r is known to hold. Members in ``interior_allowed`` whose Newton step s(0) already
+    satisfies ‖s(0)‖ ≤ r(0) with H ≻ 0 get λ = 0 (the unconstrained trust-region step).
+    """
+    values = eig.values
+    scale = values.abs().amax(-1).clamp(min=torch.finfo(g.dtype).tiny)
+    c = eig.coordinates(g)
+    c2 = c * c
+    delta = torch.finfo(g.dtype).eps ** 0.75 * scale  # how close to −λ₁ the shift may get
+    lowest = values[:, 0]
+    lower = torch.where(lowest > delta, torch.zeros_like(lowest), -lowest + delta)
+    upper = torch.maximum(upper, lower)
+    inv_norm_lo, _ = _inverse_norm(c2, values, lower)
+    inv_r_lo, _ = inverse_target(lower)
+    at_lower = inv_norm_lo >= inv_r_lo  # ‖s(lower)‖ ≤ r(lower): no root above the lower end
+    interior = at_lower & interior_allowed & (lower == 0)
+    hard = at_lower & ~interior
+    lo, hi = lower.clone(), upper.clone()
+    lam = upper.clone()
+    for _ in range(iterations):
+        inv_norm, d_inv_norm = _inverse_norm(c2, values, lam)
+        inv_r, d_inv_r = inverse_target(lam)
+        psi = inv_norm - inv_r
+        # ψ is increasing: a positive value means λ is above the root
+        hi = torch.where(psi > 0, lam, hi)
+        lo = torch.where(psi <= 0, lam, lo)
+        newton = lam - psi / (d_inv_norm - d_inv_r).clamp(min=torch.finfo(g.dtype).tiny)
+        inside = torch.isfinite(newton) & (newton > lo) & (newton < hi)
+        lam = torch.where(inside, newton, 0.5 * (lo + hi))
+    lam = torch.where(interior, torch.zeros_like(lam), torch.where(hard, lower, lam))
+    d = values + lam.unsqueeze(-1)
+    coefficients = -c / torch.where(d.abs() > 0, d, torch.ones_like(d))
+    step = eig.expand(coefficients)
+    # hard case: move along v₁ until ‖s‖ = r(λ), on the side where gᵀv₁ τ ≤ 0
+    inv_r_hard, _ = inverse_target(lam)
+    radius = 1 / inv_r_hard.clamp(min=torch.finfo(g.dtype).tiny)
+    v1 = eig.vectors[..., 0]
+    sv = (step * v1).sum(-1)
+    root = torch.sqrt(torch.clamp(sv * sv + radius**2 - (step * step).sum(-1), min=0))
+    # the two roots of ‖s + τv₁‖ = r have opposite signs (‖s‖ ≤ r): take the one with τ·gᵀv₁ ≤ 0
+    tau = torch.where(c[:, 0] > 0, -sv - root, -sv + root)
+    step = torch.where(hard.unsqueeze(-1), step + tau.unsqueeze(-1) * v1, step)
+    return SecularSolution(step=step, shift=lam, hard_case=hard)

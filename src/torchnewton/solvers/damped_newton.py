@@ -1,0 +1,106 @@
+"""Damped Newton methods with affine-invariant step sizes: AICN, Root-Newton schedules, backtracking.
+
+All variants step x⁺ = x − α·n with the Newton direction n = H⁻¹∇f (H shifted to be positive
+definite where it is not, ``globalize.hessian_modification``) and choose α from the gradient's
+local norm G = ‖∇f(x)‖*ₓ = √(∇fᵀH⁻¹∇f) (the Newton decrement), never from a line search on f:
+
+* ``"aicn"``: α = (−1 + √(1 + 2L·G)) / (L·G) = 2 / (1 + √(1 + 2L·G)), the affine-invariant cubic
+  Newton step (Hanzely et al. 2022, "A damped Newton method achieves global O(1/k²) and local
+  quadratic convergence rate"): the minimizer of the cubic model in the local norm, along n.
+* ``"root"``: α = 1/(1 + θ) with θ = (9M)^{1/(q−1)} G^{(q−2)/(q−1)} (Hanzely, Abdukhakimov & Takáč,
+  "Newton method revisited: global convergence rates up to O(k⁻³) for stepsize schedules and
+  linesearch procedures", the RN schedule): for q = 4 (Hölder-continuous third derivative) the
+  global rate is O(k⁻³); q = 3 is the Lipschitz-Hessian case, O(k⁻²).
+* ``"backtracking"`` (their UN procedure): the same θ with an unknown constant M, raised by
+  ρ until ⟨∇f(x⁺), n⟩ ≥ ‖∇f(x⁺)‖*ₓ² / (2αθ) and f(x⁺) ≤ f(x) (the second test is a safeguard for
+  nonconvex f), then lowered by ρ for the next iteration so the estimate can adapt downwards.
+
+The constant (L or M) is the option ``smoothness``; every member of a batch keeps its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from ..core.status import Status
+from ..globalize.hessian_modification import shifted_cholesky
+from .objective_problem import ObjectiveProblem
+from .objective_state import ObjectiveState, initial_fields, record
+
+Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
+SCHEDULES = ("backtracking", "aicn", "root")
+
+
+@dataclass
+class DampedNewtonState(ObjectiveState):
+    smoothness: torch.Tensor  # (B,) L (aicn) or M (root, backtracking)
+    stepsize: torch.Tensor  # (B,) the last α
+
+
+@dataclass
+class DampedNewton:
+    termination: Termination
+    schedule: str = "backtracking"
+    smoothness: float = 1.0
+    order: float = 4.0
+    backtrack_factor: float = 2.0
+    max_backtracks: int = 60
+
+    def init(self, problem: ObjectiveProblem, x0: torch.Tensor) -> DampedNewtonState:
+        f, g = problem.value_and_grad(x0)
+        return DampedNewtonState(**initial_fields(x0, f, g), smoothness=torch.full_like(f, self.smoothness),
+                                 stepsize=torch.zeros_like(f))
+
+    def _stepsize(self, G: torch.Tensor, smoothness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(α, θ) of the schedule for local gradient norm G."""
+        if self.schedule == "aicn":
+            alpha = 2 / (1 + torch.sqrt(1 + 2 * smoothness * G))
+            return alpha, 1 / alpha - 1
+        q = self.order
+        theta = (9 * smoothness) ** (1 / (q - 1)) * G ** ((q - 2) / (q - 1))
+        return 1 / (1 + theta), theta
+
+    def step(self, problem: ObjectiveProblem, state: DampedNewtonState) -> DampedNewtonState:
+        x, g = state.x, state.g
+        factor, _ = shifted_cholesky(problem.hessian(x))
+        problem.counters.nlinsolve += 1
+        newton = factor.solve(g)
+        G = torch.sqrt(torch.clamp((g * newton).sum(-1), min=0))
+        if self.schedule != "backtracking":
+            alpha, _ = self._stepsize(G, state.smoothness)
+            x_new = x - alpha.unsqueeze(-1) * newton
+            f_new, g_new = problem.value_and_grad(x_new)
+            return replace(state, x=x_new, f=f_new, g=g_new, step_norm=alpha * newton.norm(dim=-1), stepsize=alpha)
+        return self._backtrack(problem, state, factor, newton, G)
+
+    def _backtrack(self, problem: ObjectiveProblem, state: DampedNewtonState, factor, newton: torch.Tensor,
+                   G: torch.Tensor) -> DampedNewtonState:
+        x = state.x
+        smoothness = state.smoothness / self.backtrack_factor
+        searching = torch.ones_like(state.f, dtype=torch.bool)
+        x_new, f_new, g_new, alpha_new = x, state.f, state.g, torch.zeros_like(state.f)
+        for _ in range(self.max_backtracks):
+            alpha, theta = self._stepsize(G, smoothness)
+            trial = x - alpha.unsqueeze(-1) * newton
+            f_trial, g_trial = problem.value_and_grad(trial)
+            local = (g_trial * factor.solve(g_trial)).sum(-1)  # ‖∇f(x⁺)‖*ₓ²
+            progress = (g_trial * newton).sum(-1) >= local / (2 * alpha * theta).clamp(min=torch.finfo(x.dtype).tiny)
+            ok = searching & torch.isfinite(f_trial) & torch.isfinite(local) & progress & (f_trial <= state.f)
+            col = ok.unsqueeze(-1)
+            x_new, f_new, g_new = torch.where(col, trial, x_new), torch.where(ok, f_trial, f_new), torch.where(col, g_trial, g_new)
+            alpha_new = torch.where(ok, alpha, alpha_new)
+            searching = searching & ~ok
+            if not bool(searching.any()):
+                break
+            smoothness = torch.where(searching, smoothness * self.backtrack_factor, smoothness)
+        failure = torch.where(searching, torch.full_like(state.failure, int(Status.LINESEARCH_FAILED)), state.failure)
+        return replace(state, x=x_new, f=f_new, g=g_new, step_norm=alpha_new * newton.norm(dim=-1),
+                       failure=failure, smoothness=smoothness, stepsize=alpha_new)
+
+    def terminate(self, problem: ObjectiveProblem, state: DampedNewtonState):
+        return self.termination(state)
+
+    def record(self, problem: ObjectiveProblem, state: DampedNewtonState) -> dict:
+        return {**record(state), "stepsize": state.stepsize.detach().clone()}

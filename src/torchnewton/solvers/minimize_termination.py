@@ -1,0 +1,33 @@
+"""When a minimizer stops: a small gradient, or an honest failure.
+
+Success is ‖∇f(x)‖∞ ≤ tol·max(1, min(|f(x)|, |f(x₀)|)) with f and ∇f finite. The scale makes the
+test meaningful for objectives far from 1 (the CUTEst comparison uses ‖∇f‖∞ ≤ tol·max(1, |f|),
+which this rule implies); capping it by |f(x₀)| keeps an objective that is unbounded below from
+"converging" because |f| grows faster than ‖∇f‖. A non-finite
+iterate, value or gradient ends the member with ``Status.NONFINITE``, whatever else holds, so a
+NaN objective is never reported as a success; a method's own failure code (line search failed,
+trust region collapsed) ends it otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..core.status import Status
+from .objective_state import ObjectiveState
+
+
+@dataclass
+class GradientTermination:
+    tol: float
+
+    def __call__(self, state: ObjectiveState) -> tuple[torch.Tensor, torch.Tensor]:
+        finite = torch.isfinite(state.f) & torch.isfinite(state.g).all(-1) & torch.isfinite(state.x).all(-1)
+        scale = torch.clamp(torch.minimum(state.f.abs(), state.f_initial.abs()), min=1.0)
+        success = finite & (state.g.abs().amax(-1) <= self.tol * scale)
+        failed = state.failure != 0
+        code = lambda s: torch.full_like(state.failure, int(s))
+        status = torch.where(success, code(Status.SUCCESS), state.failure)
+        status = torch.where(finite, status, code(Status.NONFINITE))
+        return success | failed | ~finite, status

@@ -1,0 +1,136 @@
+"""A batched objective f: (B, n) → (B,) with counted derivatives and a choice of curvature.
+
+Derivatives come from the user's callables where given (``jac``, ``hess``, ``hessp``) and from
+autodiff otherwise. The curvature a method sees is one of
+
+* ``"exact"``: ∇²f (the user's ``hess``, else n ``hessp`` products, else autodiff);
+* ``"hvp"``: ∇²f known only through products ∇²f(x)v (``hessp``, else ``hess``·v, else
+  forward-over-reverse autodiff); dense methods form the matrix from n products;
+* ``"gauss-newton"``: JᵀJ for f = ½‖r(x)‖² with the residual function r given;
+* ``"hutchinson"``: the diagonal of ∇²f estimated from Rademacher probes of ∇²f·z.
+
+Counters: ``nfev`` objective values, ``njev`` gradients, ``nhev`` Hessians (one dense Hessian or
+one Hessian-vector product each); every batched call counts once.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..core.counters import Counters
+from ..derivatives import autodiff, hutchinson_diagonal
+from ..linear import DenseOperator, DiagonalOperator, LinearOperator, MatrixFreeOperator
+
+BatchFunction = Callable[..., torch.Tensor]
+CURVATURES = ("exact", "hvp", "gauss-newton", "hutchinson")
+
+
+def _checked(fun: BatchFunction, name: str, trailing: tuple[int, ...]) -> BatchFunction:
+    """Wrap a batched user function so a wrong output type or shape is a clear error."""
+    def call(*inputs: torch.Tensor) -> torch.Tensor:
+        out = fun(*inputs)
+        expected = (inputs[0].shape[0],) + trailing
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{name} must return a torch.Tensor, got {type(out).__name__}")
+        if tuple(out.shape) != expected:
+            raise ValueError(f"{name} returned shape {tuple(out.shape)}, expected {expected}")
+        return out
+
+    return call
+
+
+class ObjectiveProblem:
+    """The batched objective the minimizers iterate on (see the module docstring)."""
+
+    def __init__(self, fun: BatchFunction, n: int, *, jac: BatchFunction | None = None,
+                 hess: BatchFunction | None = None, hessp: BatchFunction | None = None,
+                 curvature: str = "exact", residuals: BatchFunction | None = None,
+                 hutchinson_samples: int = 16, generator: torch.Generator | None = None):
+        self.fun = _checked(fun, "fun", ())
+        self.jac = None if jac is None else _checked(jac, "jac", (n,))
+        self.hess = None if hess is None else _checked(hess, "hess", (n, n))
+        self.hessp = None if hessp is None else _checked(hessp, "hessp", (n,))
+        self.curvature, self.residuals = curvature, residuals
+        self.hutchinson_samples, self.generator = hutchinson_samples, generator
+        self.counters = Counters()
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        self.counters.nfev += 1
+        return self.fun(x)
+
+    def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.counters.nfev += 1
+        self.counters.njev += 1
+        if self.jac is not None:
+            return self.fun(x), self.jac(x)
+        return autodiff.gradient(self.fun, x)
+
+    def gradient(self, x: torch.Tensor) -> torch.Tensor:
+        self.counters.njev += 1
+        if self.jac is not None:
+            return self.jac(x)
+        return autodiff.gradient(self.fun, x)[1]
+
+    def hvp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """∇²f(x)v, or JᵀJv for Gauss–Newton."""
+        self.counters.nhev += 1
+        if self.curvature == "gauss-newton":
+            return autodiff.gauss_newton_product(self.residuals, x, v)
+        if self.hessp is not None:
+            return self.hessp(x, v)
+        if self.hess is not None:
+            return torch.einsum("bij,bj->bi", self.hess(x), v)
+        return autodiff.hvp(self.fun, x, v)[1]
+
+    def hessian(self, x: torch.Tensor) -> torch.Tensor:
+        """The dense curvature matrix (B, n, n) of the chosen strategy."""
+        if self.curvature == "hutchinson":
+            return torch.diag_embed(self._diagonal(x))
+        if self.curvature == "gauss-newton":
+            self.counters.nhev += 1
+            J = autodiff.jacobian(self.residuals, x)[1]
+            return J.transpose(-1, -2) @ J
+        if self.hess is not None and self.curvature == "exact":
+            self.counters.nhev += 1
+            return self.hess(x)
+        if self.hessp is not None or self.curvature == "hvp":
+            return self.operator(x).to_dense()
+        self.counters.nhev += 1
+        return autodiff.hessian(self.fun, x)[2]
+
+    def operator(self, x: torch.Tensor) -> LinearOperator:
+        """The curvature at x as an operator for Krylov solvers (products only where possible)."""
+        batch, n = x.shape
+        if self.curvature == "hutchinson":
+            return DiagonalOperator(self._diagonal(x))
+        if self.hess is not None and self.hessp is None and self.curvature == "exact":
+            return DenseOperator(self.hessian(x))
+        return MatrixFreeOperator(lambda v: self.hvp(x, v), (batch, n, n), dtype=x.dtype, device=x.device)
+
+    def _diagonal(self, x: torch.Tensor) -> torch.Tensor:
+        return hutchinson_diagonal(lambda v: self.hvp(x, v), x, samples=self.hutchinson_samples,
+                                   generator=self.generator)
+
+
+def batch_objective(fun: BatchFunction, args: tuple, batch: bool) -> BatchFunction:
+    """f as a batched function (B, n) → (B,); without ``batch`` the user's f takes (n,) → ()."""
+    if batch:
+        return lambda x: fun(x, *args)
+
+    def single(x: torch.Tensor) -> torch.Tensor:
+        out = fun(x[0], *args)
+        if not isinstance(out, torch.Tensor) or out.numel() != 1:
+            raise ValueError(f"fun must return a scalar tensor, got {getattr(out, 'shape', type(out).__name__)}")
+        return out.reshape(1)
+
+    return single
+
+
+def batch_derivative(fun: BatchFunction | None, args: tuple, batch: bool, *, vector: bool = False) -> BatchFunction | None:
+    """A user jac/hess (x) or hessp (x, v) in batched form."""
+    if fun is None or batch:
+        return None if fun is None else (lambda x, *v: fun(x, *v, *args))
+    if vector:
+        return lambda x, v: fun(x[0], v[0], *args).unsqueeze(0)
+    return lambda x: fun(x[0], *args).unsqueeze(0)

@@ -1,0 +1,125 @@
+"""Trust-region Newton methods: exact subproblems (Moré–Sorensen) and Steihaug's truncated CG.
+
+Each iteration minimizes the quadratic model m(s) = gᵀs + ½sᵀHs over ‖s‖ ≤ Δ, evaluates f at
+x + s, and accepts the step when the gain ratio ρ = (f(x) − f(x+s)) / (−m(s)) exceeds η; Δ shrinks
+on poor agreement and grows when a good step hits the boundary (``globalize.trust_region``).
+
+* :class:`ExactTrustRegion` ("trust-exact"): the global minimizer of the model (``globalize.
+  trust_region_exact``), from one eigendecomposition per Hessian, reused by rejected steps;
+  negative curvature and the hard case are handled exactly.
+* :class:`SteihaugTrustRegion` ("trust-ncg"): Steihaug–Toint CG on Hessian-vector products,
+  stopped at the boundary, at negative curvature or at ‖r‖ ≤ min(½, √‖g‖)‖g‖.
+
+A member whose radius falls below ε·max(1, ‖x‖) cannot make progress and ends ``STALLED``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from ..core.status import Status
+from ..globalize.secular import EigenHessian
+from ..globalize.rounding import rounding_safe_ratio
+from ..globalize.trust_region import update_radius
+from ..globalize.trust_region_exact import exact_trust_region_step
+from ..linear import cg
+from .objective_problem import ObjectiveProblem
+from .objective_state import ObjectiveState, initial_fields, record
+
+Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class TrustRegionState(ObjectiveState):
+    radius: torch.Tensor  # (B,)
+
+
+@dataclass
+class ExactTrustRegionState(TrustRegionState):
+    eigenvalues: torch.Tensor  # (B, n) of the Hessian at x
+    eigenvectors: torch.Tensor  # (B, n, n)
+    fresh: torch.Tensor  # (B,) bool: the eigenpairs belong to the current x
+
+
+@dataclass
+class TrustRegionMinimizer:
+    termination: Termination
+    initial_radius: float = 1.0
+    max_radius: float = 1000.0
+    eta: float = 0.15
+
+    def init(self, problem: ObjectiveProblem, x0: torch.Tensor) -> TrustRegionState:
+        f, g = problem.value_and_grad(x0)
+        return self.make_state(initial_fields(x0, f, g), torch.full_like(f, self.initial_radius))
+
+    def make_state(self, fields: dict, radius: torch.Tensor) -> TrustRegionState:
+        return TrustRegionState(**fields, radius=radius)
+
+    def subproblem(self, problem: ObjectiveProblem, state: TrustRegionState) -> tuple[torch.Tensor, torch.Tensor, TrustRegionState]:
+        """(step s, predicted decrease −m(s), state with any curvature it computed)."""
+        raise NotImplementedError
+
+    def step(self, problem: ObjectiveProblem, state: TrustRegionState) -> TrustRegionState:
+        s, predicted, state = self.subproblem(problem, state)
+        x = state.x
+        f_trial = problem.value(x + s)
+        rho = rounding_safe_ratio(state.f, f_trial, predicted)
+        accept = rho > self.eta
+        x_new = torch.where(accept.unsqueeze(-1), x + s, x)
+        g_new = torch.where(accept.unsqueeze(-1), problem.gradient(x_new), state.g) if bool(accept.any()) else state.g
+        step_norm = s.norm(dim=-1)
+        radius = update_radius(state.radius, rho, step_norm, max_radius=self.max_radius)
+        stalled = ~accept & (radius <= torch.finfo(x.dtype).eps * torch.clamp(x.norm(dim=-1), min=1.0))
+        failure = torch.where(stalled, torch.full_like(state.failure, int(Status.STALLED)), state.failure)
+        return self.moved(replace(state, x=x_new, f=torch.where(accept, f_trial, state.f), g=g_new,
+                                  step_norm=torch.where(accept, step_norm, torch.zeros_like(step_norm)),
+                                  radius=radius, failure=failure), accept)
+
+    def moved(self, state: TrustRegionState, accept: torch.Tensor) -> TrustRegionState:
+        """Hook: invalidate curvature kept for the old iterate."""
+        return state
+
+    def terminate(self, problem: ObjectiveProblem, state: TrustRegionState):
+        return self.termination(state)
+
+    def record(self, problem: ObjectiveProblem, state: TrustRegionState) -> dict:
+        return {**record(state), "radius": state.radius.detach().clone()}
+
+
+@dataclass
+class ExactTrustRegion(TrustRegionMinimizer):
+    def make_state(self, fields: dict, radius: torch.Tensor) -> ExactTrustRegionState:
+        x = fields["x"]
+        batch, n = x.shape
+        return ExactTrustRegionState(**fields, radius=radius, eigenvalues=x.new_zeros(batch, n),
+                                     eigenvectors=x.new_zeros(batch, n, n),
+                                     fresh=torch.zeros(batch, dtype=torch.bool, device=x.device))
+
+    def subproblem(self, problem: ObjectiveProblem, state: ExactTrustRegionState):
+        eig = EigenHessian(state.eigenvalues, state.eigenvectors)
+        if not bool(state.fresh.all()):
+            eig = eig.where(state.fresh, EigenHessian.of(problem.hessian(state.x)))
+            problem.counters.nlinsolve += 1
+        s = exact_trust_region_step(eig, state.g, state.radius)
+        predicted = -((state.g * s).sum(-1) + 0.5 * eig.quadratic(s))
+        state = replace(state, eigenvalues=eig.values, eigenvectors=eig.vectors, fresh=torch.ones_like(state.fresh))
+        return s, predicted, state
+
+    def moved(self, state: ExactTrustRegionState, accept: torch.Tensor) -> ExactTrustRegionState:
+        return replace(state, fresh=state.fresh & ~accept)
+
+
+@dataclass
+class SteihaugTrustRegion(TrustRegionMinimizer):
+    cg_max_iter: int | None = None
+
+    def subproblem(self, problem: ObjectiveProblem, state: TrustRegionState):
+        g = state.g
+        operator = problem.operator(state.x)
+        forcing = torch.clamp(g.norm(dim=-1).sqrt(), max=0.5)
+        s = cg(operator, -g, rtol=forcing, max_iter=self.cg_max_iter, radius=state.radius).x
+        problem.counters.nlinsolve += 1
+        predicted = -((g * s).sum(-1) + 0.5 * (s * operator.matvec(s)).sum(-1))
+        return s, predicted, state

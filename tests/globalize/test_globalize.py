@@ -1,0 +1,67 @@
+import torch
+
+from torchnewton.globalize.damping import levenberg_marquardt_step, update_damping
+from torchnewton.globalize.linesearch import armijo
+from torchnewton.globalize.trust_region import dogleg, gain_ratio, update_radius
+
+
+def test_armijo_per_member_steps_and_nonfinite_rejection():
+    # φ_i(α) = (1 − α)² scaled; member 1 returns NaN beyond α = 0.3
+    scale = torch.tensor([1.0, 1.0, 5.0], dtype=torch.float64)
+
+    def phi(alpha):
+        value = scale * (1 - alpha) ** 2
+        value = torch.where((alpha > 0.3) & (torch.arange(3) == 1), torch.nan, value)
+        return value, alpha.unsqueeze(-1)
+
+    result = armijo(phi, scale.clone(), -2 * scale)
+    assert result.success.all()
+    assert result.alpha[0] == 1.0 and result.alpha[2] == 1.0
+    assert 0 < result.alpha[1] <= 0.3
+    assert torch.isfinite(result.value).all()
+    assert torch.equal(result.aux[:, 0], result.alpha)
+
+
+def test_armijo_fails_honestly_on_ascent():
+    result = armijo(lambda a: (1 + a, None), torch.ones(1), -torch.ones(1), max_steps=5)
+    assert not result.success.item()
+    assert result.alpha.item() == 0.0
+
+
+def test_dogleg_three_regimes():
+    B = torch.diag(torch.tensor([1.0, 10.0], dtype=torch.float64))
+    g = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    newton = -torch.linalg.solve(B, g)
+    curvature = g @ B @ g
+    radii = torch.tensor([10.0, 0.05, 0.5], dtype=torch.float64)
+    steps = dogleg(newton.expand(3, 2), g.expand(3, 2), curvature.expand(3), radii)
+    assert torch.allclose(steps[0], newton)
+    assert torch.allclose(steps[1], -0.05 * g / g.norm())
+    assert torch.isclose(steps[2].norm(), torch.tensor(0.5, dtype=torch.float64))
+
+
+def test_radius_and_damping_updates():
+    radius = torch.ones(3, dtype=torch.float64)
+    rho = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    new = update_radius(radius, rho, torch.ones(3, dtype=torch.float64))
+    assert new.tolist() == [0.25, 1.0, 2.0]
+    assert gain_ratio(torch.tensor([torch.nan]), torch.tensor([1.0])).item() == -float("inf")
+    damping, nu = update_damping(torch.ones(2, dtype=torch.float64), torch.full((2,), 2.0, dtype=torch.float64),
+                                 torch.tensor([-1.0, 1.0], dtype=torch.float64))
+    assert damping.tolist() == [2.0, 1.0 / 3.0] and nu.tolist() == [4.0, 2.0]
+
+
+def test_levenberg_marquardt_step_solves_damped_normal_equations():
+    torch.manual_seed(0)
+    J = torch.randn(2, 8, 3, dtype=torch.float64)
+    F = torch.randn(2, 8, dtype=torch.float64)
+    lam = torch.tensor([0.0, 0.7], dtype=torch.float64)
+    D = torch.rand(2, 3, dtype=torch.float64) + 0.5
+    p = levenberg_marquardt_step(J, F, lam, D)
+    normal = J.transpose(-1, -2) @ J + lam.view(-1, 1, 1) * torch.diag_embed(D**2)
+    assert torch.allclose(p, torch.linalg.solve(normal, -torch.einsum("bmn,bm->bn", J, F)))
+    rank_deficient = torch.zeros(1, 4, 2, dtype=torch.float64)
+    rank_deficient[0, :, 0] = 1.0
+    step = levenberg_marquardt_step(rank_deficient, torch.ones(1, 4, dtype=torch.float64),
+                                    torch.zeros(1, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64))
+    assert torch.allclose(step, torch.tensor([[-1.0, 0.0]], dtype=torch.float64))
