@@ -19,6 +19,9 @@ class Status(IntEnum):
     RUNNING = 9
     CALLBACK_STOP = 10
 
+    def __str__(self) -> str:
+        return self.name
+
     @property
     def message(self) -> str:
         return _MESSAGES[self]
