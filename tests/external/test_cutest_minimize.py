@@ -1,0 +1,29 @@
+"""torchnewton.minimize on CUTEst problems through S2MPJ, with their own derivatives and known
+optimal values (Moré, Garbow & Hillstrom 1981 and the CUTEst SIF headers)."""
+import pytest
+import torch
+
+s2mpj = pytest.importorskip("torchnewton.bench.problems.s2mpj")
+
+from torchnewton.solvers.minimize import minimize  # noqa: E402
+
+KNOWN = {"ROSENBR": 0.0, "BEALE": 0.0, "DENSCHNA": 0.0, "HIMMELBH": -1.0, "BOX3": 0.0, "HELIX": 0.0, "CUBE": 0.0}
+METHODS = {"trust-exact": "hess", "newton": "hess", "cubic": "hess", "trust-ncg": "hessp"}
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return {name: s2mpj.load_problem(name, "unconstrained") for name in KNOWN}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", KNOWN)
+def test_cutest_known_optimum(problems, name, method):
+    problem = problems[name]
+    second = {"hess": problem.hessian, "hessp": problem.hessp}[METHODS[method]]
+    res = minimize(problem.objective, problem.x0.clone(), method=method, jac=problem.gradient, tol=1e-8,
+                   max_iter=500, **{METHODS[method]: second})
+    assert res.success, (name, method, res.status)
+    assert abs(float(res.fun) - KNOWN[name]) <= 1e-8 * max(1.0, abs(KNOWN[name])) + 1e-10
+    assert res.grad.abs().max() <= 1e-8 * max(1.0, abs(float(res.fun)))
+    assert res.nhev > 0 and res.njev > 0
