@@ -13,6 +13,7 @@ import torch
 from ..core.status import Status
 from .operator import LinearOperator, as_operator
 from .solution import LinearSolution
+from .batched import matvec, rmatvec
 
 
 def _regularized_solve(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -21,7 +22,7 @@ def _regularized_solve(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     AtA = A.transpose(-1, -2) @ A
     lam = (eps ** 0.5) * AtA.diagonal(dim1=-2, dim2=-1).sum(-1).clamp(min=torch.finfo(A.dtype).tiny)
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-    rhs = torch.einsum("bmn,bm->bn", A, b)
+    rhs = rmatvec(A, b)
     L, info = torch.linalg.cholesky_ex(AtA + lam.view(-1, 1, 1) * eye)
     x = torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
     # a non-finite A leaves info > 0: such members get x = 0 and stay SINGULAR
@@ -59,7 +60,7 @@ def solve_dense(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, symmetric:
                          torch.full_like(ok, int(Status.SINGULAR), dtype=torch.long))
     if not bool(ok.all()):
         x = torch.where(ok.unsqueeze(-1), x, _regularized_solve(matrix, b))
-    residual = (b - torch.einsum("bmn,bn->bm", matrix, x)).norm(dim=-1)
+    residual = (b - matvec(matrix, x)).norm(dim=-1)
     return LinearSolution(x=x, status=status, iterations=torch.zeros_like(status), residual_norm=residual)
 
 

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from typing import Callable
 
 import torch
+from .batched import matvec, rmatvec
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,10 +58,10 @@ class DenseOperator(LinearOperator):
         self.dtype, self.device = matrix.dtype, matrix.device
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bmn,bn->bm", self.matrix, v)
+        return matvec(self.matrix, v)
 
     def rmatvec(self, u: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bmn,bm->bn", self.matrix, u)
+        return rmatvec(self.matrix, u)
 
     def to_dense(self) -> torch.Tensor:
         return self.matrix

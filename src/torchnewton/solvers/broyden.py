@@ -16,6 +16,7 @@ from ..core.status import Status
 from ..globalize.linesearch import armijo
 from .residual_problem import ResidualProblem
 from .residual_state import ResidualState, initial_state, record
+from ..linear.batched import matvec, rmatvec
 
 Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
@@ -52,7 +53,7 @@ class Broyden:
 
     def step(self, problem: ResidualProblem, state: BroydenState) -> BroydenState:
         x, F, H = state.x, state.F, state.H
-        d = -torch.einsum("bij,bj->bi", H, F)
+        d = -matvec(H, F)
 
         def merit(alpha: torch.Tensor):
             F_trial = problem.residual(x + alpha.unsqueeze(-1) * d)
@@ -68,8 +69,8 @@ class Broyden:
         x_new = torch.where(ok.unsqueeze(-1), x + s, x)
         F_new = torch.where(ok.unsqueeze(-1), search.aux, F)
         y = F_new - F
-        Hy = torch.einsum("bij,bj->bi", H, y)
-        sH = torch.einsum("bi,bij->bj", s, H)
+        Hy = matvec(H, y)
+        sH = rmatvec(H, s)
         denom = (s * Hy).sum(-1)
         usable = ok & (denom.abs() > torch.finfo(x.dtype).eps * s.norm(dim=-1) * Hy.norm(dim=-1))
         update = (s - Hy).unsqueeze(-1) * sH.unsqueeze(-2) / torch.where(usable, denom, torch.ones_like(denom)).view(-1, 1, 1)

@@ -11,6 +11,7 @@ from ..globalize.damping import levenberg_marquardt_step
 from ..globalize.trust_region import dogleg, gain_ratio, update_radius
 from .residual_problem import ResidualProblem
 from .residual_state import ResidualState, initial_state, record
+from ..linear.batched import matvec, rmatvec
 
 Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
@@ -28,7 +29,7 @@ class PowellDogleg:
 
     def init(self, problem: ResidualProblem, x0: torch.Tensor) -> DoglegState:
         F, J = problem.linearize(x0)
-        grad = torch.einsum("bmn,bm->bn", J, F)
+        grad = rmatvec(J, F)
         radius = torch.clamp(100 * x0.norm(dim=-1), min=1.0)
         return DoglegState(**initial_state(x0, F, grad), J=J, radius=radius)
 
@@ -37,12 +38,12 @@ class PowellDogleg:
         zeros = torch.zeros_like(state.radius)
         newton = levenberg_marquardt_step(J, F, zeros, torch.ones_like(x))  # Gauss–Newton step
         problem.counters.nlinsolve += 1
-        Jg = torch.einsum("bmn,bn->bm", J, g)
+        Jg = matvec(J, g)
         p = dogleg(newton, g, (Jg * Jg).sum(-1), state.radius)
         x_trial = x + p
         F_trial = problem.residual(x_trial)
         cost_trial = 0.5 * (F_trial * F_trial).sum(-1)
-        model = F + torch.einsum("bmn,bn->bm", J, p)
+        model = F + matvec(J, p)
         rho = gain_ratio(state.cost - cost_trial, state.cost - 0.5 * (model * model).sum(-1))
         step_norm = p.norm(dim=-1)
         accept = rho > self.accept_ratio
@@ -60,7 +61,7 @@ class PowellDogleg:
         reduction = torch.where(accept & (rho > 0.25), (state.cost - cost_new) / state.cost.clamp(min=tiny),
                                 torch.full_like(cost_new, float("inf")))
         return replace(state, x=x_new, F=F_new, J=J_new, cost=cost_new,
-                       grad=torch.einsum("bmn,bm->bn", J_new, F_new), step_norm=torch.where(torch.isfinite(cost_trial), p.norm(dim=-1), torch.full_like(cost_new, float("inf"))),
+                       grad=rmatvec(J_new, F_new), step_norm=torch.where(torch.isfinite(cost_trial), p.norm(dim=-1), torch.full_like(cost_new, float("inf"))),
                        reduction=reduction, failure=failure, radius=radius)
 
     def terminate(self, problem: ResidualProblem, state: DoglegState):

@@ -11,6 +11,8 @@ from ..core.status import Status
 from ..core.validate import check_same_device, check_tensor
 from .loop import LoopOutput
 
+_MESSAGES = {int(code): code.message for code in Status}
+
 
 def prepare_x0(x0: Any, batch: bool, args: tuple) -> torch.Tensor:
     """Validate x0 and return it as a detached (B, n) batch (B = 1 without ``batch``)."""
@@ -40,7 +42,7 @@ def build_result(loop: LoopOutput, counters: Counters, batch: bool, x: torch.Ten
     """Assemble the Result; without ``batch`` the batch of one is squeezed to scalars."""
     status, nit = loop.status, loop.nit
     success = status == int(Status.SUCCESS)
-    messages = [Status(int(s)).message for s in status.tolist()]
+    messages = [_MESSAGES[code] for code in status.tolist()]
     extras = fields.pop("extras", {})
     if not batch:
         squeeze = lambda t: t[0] if isinstance(t, torch.Tensor) and t.dim() > 0 else t

@@ -16,6 +16,7 @@ from ..globalize.damping import levenberg_marquardt_step, update_damping
 from ..globalize.trust_region import gain_ratio
 from .residual_problem import ResidualProblem
 from .residual_state import ResidualState, initial_state, record
+from ..linear.batched import matvec, rmatvec
 
 Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
@@ -36,7 +37,7 @@ class LevenbergMarquardt:
 
     def init(self, problem: ResidualProblem, x0: torch.Tensor) -> LevenbergMarquardtState:
         F, J = problem.linearize(x0)
-        grad = torch.einsum("bmn,bm->bn", J, F)
+        grad = rmatvec(J, F)
         scale = _column_norms(J)
         batch = x0.shape[0]
         damping = torch.full((batch,), self.initial_damping, dtype=x0.dtype, device=x0.device)
@@ -50,7 +51,7 @@ class LevenbergMarquardt:
         x_trial = x + p
         F_trial = problem.residual(x_trial)
         cost_trial = 0.5 * (F_trial * F_trial).sum(-1)
-        model = F + torch.einsum("bmn,bn->bm", J, p)
+        model = F + matvec(J, p)
         predicted = state.cost - 0.5 * (model * model).sum(-1)
         rho = gain_ratio(state.cost - cost_trial, predicted)
         accept = rho > self.accept_ratio
@@ -71,7 +72,7 @@ class LevenbergMarquardt:
         # stalling because every trial point was NaN/Inf is a non-finite failure, not a plateau
         failure = torch.where(stalled & ~torch.isfinite(cost_trial), torch.full_like(failure, int(Status.NONFINITE)), failure)
         return replace(state, x=x_new, F=F_new, J=J_new, cost=cost_new,
-                       grad=torch.einsum("bmn,bm->bn", J_new, F_new), step_norm=torch.where(torch.isfinite(cost_trial), p.norm(dim=-1), torch.full_like(cost_new, float("inf"))),
+                       grad=rmatvec(J_new, F_new), step_norm=torch.where(torch.isfinite(cost_trial), p.norm(dim=-1), torch.full_like(cost_new, float("inf"))),
                        reduction=reduction, failure=failure, damping=damping, nu=nu,
                        scale=torch.maximum(state.scale, _column_norms(J_new)))
 

@@ -22,6 +22,7 @@ from ..globalize.linesearch import armijo
 from ..linear import MatrixFreeOperator, gmres, solve_dense
 from .residual_problem import ResidualProblem
 from .residual_state import ResidualState, initial_state, record
+from ..linear.batched import rmatvec
 
 Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
@@ -51,7 +52,7 @@ class NewtonLineSearch:
             grad = None
         else:
             F, J = problem.linearize(x0)
-            grad = torch.einsum("bmn,bm->bn", J, F)
+            grad = rmatvec(J, F)
         forcing = torch.full((x0.shape[0],), 0.5, dtype=x0.dtype, device=x0.device)
         return NewtonState(**initial_state(x0, F, grad), forcing=forcing, J=J)
 
@@ -81,7 +82,7 @@ class NewtonLineSearch:
             zeros = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
             d = levenberg_marquardt_step(J, F, zeros, torch.ones_like(x))
             singular = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        grad = torch.einsum("bmn,bm->bn", J, F)
+        grad = rmatvec(J, F)
         slope = (grad * d).sum(-1)
         # a regularized or inexact direction may fail to descend: fall back to steepest descent
         descent = slope < 0
@@ -117,7 +118,7 @@ class NewtonLineSearch:
         grad, J = state.grad, state.J
         if self.direction != "krylov":
             J = problem.jacobian(x_new)
-            grad = torch.einsum("bmn,bm->bn", J, F_new)
+            grad = rmatvec(J, F_new)
         forcing = self._next_forcing(state, cost_new)
         return replace(state, x=x_new, F=F_new, cost=cost_new, grad=grad, step_norm=torch.where(ok, step.norm(dim=-1), torch.full_like(cost_new, float("inf"))),
                        reduction=reduction, failure=failure, regularized=singular, forcing=forcing, J=J)

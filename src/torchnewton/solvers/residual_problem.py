@@ -7,6 +7,7 @@ import torch
 
 from ..core.counters import Counters
 from ..derivatives import autodiff
+from ..linear.batched import matvec, rmatvec
 
 BatchFunction = Callable[[torch.Tensor], torch.Tensor]
 
@@ -43,7 +44,7 @@ class ResidualProblem:
     def jvp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         self.counters.njev += 1
         if self.jac is not None:
-            return torch.einsum("bmn,bn->bm", self.jac(x), v)
+            return matvec(self.jac(x), v)
         return autodiff.jvp(self.fun, x, v)[1]
 
     def jvp_finite_difference(self, x: torch.Tensor, F: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,7 @@ class ResidualProblem:
     def vjp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         self.counters.njev += 1
         if self.jac is not None:
-            return torch.einsum("bmn,bm->bn", self.jac(x), u)
+            return rmatvec(self.jac(x), u)
         return autodiff.vjp(self.fun, x, u)[1]
 
 
