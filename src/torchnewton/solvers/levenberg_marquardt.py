@@ -26,7 +26,6 @@ class LevenbergMarquardtState(ResidualState):
     J: torch.Tensor
     damping: torch.Tensor
     nu: torch.Tensor
-    scale: torch.Tensor
 
 
 @dataclass
@@ -38,11 +37,11 @@ class LevenbergMarquardt:
     def init(self, problem: ResidualProblem, x0: torch.Tensor) -> LevenbergMarquardtState:
         F, J = problem.linearize(x0)
         grad = rmatvec(J, F)
-        scale = _column_norms(J)
         batch = x0.shape[0]
         damping = torch.full((batch,), self.initial_damping, dtype=x0.dtype, device=x0.device)
-        return LevenbergMarquardtState(**initial_state(x0, F, grad), J=J, damping=damping,
-                                       nu=torch.full_like(damping, 2.0), scale=scale)
+        fields = initial_state(x0, F, grad)
+        fields["scale"] = _column_norms(J)
+        return LevenbergMarquardtState(**fields, J=J, damping=damping, nu=torch.full_like(damping, 2.0))
 
     def step(self, problem: ResidualProblem, state: LevenbergMarquardtState) -> LevenbergMarquardtState:
         x, F, J = state.x, state.F, state.J
@@ -72,7 +71,7 @@ class LevenbergMarquardt:
         # stalling because every trial point was NaN/Inf is a non-finite failure, not a plateau
         failure = torch.where(stalled & ~torch.isfinite(cost_trial), torch.full_like(failure, int(Status.NONFINITE)), failure)
         return replace(state, x=x_new, F=F_new, J=J_new, cost=cost_new,
-                       grad=rmatvec(J_new, F_new), step_norm=torch.where(torch.isfinite(cost_trial), p.norm(dim=-1), torch.full_like(cost_new, float("inf"))),
+                       grad=rmatvec(J_new, F_new), step_norm=torch.where(torch.isfinite(cost_trial), (state.scale * p).norm(dim=-1), torch.full_like(cost_new, float("inf"))),
                        reduction=reduction, failure=failure, damping=damping, nu=nu,
                        scale=torch.maximum(state.scale, _column_norms(J_new)))
 

@@ -13,7 +13,9 @@ class ResidualState:
     ``grad`` is Jᵀ F at x (zeros for methods that never form it), ``step_norm`` and ``reduction``
     (relative decrease of ½‖F‖² by the last accepted step) feed the scipy-style tests, ``failure``
     holds a Status code (0 while the method can go on), ``regularized`` marks members whose last
-    Newton system was singular and solved with regularization.
+    Newton system was singular and solved with regularization. ``scale`` (B, n) is the variable
+    scaling D of the step test ‖D Δx‖ ≤ xtol (xtol + ‖D x‖) (ones unless the method scales, as
+    Levenberg–Marquardt does), so a parameter of size 1e-11 beside one of size 1e5 still counts.
     """
 
     x: torch.Tensor
@@ -24,6 +26,7 @@ class ResidualState:
     reduction: torch.Tensor
     failure: torch.Tensor
     regularized: torch.Tensor
+    scale: torch.Tensor
 
 
 def initial_state(x: torch.Tensor, F: torch.Tensor, grad: torch.Tensor | None = None) -> dict:
@@ -33,7 +36,7 @@ def initial_state(x: torch.Tensor, F: torch.Tensor, grad: torch.Tensor | None = 
     return dict(x=x, F=F, cost=0.5 * (F * F).sum(-1), grad=torch.zeros_like(x) if grad is None else grad,
                 step_norm=inf, reduction=inf.clone(),
                 failure=torch.zeros(batch, dtype=torch.long, device=x.device),
-                regularized=torch.zeros(batch, dtype=torch.bool, device=x.device))
+                regularized=torch.zeros(batch, dtype=torch.bool, device=x.device), scale=torch.ones_like(x))
 
 
 def record(state: ResidualState) -> dict:

@@ -40,7 +40,8 @@ class RootTermination:
 @dataclass
 class LeastSquaresTermination:
     """scipy.optimize.least_squares rules: ‖Jᵀr‖∞ ≤ gtol, relative cost decrease ≤ ftol after a
-    step the model predicted well, or ‖Δx‖ ≤ xtol(xtol + ‖x‖); a zero residual also converges."""
+    step the model predicted well, or ‖DΔx‖ ≤ xtol(xtol + ‖Dx‖) in the method's variable scaling D
+    (as MINPACK); a zero residual also converges."""
 
     ftol: float
     xtol: float
@@ -49,7 +50,7 @@ class LeastSquaresTermination:
     def __call__(self, state: ResidualState) -> tuple[torch.Tensor, torch.Tensor]:
         gradient_small = state.grad.abs().amax(-1) <= self.gtol
         cost_small = state.reduction <= self.ftol
-        step_small = state.step_norm <= self.xtol * (self.xtol + state.x.norm(dim=-1))
+        step_small = state.step_norm <= self.xtol * (self.xtol + (state.scale * state.x).norm(dim=-1))
         zero = state.cost <= torch.finfo(state.cost.dtype).tiny
         success = (gradient_small | cost_small | step_small | zero) & torch.isfinite(state.cost)
         return _failures(state, success)
