@@ -106,7 +106,7 @@ def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str 
         >>> from torchnewton.solvers.minimize import minimize
         >>> rosenbrock = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
         >>> res = minimize(rosenbrock, torch.tensor([-1.2, 1.0], dtype=torch.float64))
-        >>> res.success, res.x
+        >>> res.success, res.x.round(decimals=8)
         (True, tensor([1., 1.], dtype=torch.float64))
     """
     key = check_method(method, METHODS)

@@ -3,7 +3,8 @@
 Derivatives come from the user's callables where given (``jac``, ``hess``, ``hessp``) and from
 autodiff otherwise. The curvature a method sees is one of
 
-* ``"exact"``: ∇²f (the user's ``hess``, else n ``hessp`` products, else autodiff);
+* ``"exact"``: ∇²f (the user's ``hess``, else n ``hessp`` products, else reverse-over-reverse
+  autodiff);
 * ``"hvp"``: ∇²f known only through products ∇²f(x)v (``hessp``, else ``hess``·v, else
   forward-over-reverse autodiff); dense methods form the matrix from n products;
 * ``"gauss-newton"``: JᵀJ for f = ½‖r(x)‖² with the residual function r given;
@@ -20,10 +21,10 @@ import torch
 
 from ..core.counters import Counters
 from ..derivatives import autodiff, hutchinson_diagonal
+from ..derivatives.reverse_hessian import hessian_reverse
 from ..linear import DenseOperator, DiagonalOperator, LinearOperator, MatrixFreeOperator
 
 BatchFunction = Callable[..., torch.Tensor]
-CURVATURES = ("exact", "hvp", "gauss-newton", "hutchinson")
 
 
 def _checked(fun: BatchFunction, name: str, trailing: tuple[int, ...]) -> BatchFunction:
@@ -97,7 +98,7 @@ class ObjectiveProblem:
         if self.hessp is not None or self.curvature == "hvp":
             return self.operator(x).to_dense()
         self.counters.nhev += 1
-        return autodiff.hessian(self.fun, x)[2]
+        return hessian_reverse(self.fun, x)
 
     def operator(self, x: torch.Tensor) -> LinearOperator:
         """The curvature at x as an operator for Krylov solvers (products only where possible)."""

@@ -42,7 +42,7 @@ def _curvature_pairs(old: ObjectiveState, outcome: SearchOutcome) -> tuple[torch
     return s, y, sy, usable
 
 
-def _restart(old: ObjectiveState, new: ObjectiveState, outcome: SearchOutcome, has_memory: torch.Tensor):
+def _restart(new: ObjectiveState, outcome: SearchOutcome, has_memory: torch.Tensor):
     """Members whose search failed with a memory retry from scratch instead of failing."""
     reset = ~outcome.ok & has_memory
     failure = torch.where(reset, torch.zeros_like(new.failure), new.failure)
@@ -79,7 +79,7 @@ class BFGS(LineSearchMinimizer):
         left = eye - rho.view(-1, 1, 1) * torch.einsum("bi,bj->bij", s, y)
         updated = left @ H @ left.transpose(-1, -2) + rho.view(-1, 1, 1) * torch.einsum("bi,bj->bij", s, s)
         H = torch.where(usable.view(-1, 1, 1), updated, old.inverse_hessian)
-        reset, failure = _restart(old, new, outcome, old.has_memory)
+        reset, failure = _restart(new, outcome, old.has_memory)
         H = torch.where(reset.view(-1, 1, 1), eye.expand_as(H), H)
         has_memory = (old.has_memory | usable) & ~reset
         return replace(new, inverse_hessian=H, has_memory=has_memory, failure=failure)
@@ -119,7 +119,7 @@ class LBFGS(LineSearchMinimizer):
         S, Y = keep(usable, shift(old.s, s), old.s), keep(usable, shift(old.y, y), old.y)
         rho = keep(usable, shift(old.rho, 1 / safe_sy), old.rho)
         gamma = torch.where(usable, sy / (y * y).sum(-1).clamp(min=torch.finfo(s.dtype).tiny), old.gamma)
-        reset, failure = _restart(old, new, outcome, old.rho[:, -1] > 0)
+        reset, failure = _restart(new, outcome, old.rho[:, -1] > 0)
         rho = torch.where(reset.unsqueeze(-1), torch.zeros_like(rho), rho)
         gamma = torch.where(reset, torch.ones_like(gamma), gamma)
         return replace(new, s=S, y=Y, rho=rho, gamma=gamma, failure=failure)
