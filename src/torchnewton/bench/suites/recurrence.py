@@ -1,0 +1,276 @@
+"""Benchmark: parallel Newton over time (torchnewton.recurrence) vs the sequential loop and torch.nn.GRU.
+
+Three comparisons, all in one process with the same thread setting:
+
+1. Structured cells (``DiagonalGRUCell``: diagonal Jacobian; ``DiagonalCIFGLSTMCell``: 2x2 blocks)
+   solved by ``solve(method="newton")`` vs ``run_sequential`` of the same cell (a Python loop,
+   input projections precomputed) and vs torch.nn.GRU (C++ loop) holding the *same function*:
+   ``DiagonalGRUCell.to_torch_gru()`` puts the diagonal recurrent weights into dense ``weight_hh``.
+2. The dense path: a full-weight ``torch.nn.GRUCell`` wrapped as a generic cell (dense ``torch.func``
+   Jacobians, O(d^3) scans) vs its own sequential loop and vs torch.nn.GRU with the same weights.
+3. Newton iteration counts.
+
+Forward runs under ``torch.no_grad``; forward+backward differentiates ``sum(w * h)`` for a fixed
+random ``w`` with respect to the cell's parameters (implicit adjoint for the parallel solve,
+autograd through the loop for the sequential one and torch.nn.GRU).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..suite import BenchContext, Section, markdown_table, median_time
+
+GOAL_SPEEDUP = 10.0
+THREADS = 1
+DENSE_MEMORY_LIMIT = 2 * 2**30  # bytes of one (B*T, d, d) Jacobian the dense path may allocate
+
+
+class _TorchGRUCell(nn.Module):
+    """torch.nn.GRUCell with full weights in the ``f(h, x)`` argument order: a generic cell."""
+
+    def __init__(self, gru: nn.GRU):
+        super().__init__()
+        self.cell = nn.GRUCell(gru.input_size, gru.hidden_size)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(self.cell, name).copy_(getattr(gru, name + "_l0"))
+        self.state_size, self.input_size = gru.hidden_size, gru.input_size
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.cell(x, h)
+
+
+def _zero_grads(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.grad = None
+
+
+def _timings(name: str, module: nn.Module, forward: Callable[[bool], torch.Tensor], weight: torch.Tensor,
+             repeats: int, backward: bool = True) -> dict[str, Any]:
+    """Median forward (and forward+backward) times of ``forward(grad) -> states``."""
+    def fwd() -> torch.Tensor:
+        with torch.no_grad():
+            return forward(False)
+
+    def fwd_bwd() -> None:
+        _zero_grads(module)
+        (forward(True) * weight).sum().backward()
+
+    warmup = 1 if repeats > 1 else 0
+    t_fwd, states = median_time(fwd, repeats=repeats, warmup=warmup)
+    t_bwd = median_time(fwd_bwd, repeats=repeats, warmup=warmup)[0] if backward else math.nan
+    return {"impl": name, "forward_s": t_fwd, "forward_backward_s": t_bwd, "repeats": repeats, "states": states}
+
+
+def _repeats(T: int, B: int, d: int) -> int:
+    """Loops over long sequences run once (a sequential 64k-step loop takes tens of seconds)."""
+    return 3 if T * B * d <= 4_000 * 8 else 1
+
+
+def _structured_case(ctx: BenchContext, kind: str, T: int, d: int, B: int, backward: bool) -> dict[str, Any]:
+    from ...recurrence import DiagonalCIFGLSTMCell, DiagonalGRUCell, run_sequential, solve
+
+    gen = torch.Generator().manual_seed(ctx.seed)
+    torch.manual_seed(ctx.seed)
+    m = 4
+    cell = DiagonalGRUCell(m, d) if kind == "gru" else DiagonalCIFGLSTMCell(m, d)
+    xs = torch.randn(B, T, m, generator=gen)
+    h0 = torch.zeros(B, cell.state_size)
+    weight = torch.randn(B, T, cell.state_size, generator=gen)
+    seq_repeats = _repeats(T, B, d)
+    nit: list[int] = []
+
+    def parallel(grad: bool) -> torch.Tensor:
+        result = solve(cell, h0, xs, method="newton")
+        nit[:] = result.nit.tolist()
+        if not bool(result.success.all()):
+            raise RuntimeError(f"benchmark solve did not converge: {result.message}")
+        return result.h
+
+    row: dict[str, Any] = {"cell": kind, "T": T, "d": d, "B": B}
+    par = _timings("newton", cell, parallel, weight, 3, backward)
+    seq = _timings("sequential", cell, lambda grad: run_sequential(cell, h0, xs), weight, seq_repeats, backward)
+    ref = seq["states"]
+    row["max_rel_diff"] = float((par["states"] - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+    row["nit"] = max(nit)
+    row["parallel_forward_s"], row["parallel_forward_backward_s"] = par["forward_s"], par["forward_backward_s"]
+    row["sequential_forward_s"], row["sequential_forward_backward_s"] = seq["forward_s"], seq["forward_backward_s"]
+    row["sequential_repeats"] = seq["repeats"]
+    row["speedup_forward"] = seq["forward_s"] / par["forward_s"]
+    row["speedup_forward_backward"] = seq["forward_backward_s"] / par["forward_backward_s"]
+    if kind == "gru":
+        gru = cell.to_torch_gru()
+        torch_gru = _timings("torch.nn.GRU", gru, lambda grad: gru(xs, h0.unsqueeze(0))[0], weight,
+                             seq_repeats, backward)
+        row["torch_gru_max_rel_diff"] = float((torch_gru["states"] - ref).abs().max() / ref.abs().max())
+        row["torch_gru_forward_s"] = torch_gru["forward_s"]
+        row["torch_gru_forward_backward_s"] = torch_gru["forward_backward_s"]
+        row["vs_torch_gru_forward"] = torch_gru["forward_s"] / par["forward_s"]
+        row["vs_torch_gru_forward_backward"] = torch_gru["forward_backward_s"] / par["forward_backward_s"]
+    return row
+
+
+def _dense_case(ctx: BenchContext, T: int, d: int, B: int) -> dict[str, Any]:
+    from ...recurrence import run_sequential, solve
+
+    row: dict[str, Any] = {"T": T, "d": d, "B": B}
+    jac_bytes = B * T * d * d * 4
+    if jac_bytes > DENSE_MEMORY_LIMIT:
+        row["skipped"] = f"dense Jacobians need {jac_bytes / 2**30:.1f} GiB per iteration"
+        return row
+    gen = torch.Generator().manual_seed(ctx.seed)
+    torch.manual_seed(ctx.seed)
+    gru = nn.GRU(4, d, batch_first=True)
+    cell = _TorchGRUCell(gru)
+    xs = torch.randn(B, T, 4, generator=gen)
+    h0 = torch.zeros(B, d)
+    weight = torch.randn(B, T, d, generator=gen)
+    nit: list[int] = []
+
+    def parallel(grad: bool) -> torch.Tensor:
+        result = solve(cell, h0, xs, method="newton")
+        nit[:] = result.nit.tolist()
+        if not bool(result.success.all()):
+            raise RuntimeError(f"benchmark solve did not converge: {result.message}")
+        return result.h
+
+    repeats = _repeats(T, B, d)
+    par = _timings("newton (dense)", cell, parallel, weight, repeats)
+    seq = _timings("sequential", cell, lambda grad: run_sequential(cell, h0, xs), weight, repeats)
+    ref = _timings("torch.nn.GRU", gru, lambda grad: gru(xs, h0.unsqueeze(0))[0], weight, _repeats(T, B, d))
+    row.update(nit=max(nit), max_rel_diff=float((par["states"] - ref["states"]).abs().max() / ref["states"].abs().max()),
+               parallel_forward_s=par["forward_s"], parallel_forward_backward_s=par["forward_backward_s"],
+               sequential_forward_s=seq["forward_s"], sequential_forward_backward_s=seq["forward_backward_s"],
+               torch_gru_forward_s=ref["forward_s"], torch_gru_forward_backward_s=ref["forward_backward_s"])
+    row["speedup_forward"] = seq["forward_s"] / par["forward_s"]
+    row["vs_torch_gru_forward"] = ref["forward_s"] / par["forward_s"]
+    return row
+
+
+def _plots(ctx: BenchContext, rows: list[dict[str, Any]]) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        series.setdefault((r["cell"], r["d"], r["B"]), []).append(r)
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (cell, d, B), rs in series.items():
+        rs = sorted(rs, key=lambda r: r["T"])
+        ax.plot([r["T"] for r in rs], [r["speedup_forward"] for r in rs], "o-", label=f"{cell} d={d} B={B} fwd")
+        fb = [(r["T"], r["speedup_forward_backward"]) for r in rs if not math.isnan(r["speedup_forward_backward"])]
+        if fb:
+            ax.plot(*zip(*fb), "s--", label=f"{cell} d={d} B={B} fwd+bwd")
+    ax.axhline(GOAL_SPEEDUP, color="gray", lw=0.8, ls=":", label="goal 10x")
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="sequence length T", ylabel="sequential time / Newton time",
+           title="Parallel Newton vs sequential loop (CPU)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    paths.append(ctx.out_dir / "recurrence_speedup.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (cell, d, B), rs in series.items():
+        rs = sorted(rs, key=lambda r: r["T"])
+        ax.plot([r["T"] for r in rs], [r["nit"] for r in rs], "o-", label=f"{cell} d={d} B={B}")
+    ax.set(xscale="log", xlabel="sequence length T", ylabel="Newton iterations", title="Iterations to tolerance")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    paths.append(ctx.out_dir / "recurrence_iterations.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def _grid(quick: bool) -> tuple[list[tuple[str, int, int, int, bool]], list[tuple[int, int, int]]]:
+    """(cell, T, d, B, with backward) for structured cells; (T, d, B) for the dense path."""
+    if quick:
+        # Backward only at T = 1k: autograd through a 64k-step Python loop alone takes minutes.
+        structured = [("gru", 1_000, 8, 1, True), ("gru", 16_000, 8, 1, False), ("gru", 64_000, 8, 1, False),
+                      ("gru", 64_000, 64, 1, False), ("lstm", 1_000, 8, 1, True), ("lstm", 64_000, 8, 1, False)]
+        return structured, [(2_000, 8, 1), (2_000, 64, 1)]
+    structured = [(cell, T, d, B, True) for cell in ("gru", "lstm") for T in (1_000, 16_000, 64_000)
+                  for d in (8, 64, 256) for B in (1, 16)]
+    dense = [(T, d, B) for T in (1_000, 16_000, 64_000) for d in (8, 64, 256) for B in (1, 16)]
+    return structured, dense
+
+
+def run(ctx: BenchContext) -> Section:
+    threads = torch.get_num_threads()
+    # One intra-op thread for every implementation: on a shared 2-core machine OpenMP barriers
+    # with two threads stall for milliseconds per op, which would measure the scheduler.
+    torch.set_num_threads(THREADS)
+    try:
+        structured, dense = _grid(ctx.quick)
+        rows = [_structured_case(ctx, *case) for case in ctx.track(structured, desc="recurrence: structured cells")]
+        dense_rows = [_dense_case(ctx, *case) for case in ctx.track(dense, desc="recurrence: dense path")]
+    finally:
+        torch.set_num_threads(threads)
+    plots = _plots(ctx, rows)
+    return Section(title="recurrence: parallel Newton over time (DEER)", markdown=_markdown(rows, dense_rows),
+                   figures={"structured": rows, "dense": dense_rows, "threads": THREADS, "goal_speedup": GOAL_SPEEDUP},
+                   plots=plots)
+
+
+def _markdown(rows: list[dict[str, Any]], dense_rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"CPU, float32, {THREADS} intra-op thread for all implementations. `newton` = "
+        "`torchnewton.recurrence.solve(method='newton')` (tolerance 5e-6 on max |h_t - f(h_{t-1}, x_t)|); "
+        "`sequential` = Python loop of the same cell (input projections precomputed); torch.nn.GRU = "
+        "C++ loop computing the same function (diagonal GRU weights placed in dense `weight_hh`). "
+        "Times are medians (s); speedup = other / newton. Sequential runs at T*B*d > 32k are single "
+        "runs (column `seq reps`), as are torch.nn.GRU runs there. Quick mode measures forward+backward "
+        "at T = 1k only (nan elsewhere); `--full` runs the whole grid with backward.",
+        "",
+        "### Structured cells (diagonal GRU, CIFG LSTM with 2x2-block Jacobian)",
+        "",
+    ]
+    header = ["cell", "T", "d", "B", "nit", "newton fwd", "seq fwd", "speedup fwd", "newton fwd+bwd",
+              "seq fwd+bwd", "speedup fwd+bwd", "nn.GRU fwd", "nn.GRU / newton fwd", "nn.GRU fwd+bwd",
+              "nn.GRU / newton fwd+bwd", "max rel diff", "seq reps"]
+    table = [[r["cell"], r["T"], r["d"], r["B"], r["nit"], r["parallel_forward_s"], r["sequential_forward_s"],
+              r["speedup_forward"], r["parallel_forward_backward_s"], r["sequential_forward_backward_s"],
+              r["speedup_forward_backward"], r.get("torch_gru_forward_s", "-"), r.get("vs_torch_gru_forward", "-"),
+              r.get("torch_gru_forward_backward_s", "-"), r.get("vs_torch_gru_forward_backward", "-"),
+              f"{r['max_rel_diff']:.1e}", r["sequential_repeats"]] for r in rows]
+    lines += [markdown_table(header, table), ""]
+    lines += ["### Dense path (full-weight torch.nn.GRUCell as a generic cell, torch.func Jacobians)", ""]
+    header = ["T", "d", "B", "nit", "newton fwd", "seq fwd", "nn.GRU fwd", "seq / newton", "nn.GRU / newton",
+              "newton fwd+bwd", "seq fwd+bwd", "nn.GRU fwd+bwd", "max rel diff vs nn.GRU"]
+    table = []
+    for r in dense_rows:
+        if "skipped" in r:
+            table.append([r["T"], r["d"], r["B"], "skipped: " + r["skipped"]] + ["-"] * 9)
+        else:
+            table.append([r["T"], r["d"], r["B"], r["nit"], r["parallel_forward_s"], r["sequential_forward_s"],
+                          r["torch_gru_forward_s"], r["speedup_forward"], r["vs_torch_gru_forward"],
+                          r["parallel_forward_backward_s"], r["sequential_forward_backward_s"],
+                          r["torch_gru_forward_backward_s"], f"{r['max_rel_diff']:.1e}"])
+    lines += [markdown_table(header, table), ""]
+    lines += ["### Goals", ""]
+    for r in rows:
+        if r["T"] == 64_000:
+            met = "met" if r["speedup_forward"] >= GOAL_SPEEDUP else "NOT met"
+            line = (f"- {r['cell']} d={r['d']} B={r['B']}, T=64k: forward speedup vs sequential loop "
+                    f"{r['speedup_forward']:.1f}x (goal >= {GOAL_SPEEDUP:.0f}x: {met})")
+            if not math.isnan(r["speedup_forward_backward"]):
+                line += f"; fwd+bwd {r['speedup_forward_backward']:.1f}x"
+            if "vs_torch_gru_forward" in r:
+                line += f"; forward vs torch.nn.GRU (same function) {r['vs_torch_gru_forward']:.2f}x"
+            lines.append(line + ".")
+    for r in dense_rows:
+        if "skipped" not in r:
+            verdict = "loses to" if r["vs_torch_gru_forward"] < 1 else "beats"
+            lines.append(f"- dense path T={r['T']} d={r['d']} B={r['B']}: {r['speedup_forward']:.1f}x vs its "
+                         f"sequential loop, {verdict} torch.nn.GRU ({r['vs_torch_gru_forward']:.2f}x).")
+    lines.append("- The dense path does O(T d^3) scan work and stores (B T d^2) Jacobians; it loses at large d.")
+    return "\n".join(lines)

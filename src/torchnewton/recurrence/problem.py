@@ -1,0 +1,109 @@
+"""A nonlinear recurrence as one system of T equations, and its linearization.
+
+The recurrence ``h_t = f(h_{t-1}, x_t)``, t = 1..T, with ``h_0`` given, is the system
+``r_t(H) = h_t - f(h_{t-1}, x_t) = 0`` in the unknowns ``H = (h_1, ..., h_T)``. Its Jacobian is
+block lower bidiagonal, ``I`` on the diagonal and ``-J_t = -df/dh(h_{t-1}, x_t)`` below it, so
+every Newton-type method needs, per iteration, f and (some approximation of) J_t at all t at once:
+one batched call of the cell on ``(B*T, d)`` rows.
+
+Cells follow the batched-rows contract: ``f(h, x)`` takes ``(N, d)`` and ``(N, m)`` and returns
+``(N, d)``, row i depending only on row i. Structured cells (see :mod:`.cells`) provide their own
+Jacobian; for any other cell the dense Jacobian comes from ``torch.func.jacrev`` of the sum over
+rows, which by row independence is the per-row Jacobian.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..core.counters import Counters
+
+Linearize = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def is_structured(cell: Any) -> bool:
+    """Whether ``cell`` provides the structured-cell protocol of :mod:`.cells`."""
+    return all(hasattr(cell, name) for name in ("jacobian_structure", "transition",
+                                                 "transition_and_jacobian", "preprocess"))
+
+
+def dense_jacobian(transition: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h: torch.Tensor,
+                   u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``f(h, u)`` (N, d) and its per-row state Jacobians (N, d, d) by reverse-mode autodiff."""
+    def summed(h_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = transition(h_rows, u)
+        return out.sum(0), out
+
+    jac, out = torch.func.jacrev(summed, has_aux=True)(h)
+    return out, jac.permute(1, 0, 2)
+
+
+def diagonal_of(jac: torch.Tensor, structure: str) -> torch.Tensor:
+    """The diagonal (..., d) of a Jacobian stored as diagonal, block or dense."""
+    if structure == "diagonal":
+        return jac
+    return torch.diagonal(jac, dim1=-2, dim2=-1).flatten(-2) if structure == "block" \
+        else torch.diagonal(jac, dim1=-2, dim2=-1)
+
+
+@dataclass
+class RecurrenceProblem:
+    """The system r(H) = 0 for a batch: ``h0`` (B, d), preprocessed inputs ``us`` (B, T, m)."""
+
+    transition: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    linearize: Linearize
+    structure: str  # of the Jacobian returned by ``linearize``
+    h0: torch.Tensor
+    us: torch.Tensor
+    tol: float
+    counters: Counters = field(default_factory=Counters)
+
+    @classmethod
+    def from_cell(cls, cell: Callable[..., torch.Tensor], h0: torch.Tensor, xs: torch.Tensor, *,
+                  jacobian: str, tol: float) -> "RecurrenceProblem":
+        """Wrap ``cell``. ``jacobian`` is ``"auto"``, ``"structured"`` or ``"dense"``."""
+        if is_structured(cell):
+            us = cell.preprocess(xs)
+            transition = cell.transition
+            if jacobian == "dense":
+                return cls(transition, lambda h, u: dense_jacobian(transition, h, u), "dense", h0, us, tol)
+            return cls(transition, cell.transition_and_jacobian, cell.jacobian_structure, h0, us, tol)
+        if jacobian == "structured":
+            raise ValueError("jacobian='structured' needs a cell with its own Jacobian "
+                             "(jacobian_structure, transition_and_jacobian, preprocess); "
+                             f"{type(cell).__name__} has none, use jacobian='auto' or 'dense'")
+        return cls(cell, lambda h, u: dense_jacobian(cell, h, u), "dense", h0, xs, tol)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        B, T = self.us.shape[:2]
+        return B, T, self.h0.shape[-1]
+
+    def previous(self, h: torch.Tensor) -> torch.Tensor:
+        """``(h_0, h_1, ..., h_{T-1})`` for states ``h`` (B, T, d)."""
+        return torch.cat([self.h0.unsqueeze(1), h[:, :-1]], 1)
+
+    def _rows(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, d = h.shape
+        return self.previous(h).reshape(B * T, d), self.us.reshape(B * T, -1)
+
+    def evaluate(self, h: torch.Tensor) -> torch.Tensor:
+        """``f(h_{t-1}, x_t)`` for all t: (B, T, d)."""
+        self.counters.nfev += 1
+        return self.transition(*self._rows(h)).reshape(h.shape)
+
+    def evaluate_linearized(self, h: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """f at all t and the Jacobians: ``kind`` ``"full"`` (the problem's structure),
+        ``"diagonal"`` (B, T, d) or ``"none"``."""
+        if kind == "none":
+            return self.evaluate(h), None
+        B, T, _ = h.shape
+        self.counters.nfev += 1
+        self.counters.njev += 1
+        out, jac = self.linearize(*self._rows(h))
+        jac = jac.reshape(B, T, *jac.shape[1:])
+        if kind == "diagonal":
+            jac = diagonal_of(jac, self.structure)
+        return out.reshape(h.shape), jac

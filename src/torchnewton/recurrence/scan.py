@@ -1,0 +1,301 @@
+"""Parallel scans for linear recurrences ``h_t = A_t h_{t-1} + b_t``.
+
+Every Newton-type step on a nonlinear recurrence reduces to one such linear recurrence. It is the
+composition of the affine maps ``h -> A_t h + b_t``, and composition is associative:
+
+    (A_2, b_2) o (A_1, b_1) = (A_2 A_1, A_2 b_1 + b_2),
+
+so all prefixes can be computed in O(log T) depth (Blelloch 1990; used for DEER by Lim et al.,
+ICLR 2024). Two algorithms are provided:
+
+* ``"associative"``: the odd/even recursive prefix scan, O(T) work and O(log T) depth.
+* ``"chunked"``: a two-level scan that suits CPUs. The sequence is cut into chunks of length L;
+  a loop of L steps runs the recurrence inside every chunk at once (vectorized across chunks)
+  from a zero state while accumulating the chunk's transition product; the chunk-to-chunk carry
+  is itself a linear recurrence over T/L chunk summaries (solved by the same scan, recursively);
+  a last vectorized pass adds ``P_j h_in`` to every local state. Python-level depth is about
+  ``L + T/L`` instead of ``T``.
+
+``A_t`` is stored in one of three structures: ``"diagonal"`` (shape ``(..., T, d)``),
+``"block"`` (``(..., T, d/k, k, k)``, a block-diagonal matrix of k x k blocks acting on
+consecutive groups of k coordinates) and ``"dense"`` (``(..., T, d, d)``). Composition costs
+O(d), O(d k^2) and O(d^3) per step, so the dense scan does O(T d^3) work where the sequential
+loop does O(T d^2): parallelism is bought with arithmetic.
+
+The backward pass is a reverse scan with the transposed, shifted coefficients:
+``mu_t = g_t + A_{t+1}^T mu_{t+1}``, ``dL/db_t = mu_t``, ``dL/dA_t = mu_t h_{t-1}^T``,
+``dL/dh_0 = A_1^T mu_1``. It is written with the same scan, so it is differentiable again.
+
+Example::
+
+    >>> A = torch.full((2, 1000, 4), 0.9); b = torch.randn(2, 1000, 4)
+    >>> h = linear_scan(A, b, torch.zeros(2, 4))          # (2, 1000, 4)
+    >>> torch.allclose(h[:, 1], 0.9 * h[:, 0] + b[:, 1])
+    True
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..core.validate import check_method, check_positive, check_same_device, check_tensor
+
+STRUCTURES = ("diagonal", "block", "dense")
+ALGORITHMS = ("auto", "chunked", "associative", "sequential")
+
+# Blocks up to this size are multiplied with broadcast-and-sum; batched matmul of tiny matrices
+# has a large per-matrix overhead on CPU.
+_SMALL_BLOCK = 4
+
+
+class _Ops:
+    """Structure-specific products. Vectors are ``(..., d)`` (diagonal) or ``(..., nb, k)`` (block)."""
+
+    def __init__(self, structure: str, block: int = 1):
+        self.diagonal = structure == "diagonal"
+        self.small = block <= _SMALL_BLOCK
+
+    def apply(self, A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.diagonal:
+            return A * v
+        if self.small:
+            # sum over j of column j times v_j: k fused multiply-adds, no reduction kernel
+            out = A[..., 0] * v[..., :1]
+            for j in range(1, A.shape[-1]):
+                out = torch.addcmul(out, A[..., j], v[..., j:j + 1])
+            return out
+        return torch.matmul(A, v.unsqueeze(-1)).squeeze(-1)
+
+    def affine(self, A: torch.Tensor, v: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.diagonal:
+            return torch.addcmul(b, A, v)
+        return self.apply(A, v) + b
+
+    def compose(self, later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+        if self.diagonal:
+            return later * earlier
+        if self.small:
+            out = later[..., :, :1] * earlier[..., :1, :]
+            for j in range(1, later.shape[-1]):
+                out = torch.addcmul(out, later[..., :, j:j + 1], earlier[..., j:j + 1, :])
+            return out
+        return torch.matmul(later, earlier)
+
+    def transpose(self, A: torch.Tensor) -> torch.Tensor:
+        return A if self.diagonal else A.transpose(-1, -2)
+
+    def outer(self, mu: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return mu * v if self.diagonal else mu.unsqueeze(-1) * v.unsqueeze(-2)
+
+    def identity(self, like: torch.Tensor) -> torch.Tensor:
+        if self.diagonal:
+            return torch.ones_like(like)
+        eye = torch.eye(like.shape[-1], dtype=like.dtype, device=like.device)
+        return eye.expand_as(like).clone()
+
+
+def default_chunk_size(T: int) -> int:
+    """Chunk length of the two-level scan: short chunks keep the Python loop short, and the
+    chunk-to-chunk carry recurses, so total loop depth is about ``L log_L T``."""
+    return 64 if T > 64 else max(T, 1)
+
+
+def _sequential(ops: _Ops, A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    """Reference loop over time (dim 1)."""
+    h, out = h0, []
+    for t in range(b.shape[1]):
+        h = ops.affine(A[:, t], h, b[:, t])
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+def _chunked(ops: _Ops, A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, L: int) -> torch.Tensor:
+    T = b.shape[1]
+    L = max(L, 2)  # chunks of one would recurse on a problem of the same length
+    if T <= L:
+        return _sequential(ops, A, b, h0)
+    nc = math.ceil(T / L)
+    pad = nc * L - T
+    if pad:
+        # Identity maps with zero offsets at the end leave every real state unchanged.
+        A = torch.cat([A, ops.identity(A[:, :1]).expand(-1, pad, *A.shape[2:])], 1)
+        b = torch.cat([b, b.new_zeros(b.shape[0], pad, *b.shape[2:])], 1)
+    A = A.reshape(A.shape[0], nc, L, *A.shape[2:])
+    b = b.reshape(b.shape[0], nc, L, *b.shape[2:])
+    # Pass 1: every chunk from a zero state, vectorized across chunks.
+    s = b[:, :, 0]
+    local = [s]
+    for j in range(1, L):
+        s = ops.affine(A[:, :, j], s, b[:, :, j])
+        local.append(s)
+    if ops.diagonal:
+        prefix = torch.cumprod(A, 2)
+    else:
+        P = A[:, :, 0]
+        prods = [P]
+        for j in range(1, L):
+            P = ops.compose(A[:, :, j], P)
+            prods.append(P)
+        prefix = torch.stack(prods, 2)
+    # Pass 2: the state entering each chunk obeys a linear recurrence over the chunk summaries.
+    ends = _chunked(ops, prefix[:, :, -1], s, h0, L)
+    h_in = torch.cat([h0.unsqueeze(1), ends[:, :-1]], 1)
+    # Pass 3: h_{c,j} = P_{c,j} h_in(c) + s_{c,j}, all at once.
+    out = ops.affine(prefix, h_in.unsqueeze(2), torch.stack(local, 2))
+    return out.reshape(out.shape[0], nc * L, *out.shape[3:])[:, :T]
+
+
+def _associative(ops: _Ops, A: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inclusive prefix composition along dim 1 by odd/even recursion (Blelloch-style)."""
+    T = b.shape[1]
+    if T < 2:
+        return A, b
+    A_first, b_first = A[:, 0:-1:2], b[:, 0:-1:2]
+    A_second, b_second = A[:, 1::2], b[:, 1::2]
+    A_odd, b_odd = _associative(ops, ops.compose(A_second, A_first), ops.affine(A_second, b_first, b_second))
+    # Even positions 2, 4, ... extend the prefix that ends just before them by one element.
+    n_even = (T + 1) // 2 - 1
+    A_even = ops.compose(A[:, 2::2], A_odd[:, :n_even])
+    b_even = ops.affine(A[:, 2::2], b_odd[:, :n_even], b[:, 2::2])
+    A_out, b_out = torch.empty_like(A), torch.empty_like(b)
+    A_out[:, 0], b_out[:, 0] = A[:, 0], b[:, 0]
+    A_out[:, 1::2], b_out[:, 1::2] = A_odd, b_odd
+    A_out[:, 2::2], b_out[:, 2::2] = A_even, b_even
+    return A_out, b_out
+
+
+def _forward_scan(ops: _Ops, A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, algorithm: str,
+                  chunk: int | None) -> torch.Tensor:
+    if algorithm == "sequential":
+        return _sequential(ops, A, b, h0)
+    if algorithm == "associative":
+        # Fold h0 into the first offset so the prefix offsets are the states themselves.
+        b = torch.cat([ops.affine(A[:, :1], h0.unsqueeze(1), b[:, :1]), b[:, 1:]], 1)
+        return _associative(ops, A, b)[1]
+    return _chunked(ops, A, b, h0, chunk or default_chunk_size(b.shape[1]))
+
+
+class _LinearScan(torch.autograd.Function):
+    """Forward scan with the adjoint (reverse) scan as backward. Batch is flattened to dim 0."""
+
+    @staticmethod
+    def forward(ctx: Any, A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, ops: _Ops,
+                algorithm: str, chunk: int | None) -> torch.Tensor:
+        H = _forward_scan(ops, A, b, h0, algorithm, chunk)
+        ctx.save_for_backward(A, h0, H)
+        ctx.config = (ops, algorithm, chunk)
+        return H
+
+    @staticmethod
+    def backward(ctx: Any, G: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        A, h0, H = ctx.saved_tensors
+        ops, algorithm, chunk = ctx.config
+        # mu_t = G_t + A_{t+1}^T mu_{t+1}: a reverse scan whose coefficients are shifted by one.
+        A_next = torch.cat([ops.transpose(A[:, 1:]), torch.zeros_like(A[:, :1])], 1)
+        mu = _LinearScan.apply(A_next.flip(1), G.flip(1), torch.zeros_like(h0), ops, algorithm, chunk).flip(1)
+        H_prev = torch.cat([h0.unsqueeze(1), H[:, :-1]], 1)
+        grad_A = ops.outer(mu, H_prev) if ctx.needs_input_grad[0] else None
+        grad_h0 = ops.apply(ops.transpose(A[:, 0]), mu[:, 0]) if ctx.needs_input_grad[2] else None
+        return grad_A, mu, grad_h0, None, None, None
+
+
+def scan_batched(A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, structure: str, *,
+                 reverse: bool = False, algorithm: str = "auto", chunk: int | None = None) -> torch.Tensor:
+    """:func:`linear_scan` without argument checks, for one leading batch dim.
+
+    Shapes: ``b`` (B, T, d); ``h0`` (B, d); ``A`` (B, T, d), (B, T, d/k, k, k) or (B, T, d, d).
+    """
+    B, T, d = b.shape
+    if structure == "dense":
+        A = A.unsqueeze(2)  # one block of size d
+    k = 1 if structure == "diagonal" else A.shape[-1]
+    ops = _Ops(structure, k)
+    if structure != "diagonal":
+        b = b.reshape(B, T, d // k, k)
+        h0 = h0.reshape(B, d // k, k)
+    if reverse:
+        A, b = A.flip(1), b.flip(1)
+    H = _LinearScan.apply(A, b, h0, ops, algorithm, chunk)
+    if reverse:
+        H = H.flip(1)
+    return H.reshape(B, T, d)
+
+
+def linear_scan(A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, *,
+                structure: str = "diagonal", reverse: bool = False, algorithm: str = "auto",
+                chunk_size: int | None = None) -> torch.Tensor:
+    """Solve ``h_t = A_t h_{t-1} + b_t`` for t = 1..T (all states at once).
+
+    With ``reverse=True`` the recurrence runs backwards: ``h_t = A_t h_{t+1} + b_t`` for
+    t = T..1 with ``h_{T+1} = h0``.
+
+    Args:
+        A: transition coefficients; ``(..., T, d)`` for ``structure="diagonal"``,
+            ``(..., T, d/k, k, k)`` for ``"block"`` (k x k blocks on consecutive coordinates),
+            ``(..., T, d, d)`` for ``"dense"``.
+        b: offsets ``(..., T, d)``.
+        h0: initial state ``(..., d)``; zeros when ``None``. Leading batch dims of ``A``, ``b``
+            and ``h0`` broadcast.
+        structure: ``"diagonal"``, ``"block"`` or ``"dense"``.
+        reverse: run from t = T down to 1.
+        algorithm: ``"chunked"`` (two-level, the default under ``"auto"``), ``"associative"``
+            (log-depth odd/even scan) or ``"sequential"`` (reference loop).
+        chunk_size: chunk length of the chunked scan (default :func:`default_chunk_size`).
+
+    Returns:
+        The states ``(..., T, d)``, differentiable with respect to ``A``, ``b`` and ``h0``.
+
+    Example::
+
+        >>> A = torch.rand(16, 3, 2, 2) * 0.5          # 3 blocks of 2x2, T = 16
+        >>> h = linear_scan(A, torch.randn(16, 6), structure="block")
+        >>> h.shape
+        torch.Size([16, 6])
+    """
+    structure = check_method(structure, STRUCTURES, "structure")
+    algorithm = check_method(algorithm, ALGORITHMS, "algorithm")
+    if chunk_size is not None:
+        check_positive(chunk_size, "chunk_size", integer=True)
+    check_tensor(A, "A", finite=False)
+    check_tensor(b, "b", finite=False)
+    if b.dim() < 2:
+        raise ValueError(f"b must have shape (..., T, d), got {tuple(b.shape)}")
+    T, d = b.shape[-2:]
+    if h0 is None:
+        h0 = b.new_zeros(d)
+    check_tensor(h0, "h0", finite=False)
+    check_same_device([("A", A), ("b", b), ("h0", h0)])
+    for name, value in (("A", A), ("h0", h0)):
+        if value.dtype != b.dtype:
+            raise TypeError(f"{name} has dtype {value.dtype} but b has {b.dtype}; use one dtype")
+    if h0.dim() < 1 or h0.shape[-1] != d:
+        raise ValueError(f"h0 must have shape (..., {d}) to match b {tuple(b.shape)}, got {tuple(h0.shape)}")
+    if structure == "diagonal":
+        mat, ok = 1, A.dim() >= 2 and tuple(A.shape[-2:]) == (T, d)
+        expected = f"(..., {T}, {d})"
+    elif structure == "dense":
+        mat, ok = 2, A.dim() >= 3 and tuple(A.shape[-3:]) == (T, d, d)
+        expected = f"(..., {T}, {d}, {d})"
+    else:
+        mat = 3
+        ok = (A.dim() >= 4 and A.shape[-4] == T and A.shape[-1] == A.shape[-2]
+              and A.shape[-3] * A.shape[-1] == d)
+        expected = f"(..., {T}, d/k, k, k) with (d/k) * k = {d}"
+    if not ok:
+        raise ValueError(f"A must have shape {expected} for structure={structure!r} and b of shape "
+                         f"{tuple(b.shape)}, got {tuple(A.shape)}")
+    try:
+        batch = torch.broadcast_shapes(A.shape[:A.dim() - mat - 1], b.shape[:-2], h0.shape[:-1])
+    except RuntimeError as err:
+        raise ValueError(f"batch dims of A {tuple(A.shape)}, b {tuple(b.shape)} and h0 "
+                         f"{tuple(h0.shape)} do not broadcast") from err
+    mat_shape = A.shape[A.dim() - mat - 1:]
+    A = A.expand(*batch, *mat_shape).reshape(-1, *mat_shape)
+    b_flat = b.expand(*batch, T, d).reshape(-1, T, d)
+    h0 = h0.expand(*batch, d).reshape(-1, d)
+    if T == 0:
+        return b_flat.reshape(*batch, T, d)
+    H = scan_batched(A, b_flat, h0, structure, reverse=reverse, algorithm=algorithm, chunk=chunk_size)
+    return H.reshape(*batch, T, d)
