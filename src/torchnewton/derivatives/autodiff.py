@@ -35,21 +35,35 @@ def vjp(fun: BatchFunction, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Ten
 
 
 def jacobian(fun: BatchFunction, x: torch.Tensor, *, mode: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """(F(x) (B, m), J(x) (B, m, n)). ``mode`` is "forward", "reverse" or "auto" (fewer passes)."""
+    """(F(x) (B, m), J(x) (B, m, n)).
+
+    ``mode="reverse"``: one batched backward call over the m output basis vectors
+    (``is_grads_batched``); ``"forward"``: ``vmap`` over n forward-mode passes. ``"auto"`` takes
+    forward mode only for tall Jacobians (m ≥ 2n), where it needs far fewer passes; on CPU a
+    reverse pass is the cheaper one otherwise.
+    """
     if mode not in ("auto", "forward", "reverse"):
         raise ValueError(f"mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
     n = x.shape[-1]
     if mode == "auto":
         with torch.no_grad():
             m = fun(x).shape[-1]
-        mode = "forward" if n <= m else "reverse"
+        mode = "forward" if m >= 2 * n else "reverse"
     if mode == "forward":
         value, push = _jvp_linearized(fun, x)
         columns = vmap(push)(_basis(n, x))  # (n, B, m)
         return value, columns.permute(1, 2, 0)
-    value, pullback = _vjp(fun, x)
-    rows = vmap(lambda u: pullback(u)[0])(_basis(value.shape[-1], value))  # (m, B, n)
-    return value, rows.permute(1, 0, 2)
+    with torch.enable_grad():
+        z = x.detach().requires_grad_(True)
+        value = fun(z)
+        m = value.shape[-1]
+        if not value.requires_grad:  # F does not depend on x
+            return value.detach(), x.new_zeros(x.shape[0], m, n)
+        (rows,) = torch.autograd.grad(value, z, grad_outputs=_basis(m, value), is_grads_batched=True,
+                                      allow_unused=True)
+    if rows is None:
+        return value.detach(), x.new_zeros(x.shape[0], m, n)
+    return value.detach(), rows.transpose(0, 1)
 
 
 def _jvp_linearized(fun: BatchFunction, x: torch.Tensor):
@@ -73,11 +87,25 @@ def hvp(objective: BatchFunction, x: torch.Tensor, v: torch.Tensor) -> tuple[tor
 
 
 def hessian(objective: BatchFunction, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(f(x), ∇f(x), ∇²f(x) (B, n, n)): n forward-over-reverse passes vectorized by vmap."""
-    value, grad = gradient(objective, x)
-    columns = vmap(lambda t: _jvp(_gradient_only(objective), (x,), (t,))[1])(_basis(x.shape[-1], x))
-    hess = columns.permute(1, 2, 0)
-    return value, grad, 0.5 * (hess + hess.transpose(-1, -2))
+    """(f(x), ∇f(x), ∇²f(x) (B, n, n)), symmetrized.
+
+    Reverse over reverse: the gradient's graph is differentiated along the n basis vectors in
+    one batched backward call (``is_grads_batched``); on CPU that is several times faster than
+    ``vmap`` over forward-mode passes for the small dense Hessians Newton methods factorize.
+    """
+    batch, n = x.shape
+    with torch.enable_grad():
+        z = x.detach().requires_grad_(True)
+        value = objective(z)
+        (grad,) = torch.autograd.grad(value.sum(), z, create_graph=True)
+        if not grad.requires_grad:  # f is affine in x
+            return value.detach(), grad.detach(), x.new_zeros(batch, n, n)
+        (rows,) = torch.autograd.grad(grad, z, grad_outputs=_basis(n, x), is_grads_batched=True,
+                                      allow_unused=True)
+    if rows is None:
+        return value.detach(), grad.detach(), x.new_zeros(batch, n, n)
+    hess = rows.transpose(0, 1)
+    return value.detach(), grad.detach(), 0.5 * (hess + hess.transpose(-1, -2))
 
 
 def gauss_newton_product(fun: BatchFunction, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,8 @@ import torch
 
 from ..core.counters import Counters
 from ..derivatives import autodiff, hutchinson_diagonal
-from ..derivatives.reverse_hessian import hessian_reverse
 from ..linear import DenseOperator, DiagonalOperator, LinearOperator, MatrixFreeOperator
+from ..linear.batched import matvec
 
 BatchFunction = Callable[..., torch.Tensor]
 
@@ -81,7 +81,7 @@ class ObjectiveProblem:
         if self.hessp is not None:
             return self.hessp(x, v)
         if self.hess is not None:
-            return torch.einsum("bij,bj->bi", self.hess(x), v)
+            return matvec(self.hess(x), v)
         return autodiff.hvp(self.fun, x, v)[1]
 
     def hessian(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +98,7 @@ class ObjectiveProblem:
         if self.hessp is not None or self.curvature == "hvp":
             return self.operator(x).to_dense()
         self.counters.nhev += 1
-        return hessian_reverse(self.fun, x)
+        return autodiff.hessian(self.fun, x)[2]
 
     def operator(self, x: torch.Tensor) -> LinearOperator:
         """The curvature at x as an operator for Krylov solvers (products only where possible)."""
