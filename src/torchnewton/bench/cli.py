@@ -57,7 +57,7 @@ def write_report(sections: list[Section], ctx: BenchContext) -> Path:
     for s in sections:
         body += [f"## {s.title}", "", s.markdown, ""]
         body += [f"![{p.stem}]({p.name})" for p in s.plots]
-        body += [f"", f"_suite time: {s.figures['suite_seconds']:.1f} s_", ""]
+        body += ["", f"_suite time: {s.figures['suite_seconds']:.1f} s_", ""]
     report = ctx.out_dir / "report.md"
     report.write_text("\n".join(header + body))
     figures = {s.title: s.figures for s in sections}

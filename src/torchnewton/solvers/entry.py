@@ -1,7 +1,7 @@
 """What every functional entry point does before and after the loop: validate, batch, build the Result."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -59,18 +59,3 @@ def build_result(loop: LoopOutput, counters: Counters, batch: bool, x: torch.Ten
 def _squeeze_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: (float(v[0]) if isinstance(v, torch.Tensor) and v.dim() == 1 else v) for k, v in h.items()}
             for h in history]
-
-
-def substitute_args(fun: Callable[..., torch.Tensor], args: tuple, positions: list[int], batch: bool,
-                    *, scalar: bool = False) -> Callable[..., torch.Tensor]:
-    """G(x, *θ): the batched function with the differentiable args replaced by θ."""
-    def condition(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        full = list(args)
-        for i, p in zip(positions, params):
-            full[i] = p
-        if batch:
-            return fun(x, *full)
-        out = fun(x[0], *full)
-        return out.reshape(1) if scalar else out.reshape(1, -1)
-
-    return condition

@@ -53,3 +53,38 @@ def differentiable_args(args: tuple) -> list[int]:
     if not torch.is_grad_enabled():
         return []
     return [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+
+
+def differentiate_solution(x_star: torch.Tensor, fun: Callable[..., torch.Tensor], args: tuple, batch: bool,
+                           *, condition: str) -> torch.Tensor:
+    """``x_star`` carrying gradients to the tensors of ``args`` that require grad.
+
+    ``condition`` names what the solution satisfies: ``"residual"`` F(x*, θ) = 0 (root finding),
+    ``"least-squares"`` ∇ₓ½‖F(x*, θ)‖² = 0, ``"stationary"`` ∇ₓf(x*, θ) = 0 (minimization).
+    """
+    positions = differentiable_args(args)
+    if not positions:
+        return x_star
+    function = substitute_args(fun, args, positions, batch, scalar=condition == "stationary")
+    if condition == "residual":
+        G = function
+    elif condition == "least-squares":
+        G = lambda y, *params: autodiff.gradient(lambda z: 0.5 * (function(z, *params) ** 2).sum(-1), y)[1]
+    else:
+        G = lambda y, *params: autodiff.gradient(lambda z: function(z, *params), y)[1]
+    return implicit_solution(G, x_star, [args[i] for i in positions])
+
+
+def substitute_args(fun: Callable[..., torch.Tensor], args: tuple, positions: list[int], batch: bool,
+                    *, scalar: bool = False) -> Callable[..., torch.Tensor]:
+    """G(x, *θ): the batched function with the differentiable args replaced by θ."""
+    def condition(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        full = list(args)
+        for i, p in zip(positions, params):
+            full[i] = p
+        if batch:
+            return fun(x, *full)
+        out = fun(x[0], *full)
+        return out.reshape(1) if scalar else out.reshape(1, -1)
+
+    return condition

@@ -7,10 +7,9 @@ import torch
 
 from ..core.result import Result
 from ..core.validate import check_method, check_options, check_positive
-from ..derivatives import autodiff
 from .dogleg import PowellDogleg
-from .entry import build_result, check_callable, prepare_x0, substitute_args
-from .implicit import differentiable_args, implicit_solution
+from .entry import build_result, check_callable, prepare_x0
+from .implicit import differentiate_solution
 from .levenberg_marquardt import LevenbergMarquardt
 from .loop import iterate
 from .newton import NewtonLineSearch
@@ -71,12 +70,6 @@ def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method:
     with torch.no_grad():
         loop = iterate(solver, problem, x, max_iter=max_iter, callback=callback, record_history=record_history)
     state = loop.state
-    x_star = state.x
-    positions = differentiable_args(args)
-    if positions:
-        residual = substitute_args(fun, args, positions, batch)
-        stationarity = lambda y, *params: autodiff.gradient(
-            lambda z: 0.5 * (residual(z, *params) ** 2).sum(-1), y)[1]
-        x_star = implicit_solution(stationarity, x_star, [args[i] for i in positions])
+    x_star = differentiate_solution(state.x, fun, args, batch, condition="least-squares")
     return build_result(loop, problem.counters, batch, x_star, fun=state.F, jac=state.J, grad=state.grad,
                         extras={"cost": state.cost})

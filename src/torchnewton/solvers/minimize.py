@@ -8,11 +8,10 @@ import torch
 from ..core.result import Result
 from ..core.tolerances import default_tol
 from ..core.validate import check_method, check_options, check_positive
-from ..derivatives import autodiff
 from .cubic_regularization import AdaptiveCubicRegularization
 from .damped_newton import SCHEDULES, DampedNewton
-from .entry import build_result, check_callable, prepare_x0, substitute_args
-from .implicit import differentiable_args, implicit_solution
+from .entry import build_result, check_callable, prepare_x0
+from .implicit import differentiate_solution
 from .line_search_method import SEARCHES, LineSearch
 from .loop import iterate
 from .minimize_termination import GradientTermination
@@ -122,12 +121,7 @@ def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str 
     with torch.no_grad():
         loop = iterate(solver, problem, x, max_iter=max_iter, callback=callback, record_history=record_history)
     state = loop.state
-    x_star = state.x
-    positions = differentiable_args(args)
-    if positions:
-        objective = substitute_args(fun, args, positions, batch, scalar=True)
-        stationarity = lambda y, *params: autodiff.gradient(lambda z: objective(z, *params), y)[1]
-        x_star = implicit_solution(stationarity, x_star, [args[i] for i in positions])
+    x_star = differentiate_solution(state.x, fun, args, batch, condition="stationary")
     return build_result(loop, problem.counters, batch, x_star, fun=state.f, grad=state.g)
 
 

@@ -10,8 +10,8 @@ from ..core.tolerances import default_tol
 from ..core.validate import check_method, check_options, check_positive
 from .broyden import Broyden
 from .dogleg import PowellDogleg
-from .entry import build_result, check_callable, check_output, prepare_x0, substitute_args
-from .implicit import differentiable_args, implicit_solution
+from .entry import build_result, check_callable, check_output, prepare_x0
+from .implicit import differentiate_solution
 from .levenberg_marquardt import LevenbergMarquardt
 from .loop import iterate
 from .newton import NewtonLineSearch
@@ -83,11 +83,7 @@ def root(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str = "n
     with torch.no_grad():
         loop = iterate(solver, problem, x, max_iter=max_iter, callback=callback, record_history=record_history)
     state = loop.state
-    x_star = state.x
-    positions = differentiable_args(args)
-    if positions:
-        condition = substitute_args(fun, args, positions, batch)
-        x_star = implicit_solution(condition, x_star, [args[i] for i in positions])
+    x_star = differentiate_solution(state.x, fun, args, batch, condition="residual")
     return build_result(loop, problem.counters, batch, x_star, fun=state.F,
                         jac=getattr(state, "J", None) if key != "newton-krylov" else None)
 

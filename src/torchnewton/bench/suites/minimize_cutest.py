@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from ...solvers.minimize import minimize
 from ..peers.scipy_minimize import SECOND_ORDER, converged, run_scipy
