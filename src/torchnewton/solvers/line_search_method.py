@@ -13,6 +13,7 @@ approximate Wolfe conditions). Accepted values may thus exceed f by at most δ.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -75,7 +76,7 @@ class LineSearch:
 
 
 @dataclass
-class LineSearchMinimizer:
+class LineSearchMinimizer(ABC):
     termination: Termination
     search: LineSearch = field(default_factory=LineSearch)
 
@@ -86,8 +87,9 @@ class LineSearchMinimizer:
     def make_state(self, problem: ObjectiveProblem, fields: dict) -> ObjectiveState:
         return ObjectiveState(**fields)
 
+    @abstractmethod
     def direction(self, problem: ObjectiveProblem, state: ObjectiveState) -> torch.Tensor:
-        raise NotImplementedError
+        """The search direction at the current iterate."""
 
     def initial_step(self, state: ObjectiveState) -> torch.Tensor | float:
         """α₀ of the search: 1 for Newton-type directions, whose natural step is 1."""

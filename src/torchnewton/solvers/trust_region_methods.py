@@ -14,6 +14,7 @@ A member whose radius falls below ε·max(1, ‖x‖) cannot make progress and e
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -44,7 +45,7 @@ class ExactTrustRegionState(TrustRegionState):
 
 
 @dataclass
-class TrustRegionMinimizer:
+class TrustRegionMinimizer(ABC):
     termination: Termination
     initial_radius: float = 1.0
     max_radius: float = 1000.0
@@ -57,9 +58,9 @@ class TrustRegionMinimizer:
     def make_state(self, fields: dict, radius: torch.Tensor) -> TrustRegionState:
         return TrustRegionState(**fields, radius=radius)
 
+    @abstractmethod
     def subproblem(self, problem: ObjectiveProblem, state: TrustRegionState) -> tuple[torch.Tensor, torch.Tensor, TrustRegionState]:
         """(step s, predicted decrease −m(s), state with any curvature it computed)."""
-        raise NotImplementedError
 
     def step(self, problem: ObjectiveProblem, state: TrustRegionState) -> TrustRegionState:
         s, predicted, state = self.subproblem(problem, state)

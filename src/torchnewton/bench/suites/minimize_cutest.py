@@ -2,7 +2,7 @@
 
 Every solver gets the problem's own derivatives (``jac=``, ``hess=`` or ``hessp=``), the same
 stopping rule ‖∇f‖∞ ≤ 10⁻⁶·max(1, |f|) and the same iteration budget. Quick mode runs every
-sixth problem with n ≤ 10 (a fixed, alphabetical-stride subset of about 30 problems); full mode
+twelfth problem with n ≤ 10 (a fixed, alphabetical-stride subset of 15 problems); full mode
 runs all problems with n ≤ 100 whose S2MPJ Hessian is exact.
 """
 from __future__ import annotations
