@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from torchnewton.derivatives import (gauss_newton_product, gradient, hessian, hutchinson_diagonal, hvp,
+from torchnewton.derivatives import (gauss_newton_product, gradient, hessian, hutchinson_diagonal, hvp, linearize,
                                      jacobian, jvp, vjp)
 
 
@@ -57,3 +57,15 @@ def test_hutchinson_diagonal_is_unbiased_on_a_diagonal_hessian():
 def test_bad_mode():
     with pytest.raises(ValueError, match="mode"):
         jacobian(residuals, torch.zeros(1, 4), mode="sideways")
+
+
+def test_linearize_reuses_one_graph_for_many_products():
+    x = torch.randn(3, 4, dtype=torch.float64)
+    value, product = linearize(residuals, x)
+    J = jacobian(residuals, x)[1]
+    assert torch.allclose(value, residuals(x))
+    for _ in range(3):
+        v = torch.randn(3, 4, dtype=torch.float64)
+        assert torch.allclose(product(v), torch.einsum("bmn,bn->bm", J, v))
+    constant = linearize(lambda y: torch.ones(3, 2, dtype=torch.float64), x)[1]
+    assert torch.equal(constant(torch.ones(3, 4, dtype=torch.float64)), torch.zeros(3, 2, dtype=torch.float64))

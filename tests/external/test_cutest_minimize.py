@@ -1,7 +1,6 @@
 """torchnewton.minimize on CUTEst problems through S2MPJ, with their own derivatives and known
 optimal values (Moré, Garbow & Hillstrom 1981 and the CUTEst SIF headers)."""
 import pytest
-import torch
 
 s2mpj = pytest.importorskip("torchnewton.bench.problems.s2mpj")
 

@@ -1,5 +1,4 @@
 """Small test objectives shared by the minimize tests."""
-import torch
 
 
 def rosenbrock(x):

@@ -6,8 +6,9 @@ The Newton direction is a plug-in:
 * ``"least-squares"``: min ‖J d + F‖ by QR (Gauss–Newton for m ≥ n);
 * ``"krylov"``: J d = −F by restarted GMRES on Jacobian-vector products, never forming J, with
   Eisenstat–Walker forcing terms ("Choosing the forcing terms in an inexact Newton method", 1996);
-  the products come from forward-mode autodiff (``jvp="autodiff"``, exact) or from one extra
-  function evaluation each (``jvp="finite-difference"``, cheaper where forward mode is slow).
+  the products come from autodiff (``jvp="autodiff"``, exact: the linearization is recorded once
+  per Newton step and each product is one backward pass through it) or from one extra
+  function evaluation each (``jvp="finite-difference"``, accurate to about √eps).
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ class NewtonLineSearch:
             if self.jvp == "finite-difference":
                 product = lambda v: problem.jvp_finite_difference(x, F, v)
             else:
-                product = lambda v: problem.jvp(x, v)
+                product = problem.jvp_at(x)
             op = MatrixFreeOperator(product, (batch, F.shape[-1], n), dtype=x.dtype, device=x.device)
             solution = gmres(op, -F, rtol=state.forcing, restart=self.inner_restart,
                              max_iter=self.inner_max_iter, preconditioner=self.preconditioner)

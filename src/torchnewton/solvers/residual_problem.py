@@ -47,6 +47,20 @@ class ResidualProblem:
             return matvec(self.jac(x), v)
         return autodiff.jvp(self.fun, x, v)[1]
 
+    def jvp_at(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """v ↦ J(x)v for many v at one x (a Krylov solve): the linearization is recorded once."""
+        if self.jac is not None:
+            J = self.jacobian(x)
+            self.counters.njev -= 1  # counted per product below, as for autodiff
+            return lambda v: self._count_product(matvec(J, v))
+        _, product = autodiff.linearize(self.fun, x)
+        self.counters.nfev += 1
+        return lambda v: self._count_product(product(v))
+
+    def _count_product(self, Jv: torch.Tensor) -> torch.Tensor:
+        self.counters.njev += 1
+        return Jv
+
     def jvp_finite_difference(self, x: torch.Tensor, F: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """J v ≈ (F(x + h v) − F(x)) / h with h = √eps·(1 + ‖x‖)/‖v‖: one function evaluation
         instead of a forward-mode pass, accurate to about √eps (as scipy's newton_krylov)."""
