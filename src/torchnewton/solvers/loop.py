@@ -43,6 +43,8 @@ class LoopOutput(Generic[S]):
 
 def freeze(done: torch.Tensor, old: S, new: S) -> S:
     """Keep ``old`` for members of the batch that are done, ``new`` for the others."""
+    if not bool(done.any()):
+        return new
     updates = {}
     for f in dataclasses.fields(old):
         a, b = getattr(old, f.name), getattr(new, f.name)
