@@ -76,25 +76,31 @@ class DiagonalGRUCell(nn.Module):
         return self.input_proj(xs)
 
     def _gates(self, h: torch.Tensor, u: torch.Tensor):
-        u_r, u_z, u_n = u.chunk(3, dim=-1)
+        # r and z share one sigmoid over their contiguous 2d block: on long sequences these
+        # elementwise passes over (T, d) tensors are the whole cost of a Newton iteration
+        d = self.hidden_size
         a_r, a_z, a_n = self.recurrent_weight
-        c_r, c_z, c_n = self.recurrent_bias
-        r = torch.sigmoid(u_r + a_r * h + c_r)
-        z = torch.sigmoid(u_z + a_z * h + c_z)
-        g = a_n * h + c_n
-        n = torch.tanh(u_n + r * g)
+        c_n = self.recurrent_bias[2]
+        rz = torch.sigmoid(torch.addcmul(u[..., : 2 * d] + self.recurrent_bias[:2].reshape(-1),
+                                         self.recurrent_weight[:2].reshape(-1), torch.cat([h, h], dim=-1)))
+        r, z = rz[..., :d], rz[..., d:]
+        g = torch.addcmul(c_n, a_n, h)
+        n = torch.tanh(torch.addcmul(u[..., 2 * d:], r, g))
         return r, z, g, n
 
     def transition(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         _, z, _, n = self._gates(h, u)
-        return n + z * (h - n)
+        return torch.addcmul(n, z, h - n)
 
     def transition_and_jacobian(self, h: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r, z, g, n = self._gates(h, u)
         a_r, a_z, a_n = self.recurrent_weight
-        dn = (1 - n * n) * (r * (1 - r) * a_r * g + r * a_n)
-        jac = z + (h - n) * z * (1 - z) * a_z + (1 - z) * dn
-        return n + z * (h - n), jac
+        h_minus_n = h - n
+        one_minus_z = 1 - z
+        # dn/dh = (1 − n²)(r(1 − r) a_r g + r a_n)
+        dn = (1 - n * n) * r * ((1 - r) * a_r * g + a_n)
+        jac = z + z * one_minus_z * a_z * h_minus_n + one_minus_z * dn
+        return torch.addcmul(n, z, h_minus_n), jac
 
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.transition(h, self.preprocess(x))
