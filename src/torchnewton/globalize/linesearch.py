@@ -65,6 +65,8 @@ def armijo(phi: MeritFunction, phi0: torch.Tensor, slope: torch.Tensor, *,
             mask = ok.view((batch,) + (1,) * (aux.dim() - 1))
             accepted_aux = torch.where(mask, aux, accepted_aux)
         success = success | ok
+        if bool((ok == searching).all()):  # every member still searching accepted: no next trial
+            break
         curvature = 2 * (value - phi0 - slope * alpha)
         quadratic = -slope * alpha**2 / torch.where(curvature > 0, curvature, torch.ones_like(curvature))
         quadratic = torch.where(finite & (curvature > 0), quadratic, 0.1 * alpha)

@@ -41,34 +41,36 @@ def solve_dense(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, symmetric:
     matrix = as_operator(A).to_dense()
     if matrix.shape[-1] != matrix.shape[-2]:
         raise ValueError(f"A must be square, got shape {tuple(matrix.shape)}")
+    rhs = b.unsqueeze(-1)
     if symmetric:
         L, info = torch.linalg.cholesky_ex(matrix)
-        x = torch.cholesky_solve(b.unsqueeze(-1), L).squeeze(-1)
+        x = torch.cholesky_solve(rhs, L).squeeze(-1)
         ok = (info == 0) & torch.isfinite(x).all(-1)
+        if not bool(ok.all()):
+            x_lu, lu_ok = _lu_solve(matrix, rhs)
+            x = torch.where(ok.unsqueeze(-1), x, x_lu)
+            ok = ok | lu_ok
     else:
-        ok = torch.zeros(b.shape[0], dtype=torch.bool, device=b.device)
-        x = torch.zeros_like(b)
-    if not bool(ok.all()):
-        LU, pivots, info = torch.linalg.lu_factor_ex(matrix)
-        x_lu = torch.linalg.lu_solve(LU, pivots, b.unsqueeze(-1)).squeeze(-1)
-        # LU "succeeds" on nearly singular matrices; a huge growth in x gives them away
-        cond_ok = _well_conditioned(LU)
-        lu_ok = (info == 0) & torch.isfinite(x_lu).all(-1) & cond_ok
-        x = torch.where(ok.unsqueeze(-1), x, x_lu)
-        ok = ok | lu_ok
-    status = torch.where(ok, torch.full_like(ok, int(Status.SUCCESS), dtype=torch.long),
-                         torch.full_like(ok, int(Status.SINGULAR), dtype=torch.long))
+        x, ok = _lu_solve(matrix, rhs)
     if not bool(ok.all()):
         x = torch.where(ok.unsqueeze(-1), x, _regularized_solve(matrix, b))
+    status = torch.where(ok, int(Status.SUCCESS), int(Status.SINGULAR))
     residual = (b - matvec(matrix, x)).norm(dim=-1)
     return LinearSolution(x=x, status=status, iterations=torch.zeros_like(status), residual_norm=residual)
+
+
+def _lu_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    LU, pivots, info = torch.linalg.lu_factor_ex(matrix)
+    x = torch.linalg.lu_solve(LU, pivots, rhs).squeeze(-1)
+    # LU "succeeds" on matrices singular to working precision: tiny pivots give them away
+    return x, (info == 0) & torch.isfinite(x).all(-1) & _well_conditioned(LU)
 
 
 def _well_conditioned(LU: torch.Tensor) -> torch.Tensor:
     """Reject pivots below n·eps relative to the largest: the matrix is singular to working precision."""
     pivots = LU.diagonal(dim1=-2, dim2=-1).abs()
     n = LU.shape[-1]
-    return pivots.min(-1).values > n * torch.finfo(LU.dtype).eps * pivots.max(-1).values.clamp(min=torch.finfo(LU.dtype).tiny)
+    return pivots.amin(-1) > n * torch.finfo(LU.dtype).eps * pivots.amax(-1).clamp(min=torch.finfo(LU.dtype).tiny)
 
 
 @dataclass
