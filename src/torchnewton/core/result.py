@@ -60,4 +60,7 @@ def _short(value: Any) -> str:
         return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
     if isinstance(value, Status):
         return value.name
+    if isinstance(value, list) and len(value) > 4:
+        counts = {item: value.count(item) for item in dict.fromkeys(value)}
+        return "; ".join(f"{n}× {item}" for item, n in counts.items())
     return str(value)
