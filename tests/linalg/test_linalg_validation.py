@@ -71,7 +71,7 @@ def test_check_finite_can_be_skipped_in_the_optimizer_path():
     assert out.shape == (2, 3)
 
 
-MODULES = ["", ".aol", ".backward", ".coefficients", ".iteration", ".norms", ".pinv", ".polar",
+MODULES = ["", ".aol", ".backward", ".coefficients", ".gram", ".iteration", ".norms", ".pinv", ".polar",
            ".polynomial", ".roots", ".sign", ".validate"]
 
 

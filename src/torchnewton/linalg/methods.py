@@ -30,6 +30,7 @@ from .coefficients import (
     newton_schulz_limit,
     polar_express_coefficients,
 )
+from .gram import gram_space_steps
 from .iteration import iterate_to_tolerance
 from .norms import frobenius_norm
 from .polynomial import odd_polynomial_step
@@ -69,16 +70,21 @@ def normalize(X: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor 
     return X / norm.clamp_min(torch.finfo(X.dtype).tiny), None
 
 
-def run_fixed(X: torch.Tensor, method: str, steps: int, lower: float, *, square: bool = False) -> torch.Tensor:
+def run_fixed(X: torch.Tensor, method: str, steps: int, lower: float, *, square: bool = False,
+              gram: bool = False) -> torch.Tensor:
     """Normalize X (b, m, n) and apply ``steps`` polynomial steps; no synchronization.
 
     ``square=True`` uses G = X X (matrix sign) instead of G = X X^T (polar factor).
+    ``gram=True`` (polar, wide X only) runs the same steps on m x m matrices (``gram``).
     """
     X, G = normalize(X, method)
-    for coeffs in schedule(method, steps, lower):
+    coeffs = schedule(method, steps, lower)
+    if gram:
+        return gram_space_steps(X, X @ X.mT if G is None else G, coeffs)
+    for c in coeffs:
         if G is None:
             G = X @ X if square else X @ X.mT
-        X = odd_polynomial_step(X, G, coeffs)
+        X = odd_polynomial_step(X, G, c)
         G = None
     return X
 

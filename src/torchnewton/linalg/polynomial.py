@@ -20,6 +20,21 @@ def flatten_batch(A: torch.Tensor) -> torch.Tensor:
     return A.reshape(-1, A.shape[-2], A.shape[-1])
 
 
+def gram_polynomial(G: torch.Tensor, coeffs: tuple[float, ...]) -> torch.Tensor:
+    """Return B = c_1 G + c_2 G^2 + ... + c_k G^k for G (b, m, m), by Horner (k - 1 products).
+
+    The step matrix of the odd polynomial p(s) = c_0 s + ... + c_k s^{2k+1} is c_0 I + B.
+
+    Example:
+        >>> gram_polynomial(torch.full((1, 1, 1), 2.0), (0.0, 1.0, 1.0))
+        tensor([[[6.]]])
+    """
+    B = coeffs[-1] * G
+    for c in reversed(coeffs[1:-1]):
+        B = torch.baddbmm(G, B, G, beta=c)
+    return B
+
+
 def odd_polynomial_step(X: torch.Tensor, G: torch.Tensor, coeffs: tuple[float, ...]) -> torch.Tensor:
     """Return c_0 X + (c_1 G + ... + c_k G^k) X for X (b, m, n) and G (b, m, m).
 
@@ -31,7 +46,4 @@ def odd_polynomial_step(X: torch.Tensor, G: torch.Tensor, coeffs: tuple[float, .
         >>> odd_polynomial_step(X, X @ X.mT, (1.5, -0.5))[0].diagonal()
         tensor([0.6875, 1.0000])
     """
-    B = coeffs[-1] * G
-    for c in reversed(coeffs[1:-1]):
-        B = torch.baddbmm(G, B, G, beta=c)
-    return torch.baddbmm(X, B, X, beta=coeffs[0])
+    return torch.baddbmm(X, gram_polynomial(G, coeffs), X, beta=coeffs[0])
