@@ -26,3 +26,15 @@ def test_cutest_known_optimum(problems, name, method):
     assert abs(float(res.fun) - KNOWN[name]) <= 1e-8 * max(1.0, abs(KNOWN[name])) + 1e-10
     assert res.grad.abs().max() <= 1e-8 * max(1.0, abs(float(res.fun)))
     assert res.nhev > 0 and res.njev > 0
+
+
+def test_ill_conditioned_coolhansls_trust_exact():
+    """COOLHANSLS (n = 9): near the solution κ(∇²f) ≈ 1e15, so its smallest eigenvalues are below
+    ε‖∇²f‖. The exact trust-region method must still take accurate Newton steps there (it used to
+    treat them as a hard case and wander along the near-null direction for hundreds of steps)."""
+    problem = s2mpj.load_problem("COOLHANSLS", "unconstrained")
+    res = minimize(problem.objective, problem.x0.clone(), method="trust-exact", jac=problem.gradient,
+                   hess=problem.hessian, tol=1e-6, max_iter=100)
+    assert res.success, res.status
+    assert float(res.fun) <= 1e-12
+    assert res.grad.abs().max() <= 1e-6

@@ -65,6 +65,44 @@ def test_interior_trust_region_step_is_newton_step():
     assert torch.allclose(s, -torch.linalg.solve(H, g), atol=1e-14)
 
 
+def _badly_scaled_spd(seed: int, n: int = 6):
+    """H = D C D with C well conditioned and D spanning 1e-3..1e4.5: κ(H) ≈ 1e15, every eigenvalue
+    below ε‖H‖ is rounding noise in a computed eigendecomposition, yet H⁻¹g = D⁻¹C⁻¹D⁻¹g exactly."""
+    gen = torch.Generator().manual_seed(seed)
+    M = torch.randn(n, n, generator=gen, dtype=F64)
+    C = M @ M.T / n + torch.eye(n, dtype=F64)
+    d = torch.logspace(-3, 4.5, n, dtype=F64)
+    H = (d[:, None] * C * d[None, :]).unsqueeze(0)
+    g = torch.randn(1, n, generator=gen, dtype=F64)
+    newton = -(torch.linalg.solve(C, (g / d).T).T / d)
+    return H, g, newton
+
+
+def test_ill_conditioned_interior_step_is_accurate_newton_step():
+    for seed in range(5):
+        H, g, newton = _badly_scaled_spd(seed)
+        radius = 2 * newton.norm(dim=-1)
+        s = exact_trust_region_step(EigenHessian.of(H), g, radius)
+        # not padded along a "hard-case" null vector, and accurate in the small-curvature directions
+        assert torch.allclose(s, newton, rtol=1e-6, atol=1e-9 * float(newton.norm())), seed
+
+
+def test_ill_conditioned_boundary_step_decreases_the_model():
+    for seed in range(5):
+        H, g, newton = _badly_scaled_spd(seed)
+        radius = 0.1 * newton.norm(dim=-1)
+        s = exact_trust_region_step(EigenHessian.of(H), g, radius)
+        assert (s.norm(dim=-1) <= radius * (1 + 1e-8)).all()
+        decrease = -((g * s).sum(-1) + 0.5 * torch.einsum("bi,bij,bj->b", s, H, s))
+        cauchy_length = torch.clamp(g.norm(dim=-1) ** 3 / torch.einsum("bi,bij,bj->b", g, H, g), max=radius * g.norm(dim=-1))
+        cauchy = (cauchy_length / g.norm(dim=-1)).unsqueeze(-1) * -g / g.norm(dim=-1, keepdim=True)
+        cauchy_decrease = -((g * cauchy).sum(-1) + 0.5 * torch.einsum("bi,bij,bj->b", cauchy, H, cauchy))
+        assert (decrease >= cauchy_decrease * (1 - 1e-8)).all(), seed
+        # the model value is computed from H itself, not from the noisy eigenpairs
+        eig = EigenHessian.of(H)
+        assert torch.allclose(eig.quadratic(s), torch.einsum("bi,bij,bj->b", s, H, s), rtol=1e-12)
+
+
 def test_shifted_cholesky_shifts_only_when_needed():
     H = torch.stack([torch.diag(torch.tensor([2.0, 1.0], dtype=F64)), torch.diag(torch.tensor([2.0, -1.0], dtype=F64))])
     factor, tau = shifted_cholesky(H)

@@ -14,6 +14,14 @@ rejected trust-region steps and lazily reused Hessians pay O(n²) per solve, not
 
 The *hard case* (g ⟂ the eigenvectors of λ₁ < 0, so ‖s(λ)‖ stays below r(λ) as λ → −λ₁) is
 handled exactly: λ = −λ₁ and the step is completed along v₁ to the required length.
+
+Accuracy for ill-conditioned H: a computed eigendecomposition is only normwise backward stable
+(V diag(λ) Vᵀ = H + E with ‖E‖ ≈ ε‖H‖), so with κ(H) ≈ 1e15 every eigenvalue below ε‖H‖ is
+noise and −V diag(1/(λᵢ+λ)) Vᵀ g, and a model value built from the eigenpairs, are wrong in those
+directions. When the Hessian itself is kept (``EigenHessian.matrix``), the eigenbasis only
+locates λ; the step is then computed by a Cholesky solve of (H + λI)s = −g (componentwise
+backward stable, so badly scaled but positive definite H are solved accurately), Moré–Sorensen's
+first test "H ≻ 0 by Cholesky and ‖H⁻¹g‖ ≤ r" decides interior steps, and sᵀHs uses H.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ class EigenHessian:
 
     values: torch.Tensor
     vectors: torch.Tensor
+    matrix: torch.Tensor | None = None  # H itself (B, n, n), for accurate steps and model values
 
     @classmethod
     def of(cls, H: torch.Tensor) -> "EigenHessian":
@@ -39,7 +48,7 @@ class EigenHessian:
         finite = torch.isfinite(H).all(-1).all(-1)
         eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
         values, vectors = torch.linalg.eigh(torch.where(finite.view(-1, 1, 1), H, eye))
-        return cls(torch.where(finite.unsqueeze(-1), values, torch.full_like(values, float("nan"))), vectors)
+        return cls(torch.where(finite.unsqueeze(-1), values, torch.full_like(values, float("nan"))), vectors, H)
 
     def coordinates(self, g: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bni,bn->bi", self.vectors, g)
@@ -48,13 +57,18 @@ class EigenHessian:
         return torch.einsum("bni,bi->bn", self.vectors, c)
 
     def quadratic(self, s: torch.Tensor) -> torch.Tensor:
-        """sᵀHs, per member."""
+        """sᵀHs, per member (from H itself when kept: exact also in its near-null directions)."""
+        if self.matrix is not None:
+            return (s * torch.einsum("bij,bj->bi", self.matrix, s)).sum(-1)
         c = self.coordinates(s)
         return (self.values * c * c).sum(-1)
 
     def where(self, mask: torch.Tensor, other: "EigenHessian") -> "EigenHessian":
+        matrix = None
+        if self.matrix is not None and other.matrix is not None:
+            matrix = torch.where(mask.view(-1, 1, 1), self.matrix, other.matrix)
         return EigenHessian(torch.where(mask.unsqueeze(-1), self.values, other.values),
-                            torch.where(mask.view(-1, 1, 1), self.vectors, other.vectors))
+                            torch.where(mask.view(-1, 1, 1), self.vectors, other.vectors), matrix)
 
 
 @dataclass
@@ -87,12 +101,24 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
     c2 = c * c
     delta = torch.finfo(g.dtype).eps ** 0.75 * scale  # how close to −λ₁ the shift may get
     lowest = values[:, 0]
-    lower = torch.where(lowest > delta, torch.zeros_like(lowest), -lowest + delta)
+    # H ≻ 0 (λ₁ > 0, however small): the root lies in [0, upper] and λ = 0 may be the answer; only
+    # an indefinite or singular H needs the shift kept off the pole at −λ₁
+    lower = torch.where(lowest > 0, torch.zeros_like(lowest), -lowest + delta)
     upper = torch.maximum(upper, lower)
     inv_norm_lo, _ = _inverse_norm(c2, values, lower)
     inv_r_lo, _ = inverse_target(lower)
     at_lower = inv_norm_lo >= inv_r_lo  # ‖s(lower)‖ ≤ r(lower): no root above the lower end
     interior = at_lower & interior_allowed & (lower == 0)
+    newton_step = None
+    if eig.matrix is not None and bool(interior_allowed.any()):
+        # Moré–Sorensen's first test, on H itself: Cholesky succeeds and ‖H⁻¹g‖ ≤ r(0); it
+        # overrides the eigenpairs, whose smallest values may be rounding noise
+        inv_r0, _ = inverse_target(torch.zeros_like(lowest))
+        newton_step, factored = _cholesky_step(eig.matrix, g, torch.zeros_like(lowest))
+        factored = factored & interior_allowed
+        newton_inside = factored & (newton_step.norm(dim=-1) * inv_r0 <= 1)
+        interior = newton_inside | (interior & ~factored)
+        at_lower = newton_inside | torch.where(factored & (lower == 0), newton_inside, at_lower)
     hard = at_lower & ~interior
     lo, hi = lower.clone(), upper.clone()
     lam = upper.clone()
@@ -125,4 +151,24 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
     # the two roots of ‖s + τv₁‖ = r have opposite signs (‖s‖ ≤ r): take the one with τ·gᵀv₁ ≤ 0
     tau = torch.where(c[:, 0] > 0, -sv - root, -sv + root)
     step = torch.where(hard.unsqueeze(-1), step + tau.unsqueeze(-1) * v1, step)
+    if eig.matrix is not None:
+        # the eigenbasis located λ; solve (H + λI)s = −g accurately where H + λI ≻ 0 numerically
+        accurate, ok = _cholesky_step(eig.matrix, g, lam)
+        if newton_step is not None:
+            accurate = torch.where(interior.unsqueeze(-1), newton_step, accurate)
+        # λ from the eigenpairs may be slightly off: never exceed the target length
+        norm = accurate.norm(dim=-1)
+        accurate = accurate * torch.clamp(radius / norm.clamp(min=torch.finfo(g.dtype).tiny), max=1.0).unsqueeze(-1)
+        use = ok & ~hard & torch.isfinite(accurate).all(-1)
+        step = torch.where(use.unsqueeze(-1), accurate, step)
     return SecularSolution(step=step, shift=lam, hard_case=hard)
+
+
+def _cholesky_step(H: torch.Tensor, g: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(−(H + λI)⁻¹g, whether the Cholesky factorization succeeded), per member."""
+    eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
+    shifted = H + lam.view(-1, 1, 1) * eye
+    finite = torch.isfinite(shifted).all(-1).all(-1)
+    factor, info = torch.linalg.cholesky_ex(torch.where(finite.view(-1, 1, 1), shifted, eye))
+    step = -torch.cholesky_solve(g.unsqueeze(-1), factor).squeeze(-1)
+    return step, finite & (info == 0)

@@ -33,6 +33,7 @@ class CubicState(ObjectiveState):
     sigma: torch.Tensor  # (B,) cubic weight
     eigenvalues: torch.Tensor  # (B, n) of the snapshot Hessian
     eigenvectors: torch.Tensor  # (B, n, n)
+    hessian: torch.Tensor  # (B, n, n) the snapshot Hessian itself (accurate steps and model values)
     age: torch.Tensor  # (B,) accepted steps since the snapshot
 
 
@@ -50,12 +51,12 @@ class AdaptiveCubicRegularization:
         eig = EigenHessian.of(problem.hessian(x0))
         problem.counters.nlinsolve += 1
         return CubicState(**initial_fields(x0, f, g), sigma=torch.full_like(f, self.initial_sigma),
-                          eigenvalues=eig.values, eigenvectors=eig.vectors,
+                          eigenvalues=eig.values, eigenvectors=eig.vectors, hessian=eig.matrix,
                           age=torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device))
 
     def step(self, problem: ObjectiveProblem, state: CubicState) -> CubicState:
         x, g = state.x, state.g
-        eig = EigenHessian(state.eigenvalues, state.eigenvectors)
+        eig = EigenHessian(state.eigenvalues, state.eigenvectors, state.hessian)
         age = state.age
         refresh = age >= self.lazy
         if bool(refresh.any()):
@@ -77,7 +78,7 @@ class AdaptiveCubicRegularization:
         step_norm = torch.where(accept, s.norm(dim=-1), torch.zeros_like(state.f))
         return replace(state, x=x_new, f=torch.where(accept, f_trial, state.f), g=g_new, step_norm=step_norm,
                        failure=failure, sigma=sigma, eigenvalues=eig.values, eigenvectors=eig.vectors,
-                       age=age + accept.long())
+                       hessian=eig.matrix, age=age + accept.long())
 
     def terminate(self, problem: ObjectiveProblem, state: CubicState):
         return self.termination(state)

@@ -41,6 +41,7 @@ class TrustRegionState(ObjectiveState):
 class ExactTrustRegionState(TrustRegionState):
     eigenvalues: torch.Tensor  # (B, n) of the Hessian at x
     eigenvectors: torch.Tensor  # (B, n, n)
+    hessian: torch.Tensor  # (B, n, n) itself: accurate steps and model values when ill-conditioned
     fresh: torch.Tensor  # (B,) bool: the eigenpairs belong to the current x
 
 
@@ -95,17 +96,18 @@ class ExactTrustRegion(TrustRegionMinimizer):
         x = fields["x"]
         batch, n = x.shape
         return ExactTrustRegionState(**fields, radius=radius, eigenvalues=x.new_zeros(batch, n),
-                                     eigenvectors=x.new_zeros(batch, n, n),
+                                     eigenvectors=x.new_zeros(batch, n, n), hessian=x.new_zeros(batch, n, n),
                                      fresh=torch.zeros(batch, dtype=torch.bool, device=x.device))
 
     def subproblem(self, problem: ObjectiveProblem, state: ExactTrustRegionState):
-        eig = EigenHessian(state.eigenvalues, state.eigenvectors)
+        eig = EigenHessian(state.eigenvalues, state.eigenvectors, state.hessian)
         if not bool(state.fresh.all()):
             eig = eig.where(state.fresh, EigenHessian.of(problem.hessian(state.x)))
             problem.counters.nlinsolve += 1
         s = exact_trust_region_step(eig, state.g, state.radius)
         predicted = -((state.g * s).sum(-1) + 0.5 * eig.quadratic(s))
-        state = replace(state, eigenvalues=eig.values, eigenvectors=eig.vectors, fresh=torch.ones_like(state.fresh))
+        state = replace(state, eigenvalues=eig.values, eigenvectors=eig.vectors, hessian=eig.matrix,
+                        fresh=torch.ones_like(state.fresh))
         return s, predicted, state
 
     def moved(self, state: ExactTrustRegionState, accept: torch.Tensor) -> ExactTrustRegionState:
