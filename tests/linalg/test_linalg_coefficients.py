@@ -9,20 +9,10 @@ from hypothesis import strategies as st
 
 from linalg_helpers import with_singular_values
 from torchnewton.linalg import minimax_odd_polynomial, newton_schulz_limit, polar, polar_express_coefficients
+from torchnewton.bench.problems.polar_express_published import PUBLISHED_POLAR_EXPRESS
 from torchnewton.linalg.coefficients import MUON_QUINTIC, composite_map
 
-# Amsel, Persson, Musco, Gower (2025): degree 5, l = 1e-3, cushion 0.02407327424182761,
-# listed before the 1.01 safety factor.
-PUBLISHED = [
-    (8.28721201814563, -23.595886519098837, 17.300387312530933),
-    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
-    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
-    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
-    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
-    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
-    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
-    (1.875, -1.25, 0.375),
-]
+PUBLISHED = PUBLISHED_POLAR_EXPRESS
 
 
 def test_designed_coefficients_match_published_list():

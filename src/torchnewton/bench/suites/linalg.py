@@ -18,22 +18,11 @@ from torchnewton.linalg.methods import DEFAULT_STEPS, MATMULS_PER_STEP, normaliz
 from torchnewton.linalg.coefficients import MUON_QUINTIC, composite_map
 from torchnewton.linalg.gram import use_gram
 from torchnewton.linalg.polynomial import flatten_batch, odd_polynomial_step
+from torchnewton.bench.problems.polar_express_published import PUBLISHED_POLAR_EXPRESS
 
 F64 = torch.float64
 FAMILIES = ("gaussian", "log-spectrum", "low-rank+noise", "levy")
 METHODS = ("polar-express", "quintic", "newton-schulz", "aol")
-
-# Polar Express coefficients as published by Amsel et al. (before the 1.01 safety factor).
-PUBLISHED_POLAR_EXPRESS = [
-    (8.28721201814563, -23.595886519098837, 17.300387312530933),
-    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
-    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
-    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
-    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
-    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
-    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
-    (1.875, -1.25, 0.375),
-]
 
 
 def run(ctx: BenchContext) -> Section:
