@@ -13,8 +13,7 @@ from .implicit import differentiate_solution
 from .levenberg_marquardt import LevenbergMarquardt
 from .loop import iterate
 from .newton import NewtonLineSearch
-from .residual_problem import ResidualProblem, batch_function
-from .root import _batched_jacobian
+from .residual_problem import ResidualProblem, batch_function, batch_jacobian
 from .termination import LeastSquaresTermination
 
 METHODS = ("levenberg-marquardt", "gauss-newton", "dogleg")
@@ -55,7 +54,7 @@ def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method:
     max_iter = 100 * x.shape[-1] if max_iter is None else max_iter
     check_positive(max_iter, "max_iter", integer=True, allow_zero=True)
     batched_fun = batch_function(fun, args, batch)
-    batched_jac = None if jac is None else _batched_jacobian(jac, args, batch)
+    batched_jac = None if jac is None else batch_jacobian(jac, args, batch)
     problem = ResidualProblem(batched_fun, batched_jac, jac_mode=opts.pop("jac_mode", "auto"))
     with torch.no_grad():
         r0 = problem.residual(x)

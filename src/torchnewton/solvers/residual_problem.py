@@ -92,3 +92,10 @@ def batch_function(fun: Callable[..., torch.Tensor], args: tuple[Any, ...], batc
         return out.reshape(shape)
 
     return (lambda x: fun(x, *args)) if batch else unbatched
+
+
+def batch_jacobian(jac: Callable[..., torch.Tensor], args: tuple, batch: bool) -> BatchFunction:
+    """A user Jacobian callable in batched form: (B, n) → (B, m, n)."""
+    if batch:
+        return lambda x: jac(x, *args)
+    return lambda x: jac(x[0], *args).unsqueeze(0)

@@ -15,7 +15,7 @@ from .implicit import differentiate_solution
 from .levenberg_marquardt import LevenbergMarquardt
 from .loop import iterate
 from .newton import NewtonLineSearch
-from .residual_problem import ResidualProblem, batch_function
+from .residual_problem import ResidualProblem, batch_function, batch_jacobian
 from .termination import RootTermination
 
 METHODS = ("newton", "newton-krylov", "broyden", "levenberg-marquardt", "dogleg")
@@ -67,7 +67,7 @@ def root(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str = "n
     opts = check_options(options, _OPTIONS[key])
     x = prepare_x0(x0, batch, args)
     batched_fun = batch_function(fun, args, batch)
-    batched_jac = None if jac is None else _batched_jacobian(jac, args, batch)
+    batched_jac = None if jac is None else batch_jacobian(jac, args, batch)
     problem = ResidualProblem(batched_fun, batched_jac, jac_mode=opts.pop("jac_mode", "auto"))
     with torch.no_grad():
         F0 = problem.residual(x)
@@ -86,9 +86,3 @@ def root(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str = "n
     x_star = differentiate_solution(state.x, fun, args, batch, condition="residual")
     return build_result(loop, problem.counters, batch, x_star, fun=state.F,
                         jac=getattr(state, "J", None) if key != "newton-krylov" else None)
-
-
-def _batched_jacobian(jac: Callable[..., torch.Tensor], args: tuple, batch: bool):
-    if batch:
-        return lambda x: jac(x, *args)
-    return lambda x: jac(x[0], *args).unsqueeze(0)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ...recurrence import DiagonalCIFGLSTMCell, DiagonalGRUCell, run_sequential, solve
 from ..suite import BenchContext, Section, markdown_table, median_time
 
 GOAL_SPEEDUP = 10.0
@@ -71,9 +72,21 @@ def _repeats(T: int, B: int, d: int) -> int:
     return 3 if T * B * d <= 4_000 * 8 else 1
 
 
-def _structured_case(ctx: BenchContext, kind: str, T: int, d: int, B: int, backward: bool) -> dict[str, Any]:
-    from ...recurrence import DiagonalCIFGLSTMCell, DiagonalGRUCell, run_sequential, solve
+def _parallel_solve(cell: nn.Module, h0: torch.Tensor, xs: torch.Tensor,
+                    nit: list[int]) -> Callable[[bool], torch.Tensor]:
+    """The timed Newton solve; records its iteration counts in ``nit`` and refuses to time a
+    solve that did not converge."""
+    def parallel(grad: bool) -> torch.Tensor:
+        result = solve(cell, h0, xs, method="newton")
+        nit[:] = result.nit.tolist()
+        if not bool(result.success.all()):
+            raise RuntimeError(f"benchmark solve did not converge: {result.message}")
+        return result.h
 
+    return parallel
+
+
+def _structured_case(ctx: BenchContext, kind: str, T: int, d: int, B: int, backward: bool) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(ctx.seed)
     torch.manual_seed(ctx.seed)
     m = 4
@@ -84,12 +97,7 @@ def _structured_case(ctx: BenchContext, kind: str, T: int, d: int, B: int, backw
     seq_repeats = _repeats(T, B, d)
     nit: list[int] = []
 
-    def parallel(grad: bool) -> torch.Tensor:
-        result = solve(cell, h0, xs, method="newton")
-        nit[:] = result.nit.tolist()
-        if not bool(result.success.all()):
-            raise RuntimeError(f"benchmark solve did not converge: {result.message}")
-        return result.h
+    parallel = _parallel_solve(cell, h0, xs, nit)
 
     row: dict[str, Any] = {"cell": kind, "T": T, "d": d, "B": B}
     par = _timings("newton", cell, parallel, weight, 3, backward)
@@ -115,8 +123,6 @@ def _structured_case(ctx: BenchContext, kind: str, T: int, d: int, B: int, backw
 
 
 def _dense_case(ctx: BenchContext, T: int, d: int, B: int) -> dict[str, Any]:
-    from ...recurrence import run_sequential, solve
-
     row: dict[str, Any] = {"T": T, "d": d, "B": B}
     jac_bytes = B * T * d * d * 4
     if jac_bytes > DENSE_MEMORY_LIMIT:
@@ -131,12 +137,7 @@ def _dense_case(ctx: BenchContext, T: int, d: int, B: int) -> dict[str, Any]:
     weight = torch.randn(B, T, d, generator=gen)
     nit: list[int] = []
 
-    def parallel(grad: bool) -> torch.Tensor:
-        result = solve(cell, h0, xs, method="newton")
-        nit[:] = result.nit.tolist()
-        if not bool(result.success.all()):
-            raise RuntimeError(f"benchmark solve did not converge: {result.message}")
-        return result.h
+    parallel = _parallel_solve(cell, h0, xs, nit)
 
     repeats = _repeats(T, B, d)
     par = _timings("newton (dense)", cell, parallel, weight, repeats)
