@@ -177,3 +177,24 @@ def test_print_result_is_readable():
     a, b, C = random_problem(5, 5, 11)
     text = repr(sinkhorn(a, b, C, 0.1))
     assert "SUCCESS" in text and "marginal_error" in text
+
+
+def test_pot_backends_agree_and_its_stopping_error_is_the_l2_marginal_error():
+    """What the POT benchmark relies on: sinkhorn_log on torch tensors (POT's torch backend) takes the
+    same iterates as on numpy arrays, and its recorded error is ‖(P1 − a, Pᵀ1 − b)‖₂ (rows exact)."""
+    gen = torch.Generator().manual_seed(12)
+    n = 40
+    C = torch.rand(n, n, generator=gen, dtype=F64)
+    a = uniform(n)
+    reg = 1 / 100
+    plan_np, log_np = pot.bregman.sinkhorn_log(a.numpy(), a.numpy(), C.numpy(), reg, stopThr=1e-9,
+                                               numItermax=100000, log=True)
+    plan_t, log_t = pot.bregman.sinkhorn_log(a, a.clone(), C, reg, stopThr=1e-9, numItermax=100000, log=True)
+    assert log_np["niter"] == log_t["niter"] > 100
+    assert (log_t["log_u"] - torch.from_numpy(log_np["log_u"])).abs().max() < 1e-12
+    assert (log_t["log_v"] - torch.from_numpy(log_np["log_v"])).abs().max() < 1e-12
+    residual = torch.cat([plan_t.sum(1) - a, plan_t.sum(0) - a])
+    assert (plan_t.sum(1) - a).abs().max() < 1e-15
+    assert float(residual.norm()) == pytest.approx(float(log_t["err"][-1]), rel=1e-6)
+    ours = sinkhorn(a, a.clone(), C, reg, method="sinkhorn")
+    assert ours.success and (ours.plan - plan_t).abs().sum() < 1e-7
