@@ -67,18 +67,15 @@ def jacobian(fun: BatchFunction, x: torch.Tensor, *, mode: str = "auto") -> tupl
     if mode not in ("auto", "forward", "reverse"):
         raise ValueError(f"mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
     n = x.shape[-1]
-    if mode == "auto":
-        with torch.no_grad():
-            m = fun(x).shape[-1]
-        mode = "forward" if m >= 2 * n else "reverse"
     if mode == "forward":
-        value, push = _jvp_linearized(fun, x)
-        columns = vmap(push)(_basis(n, x))  # (n, B, m)
-        return value, columns.permute(1, 2, 0)
+        return _forward_jacobian(fun, x)
     with torch.enable_grad():
         z = x.detach().requires_grad_(True)
         value = fun(z)
         m = value.shape[-1]
+        if mode == "auto" and m >= 2 * n:
+            # the evaluation above is lost, but a tall Jacobian saves m − n backward passes
+            return _forward_jacobian(fun, x)
         if not value.requires_grad:  # F does not depend on x
             return value.detach(), x.new_zeros(x.shape[0], m, n)
         (rows,) = torch.autograd.grad(value, z, grad_outputs=_basis(m, value), is_grads_batched=True,
@@ -86,6 +83,12 @@ def jacobian(fun: BatchFunction, x: torch.Tensor, *, mode: str = "auto") -> tupl
     if rows is None:
         return value.detach(), x.new_zeros(x.shape[0], m, n)
     return value.detach(), rows.transpose(0, 1)
+
+
+def _forward_jacobian(fun: BatchFunction, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    value, push = _jvp_linearized(fun, x)
+    columns = vmap(push)(_basis(x.shape[-1], x))  # (n, B, m)
+    return value, columns.permute(1, 2, 0)
 
 
 def _jvp_linearized(fun: BatchFunction, x: torch.Tensor):

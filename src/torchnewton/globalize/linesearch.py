@@ -26,13 +26,14 @@ class LineSearchResult:
 
 def armijo(phi: MeritFunction, phi0: torch.Tensor, slope: torch.Tensor, *,
            alpha0: torch.Tensor | float = 1.0, c1: float = 1e-4, max_steps: int = 40,
-           active: torch.Tensor | None = None) -> LineSearchResult:
+           active: torch.Tensor | None = None, aux0: torch.Tensor | None = None) -> LineSearchResult:
     """Backtracking to the sufficient-decrease (Armijo) condition φ(α) ≤ φ(0) + c₁ α φ'(0).
 
     ``phi(alpha)`` takes a (B,) tensor of step lengths and returns ``(values (B,), aux)``; ``slope``
     is φ'(0) (negative for a descent direction). The next trial α minimizes the quadratic through
     φ(0), φ'(0), φ(α), safeguarded to [0.1α, 0.5α] (Nocedal & Wright, §3.5). Members not in
-    ``active`` are left at α = 0 and do not count as failures.
+    ``active`` are left at α = 0 and do not count as failures. ``aux0`` (what ``phi`` would
+    return beside φ(0)) is the ``aux`` of members that take no step; zeros if not given.
 
     Example:
         >>> phi = lambda a: ((1 - a) ** 2, None)
@@ -44,7 +45,7 @@ def armijo(phi: MeritFunction, phi0: torch.Tensor, slope: torch.Tensor, *,
     alpha = torch.as_tensor(alpha0, dtype=phi0.dtype, device=phi0.device).expand(batch).clone()
     accepted_alpha = torch.zeros_like(alpha)
     accepted_value = phi0.clone()
-    accepted_aux: torch.Tensor | None = None
+    accepted_aux = aux0
     success = ~active
     saw_nonfinite = torch.zeros_like(active)
     evaluations = 0

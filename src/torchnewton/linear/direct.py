@@ -68,9 +68,9 @@ def _lu_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, to
 
 def _well_conditioned(LU: torch.Tensor) -> torch.Tensor:
     """Reject pivots below n·eps relative to the largest: the matrix is singular to working precision."""
-    pivots = LU.diagonal(dim1=-2, dim2=-1).abs()
+    smallest, largest = torch.aminmax(LU.diagonal(dim1=-2, dim2=-1).abs(), dim=-1)
     n = LU.shape[-1]
-    return pivots.amin(-1) > n * torch.finfo(LU.dtype).eps * pivots.amax(-1).clamp(min=torch.finfo(LU.dtype).tiny)
+    return smallest > n * torch.finfo(LU.dtype).eps * largest.clamp(min=torch.finfo(LU.dtype).tiny)
 
 
 @dataclass

@@ -48,6 +48,8 @@ def freeze(done: torch.Tensor, old: S, new: S) -> S:
     updates = {}
     for f in dataclasses.fields(old):
         a, b = getattr(old, f.name), getattr(new, f.name)
+        if a is b:  # a field the step left untouched needs no masking
+            continue
         if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() > 0:
             mask = done.view(done.shape + (1,) * (b.dim() - 1))
             updates[f.name] = torch.where(mask, a, b)

@@ -83,7 +83,7 @@ class NewtonLineSearch:
             zeros = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
             d = levenberg_marquardt_step(J, F, zeros, torch.ones_like(x))
             singular = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        grad = rmatvec(J, F)
+        grad = state.grad  # Jᵀ F, kept up to date by init and step
         slope = (grad * d).sum(-1)
         # a regularized or inexact direction may fail to descend: fall back to steepest descent
         descent = slope < 0
@@ -102,26 +102,25 @@ class NewtonLineSearch:
         # members already done are frozen by the loop: searching for them only costs evaluations
         running = ~self.termination(state)[0]
         search = armijo(merit, state.cost, slope, c1=self.c1, max_steps=self.max_backtracks,
-                        active=(slope < 0) & running)
+                        active=(slope < 0) & running, aux0=state.F)
         ok = search.success
+        # α = 0 wherever the search failed, so x, F and the cost stay put there without masking
         step = search.alpha.unsqueeze(-1) * d
-        x_new = torch.where(ok.unsqueeze(-1), x + step, x)
-        F_new = torch.where(ok.unsqueeze(-1), search.aux, state.F) if search.aux is not None else state.F
-        cost_new = torch.where(ok, search.value, state.cost)
+        x_new, F_new, cost_new = x + step, search.aux, search.value
         reduction = torch.where(ok, (state.cost - cost_new) / state.cost.clamp(min=torch.finfo(x.dtype).tiny),
-                                torch.full_like(cost_new, float("inf")))
+                                float("inf"))
         # an accepted step below the resolution of x changes nothing: the method has stalled
         stalled = ok & (x_new == x).all(-1)
-        failure = torch.where(ok, state.failure, torch.full_like(state.failure, int(Status.LINESEARCH_FAILED)))
-        failure = torch.where(stalled, torch.full_like(failure, int(Status.STALLED)), failure)
+        failure = torch.where(ok, state.failure, int(Status.LINESEARCH_FAILED))
+        failure = torch.where(stalled, int(Status.STALLED), failure)
         # ...and if NaN/Inf trial points forced it there, that is the honest reason
-        failure = torch.where((~ok | stalled) & search.nonfinite, torch.full_like(failure, int(Status.NONFINITE)), failure)
+        failure = torch.where((~ok | stalled) & search.nonfinite, int(Status.NONFINITE), failure)
         grad, J = state.grad, state.J
         if self.direction != "krylov":
             J = problem.jacobian(x_new)
             grad = rmatvec(J, F_new)
-        forcing = self._next_forcing(state, cost_new)
-        return replace(state, x=x_new, F=F_new, cost=cost_new, grad=grad, step_norm=torch.where(ok, step.norm(dim=-1), torch.full_like(cost_new, float("inf"))),
+        forcing = self._next_forcing(state, cost_new) if self.direction == "krylov" else state.forcing
+        return replace(state, x=x_new, F=F_new, cost=cost_new, grad=grad, step_norm=torch.where(ok, step.norm(dim=-1), float("inf")),
                        reduction=reduction, failure=failure, regularized=singular, forcing=forcing, J=J)
 
     def _next_forcing(self, state: NewtonState, cost_new: torch.Tensor) -> torch.Tensor:
