@@ -61,8 +61,8 @@ def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str 
     Methods (case-insensitive), each a Newton model m(s) = f + gᵀs + ½sᵀHs globalized differently:
 
     * ``"trust-exact"`` (default): min m(s) s.t. ‖s‖ ≤ Δ solved exactly (Moré & Sorensen 1983) from
-      an eigendecomposition of H; for small and medium n. Options ``initial_radius``,
-      ``max_radius``, ``eta``.
+      an eigendecomposition of H; for small and medium n. Options ``initial_radius`` (1),
+      ``max_radius`` (1e10), ``eta`` (0.15).
     * ``"trust-ncg"``: the same model solved by Steihaug–Toint truncated CG on Hessian-vector
       products (Steihaug 1983); matrix-free. Option ``cg_max_iter``.
     * ``"newton"``: (H + τI)d = −g with the least shift τ ≥ 0 that makes H + τI positive definite

@@ -11,6 +11,9 @@ on poor agreement and grows when a good step hits the boundary (``globalize.trus
   stopped at the boundary, at negative curvature or at ‖r‖ ≤ min(½, √‖g‖)‖g‖.
 
 A member whose radius falls below ε·max(1, ‖x‖) cannot make progress and ends ``STALLED``.
+The radius may grow to ``max_radius`` = 10¹⁰ by default: a cap near the scale of the problem (scipy
+uses 1000) turns badly scaled problems, whose solution lies 10⁶ away (CUTEst BROWNBS), into
+thousands of boundary steps (GALAHAD's TRU caps at 10²⁰).
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ class ExactTrustRegionState(TrustRegionState):
 class TrustRegionMinimizer(ABC):
     termination: Termination
     initial_radius: float = 1.0
-    max_radius: float = 1000.0
+    max_radius: float = 1e10
     eta: float = 0.15
 
     def init(self, problem: ObjectiveProblem, x0: torch.Tensor) -> TrustRegionState:
