@@ -25,6 +25,7 @@ The states carry the batch as dim 0 so that the loop's ``freeze`` applies.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,66 +40,93 @@ from .scan import scan_batched
 _MAX_DAMPING = 1e16
 _DAMPING_DECREASE = 1.0 / 3.0
 _DAMPING_INCREASE = 4.0
+# A Newton step cutting the residual less than this factor has hit the rounding floor.
+_STAGNATION = 4.0
+_ERROR_MARGIN = 4.0
 
 
 @dataclass
 class NewtonState:
-    """Current states ``h`` (B, T, d), ``fh = f(h_{t-1}, x_t)``, the Jacobians there (or None)
-    and the residual ``max_t |h_t - fh_t|`` (B,)."""
+    """Current states ``h`` (B, T, d), ``rhs = f(h_{t-1}, x_t) - h_t``, the Jacobians there (or
+    None), the residual ``max_t |rhs_t|`` (B,), the one before the last step, and ``gain`` (B,),
+    the amplification ``max|delta| / max|rhs|`` measured by the last linear solve.
+
+    ``rhs`` and ``jac`` are scratch: a step overwrites the buffers of the state it starts from
+    (fresh memory the size of the sequence costs more than the arithmetic on it). What the loop
+    keeps of a frozen member, ``h`` and the per-member scalars, is never overwritten."""
 
     h: torch.Tensor
-    fh: torch.Tensor
+    rhs: torch.Tensor
     jac: torch.Tensor | None
     residual: torch.Tensor
+    previous_residual: torch.Tensor
+    gain: torch.Tensor
 
 
 @dataclass
-class DampedState(NewtonState):
+class DampedState:
+    h: torch.Tensor
+    rhs: torch.Tensor
+    jac: torch.Tensor
+    residual: torch.Tensor
     merit: torch.Tensor  # sum of squared residuals (B,)
     damping: torch.Tensor  # (B,)
 
 
-def _residual(h: torch.Tensor, fh: torch.Tensor) -> torch.Tensor:
-    return (h - fh).abs().flatten(1).amax(1)
-
-
-def _terminate_on_residual(problem: RecurrenceProblem, state: NewtonState) -> tuple[torch.Tensor, torch.Tensor]:
-    finite = torch.isfinite(state.residual)
-    done = (state.residual <= problem.tol) | ~finite
+def _terminate_on_residual(problem: RecurrenceProblem, residual: torch.Tensor,
+                           done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    finite = torch.isfinite(residual)
     code = torch.where(finite, int(Status.SUCCESS), int(Status.NONFINITE))
-    return done, code
+    return done | ~finite, code
 
 
 class LinearizedNewton:
-    """Newton (``jacobian="full"``), quasi-Newton (``"diagonal"``) or Jacobi (``"none"``)."""
+    """Newton (``jacobian="full"``), quasi-Newton (``"diagonal"``) or Jacobi (``"none"``).
+
+    Stopping rule: the residual is at most ``tol`` and so is the estimated state error. Near the
+    solution the error left in the states is ``R^{-1} r`` (R the unit lower bidiagonal Jacobian of
+    the system), the residual amplified by up to ``1 / (1 - |J|)`` where the dynamics are slow:
+    a residual of ``tol`` can leave errors several times ``tol``. With exact Jacobians the last
+    Newton step measured that amplification, ``gain = max|delta| / max|r|``, so ``newton`` also
+    requires ``gain * residual <= tol``; one more step costs one iteration and, converging
+    quadratically, lands at the rounding floor. A step that reduces the residual less than
+    ``_STAGNATION`` times shows that floor has been reached, and then ``residual <= tol`` suffices.
+    """
 
     def __init__(self, jacobian: str):
         self.jacobian = jacobian
 
-    def _evaluate(self, problem: RecurrenceProblem, h: torch.Tensor) -> NewtonState:
-        fh, jac = problem.evaluate_linearized(h, self.jacobian)
-        return NewtonState(h, fh, jac, _residual(h, fh))
+    def _evaluate(self, problem: RecurrenceProblem, h: torch.Tensor, previous_residual: torch.Tensor,
+                  gain: torch.Tensor, reuse: NewtonState | None = None) -> NewtonState:
+        out = None if reuse is None else (reuse.rhs, reuse.jac)
+        rhs, jac, residual = problem.residual_and_jacobian(h, self.jacobian, out)
+        return NewtonState(h, rhs, jac, residual, previous_residual, gain)
 
     def init(self, problem: RecurrenceProblem, h: torch.Tensor) -> NewtonState:
-        return self._evaluate(problem, h)
+        inf = h.new_full((h.shape[0],), math.inf)
+        return self._evaluate(problem, h, inf, torch.ones_like(inf))
 
     def step(self, problem: RecurrenceProblem, state: NewtonState) -> NewtonState:
-        rhs = state.fh - state.h
         if state.jac is None:
-            delta = rhs
-        else:
-            structure = problem.structure if self.jacobian == "full" else "diagonal"
-            delta = scan_batched(state.jac, rhs, torch.zeros_like(state.h[:, 0]), structure)
-            problem.counters.nlinsolve += 1
-            finite = torch.isfinite(delta).flatten(1).all(1).view(-1, 1, 1)
-            delta = torch.where(finite, delta, rhs)
-        return self._evaluate(problem, state.h + delta)
+            return self._evaluate(problem, state.h + state.rhs, state.residual, state.gain, state)
+        structure = problem.structure if self.jacobian == "full" else "diagonal"
+        delta = scan_batched(state.jac, state.rhs, torch.zeros_like(state.h[:, 0]), structure)
+        problem.counters.nlinsolve += 1
+        step_size = delta.abs().amax((1, 2))  # nan/inf if the scan overflowed
+        finite = torch.isfinite(step_size)
+        if not bool(finite.all()):
+            delta = torch.where(finite.view(-1, 1, 1), delta, state.rhs)
+        gain = (step_size / state.residual).nan_to_num(1.0).clamp_min(1.0) if self.jacobian == "full" \
+            else state.gain
+        return self._evaluate(problem, delta.add_(state.h), state.residual, torch.where(finite, gain, 1.0), state)
 
     def terminate(self, problem: RecurrenceProblem, state: NewtonState) -> tuple[torch.Tensor, torch.Tensor]:
-        return _terminate_on_residual(problem, state)
+        r = state.residual
+        floor = r * _STAGNATION > state.previous_residual
+        return _terminate_on_residual(problem, r, (r <= problem.tol) & ((_ERROR_MARGIN * state.gain * r <= problem.tol) | floor))
 
     def record(self, problem: RecurrenceProblem, state: NewtonState) -> dict[str, Any]:
-        return {"residual": state.residual.clone()}
+        return {"residual": state.residual.clone(), "gain": state.gain.clone()}
 
 
 class DampedNewton:
@@ -112,30 +140,29 @@ class DampedNewton:
         self.initial_damping = damping
 
     def init(self, problem: RecurrenceProblem, h: torch.Tensor) -> DampedState:
-        fh, jac = problem.evaluate_linearized(h, "diagonal")
-        r = h - fh
+        rhs, jac, residual = problem.residual_and_jacobian(h, "diagonal")
         damping = torch.full((h.shape[0],), float(self.initial_damping), dtype=h.dtype, device=h.device)
-        return DampedState(h, fh, jac, _residual(h, fh), r.square().flatten(1).sum(1), damping)
+        return DampedState(h, rhs, jac, residual, rhs.square().flatten(1).sum(1), damping)
 
     def step(self, problem: RecurrenceProblem, state: DampedState) -> DampedState:
-        delta = levenberg_marquardt_step(state.jac, state.h - state.fh, state.damping)
+        delta = levenberg_marquardt_step(state.jac, state.rhs.neg(), state.damping)
         problem.counters.nlinsolve += 1
         h = state.h + delta
-        fh, jac = problem.evaluate_linearized(h, "diagonal")
-        merit = (h - fh).square().flatten(1).sum(1)
+        rhs, jac, residual = problem.residual_and_jacobian(h, "diagonal")
+        merit = rhs.square().flatten(1).sum(1)
         accept = torch.isfinite(merit) & (merit < state.merit)
         keep = accept.view(-1, 1, 1)
         return DampedState(
             h=torch.where(keep, h, state.h),
-            fh=torch.where(keep, fh, state.fh),
+            rhs=torch.where(keep, rhs, state.rhs),
             jac=torch.where(keep, jac, state.jac),
-            residual=torch.where(accept, _residual(h, fh), state.residual),
+            residual=torch.where(accept, residual, state.residual),
             merit=torch.where(accept, merit, state.merit),
             damping=torch.where(accept, state.damping * _DAMPING_DECREASE, state.damping * _DAMPING_INCREASE),
         )
 
     def terminate(self, problem: RecurrenceProblem, state: DampedState) -> tuple[torch.Tensor, torch.Tensor]:
-        done, code = _terminate_on_residual(problem, state)
+        done, code = _terminate_on_residual(problem, state.residual, state.residual <= problem.tol)
         stalled = ~done & (state.damping > _MAX_DAMPING)
         return done | stalled, torch.where(stalled, int(Status.STALLED), code)
 

@@ -13,8 +13,8 @@ ICLR 2024). Two algorithms are provided:
   a loop of L steps runs the recurrence inside every chunk at once (vectorized across chunks)
   from a zero state while accumulating the chunk's transition product; the chunk-to-chunk carry
   is itself a linear recurrence over T/L chunk summaries (solved by the same scan, recursively);
-  a last vectorized pass adds ``P_j h_in`` to every local state. Python-level depth is about
-  ``L + T/L`` instead of ``T``.
+  a last loop of L steps pushes each chunk's entering state through the chunk and adds it to
+  the local states. Python-level depth is about ``2L + T/L`` instead of ``T``.
 
 ``A_t`` is stored in one of three structures: ``"diagonal"`` (shape ``(..., T, d)``),
 ``"block"`` (``(..., T, d/k, k, k)``, a block-diagonal matrix of k x k blocks acting on
@@ -73,6 +73,13 @@ class _Ops:
             return torch.addcmul(b, A, v)
         return self.apply(A, v) + b
 
+    def affine_into(self, A: torch.Tensor, v: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+        """``out = A v + b`` written into ``out``."""
+        if self.diagonal:
+            torch.addcmul(b, A, v, out=out)
+        else:
+            torch.add(self.apply(A, v), b, out=out)
+
     def compose(self, later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
         if self.diagonal:
             return later * earlier
@@ -124,26 +131,23 @@ def _chunked(ops: _Ops, A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, L: i
         b = torch.cat([b, b.new_zeros(b.shape[0], pad, *b.shape[2:])], 1)
     A = A.reshape(A.shape[0], nc, L, *A.shape[2:])
     b = b.reshape(b.shape[0], nc, L, *b.shape[2:])
-    # Pass 1: every chunk from a zero state, vectorized across chunks.
-    s = b[:, :, 0]
-    local = [s]
+    # Pass 1: every chunk from a zero state, vectorized across chunks, written in place (on long
+    # sequences a fresh allocation the size of the sequence costs more than its arithmetic),
+    # and each chunk's transition product.
+    out = torch.empty_like(b)
+    out[:, :, 0] = b[:, :, 0]
+    P = A[:, :, 0]
     for j in range(1, L):
-        s = ops.affine(A[:, :, j], s, b[:, :, j])
-        local.append(s)
-    if ops.diagonal:
-        prefix = torch.cumprod(A, 2)
-    else:
-        P = A[:, :, 0]
-        prods = [P]
-        for j in range(1, L):
-            P = ops.compose(A[:, :, j], P)
-            prods.append(P)
-        prefix = torch.stack(prods, 2)
+        ops.affine_into(A[:, :, j], out[:, :, j - 1], b[:, :, j], out[:, :, j])
+        P = ops.compose(A[:, :, j], P)
     # Pass 2: the state entering each chunk obeys a linear recurrence over the chunk summaries.
-    ends = _chunked(ops, prefix[:, :, -1], s, h0, L)
-    h_in = torch.cat([h0.unsqueeze(1), ends[:, :-1]], 1)
-    # Pass 3: h_{c,j} = P_{c,j} h_in(c) + s_{c,j}, all at once.
-    out = ops.affine(prefix, h_in.unsqueeze(2), torch.stack(local, 2))
+    ends = _chunked(ops, P, out[:, :, -1], h0, L)
+    carry = torch.cat([h0.unsqueeze(1), ends[:, :-1]], 1)
+    # Pass 3: h_{c,j} = s_{c,j} + A_{c,j} ... A_{c,1} h_in(c): push the entering state through the
+    # chunk, a matrix-vector product per step (no stored prefix products).
+    for j in range(L):
+        carry = ops.apply(A[:, :, j], carry)
+        out[:, :, j].add_(carry)
     return out.reshape(out.shape[0], nc * L, *out.shape[3:])[:, :T]
 
 

@@ -210,7 +210,7 @@ def solve(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h0: torch.
         h = run_sequential(cell, h0_b, xs_b)
         with torch.no_grad():
             problem = RecurrenceProblem.from_cell(cell, h0_b, xs_b, jacobian=jacobian, tol=tol)
-            residual = (h - problem.evaluate(h)).abs().flatten(1).amax(1)
+            residual = problem.residual_and_jacobian(h, "none")[2]
         nit = torch.full_like(residual, T, dtype=torch.long)
         status = torch.where(torch.isfinite(residual), int(Status.SUCCESS), int(Status.NONFINITE))
         return _result(h, nit, residual, status, T + 1, [], batched)
