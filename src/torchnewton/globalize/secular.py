@@ -13,7 +13,10 @@ of a batch at once. One eigendecomposition serves every subproblem with the same
 rejected trust-region steps and lazily reused Hessians pay O(n²) per solve, not O(n³).
 
 The *hard case* (g ⟂ the eigenvectors of λ₁ < 0, so ‖s(λ)‖ stays below r(λ) as λ → −λ₁) is
-handled exactly: λ = −λ₁ and the step is completed along v₁ to the required length.
+handled exactly: λ = −λ₁ and the step is completed along v₁ to the required length — unless
+|λ₁| is within the eigensolver's backward error n·ε·‖H‖ (a numerically singular, positive
+semidefinite H, e.g. a rank-deficient least-squares Hessian): then there is no curvature to
+exploit and the step stays s(λ) at the lower end.
 
 Accuracy for ill-conditioned H: a computed eigendecomposition is only normwise backward stable
 (V diag(λ) Vᵀ = H + E with ‖E‖ ≈ ε‖H‖), so with κ(H) ≈ 1e15 every eigenvalue below ε‖H‖ is
@@ -119,10 +122,15 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
         newton_inside = factored & (newton_step.norm(dim=-1) * inv_r0 <= 1)
         interior = newton_inside | (interior & ~factored)
         at_lower = newton_inside | torch.where(factored & (lower == 0), newton_inside, at_lower)
-    hard = at_lower & ~interior
+    # λ₁ < 0 within the eigensolver's backward error n·ε·‖H‖ is no curvature at all: completing
+    # the step along v₁ would follow noise (the model predicts a decrease f cannot show, so the
+    # step is rejected until the radius collapses); s(lower) minimizes the model to that accuracy
+    negligible = lowest >= -values.shape[-1] * torch.finfo(g.dtype).eps * scale
+    hard = at_lower & ~interior & ~negligible
+    flat = at_lower & ~interior & negligible
     lo, hi = lower.clone(), upper.clone()
     lam = upper.clone()
-    settled = interior | hard
+    settled = interior | hard | flat
     tolerance = torch.finfo(g.dtype).eps ** 0.75
     for iteration in range(iterations):
         # Newton on ψ converges in a few steps; stop once every member has
@@ -138,7 +146,7 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
         newton = lam - psi / (d_inv_norm - d_inv_r).clamp(min=torch.finfo(g.dtype).tiny)
         inside = torch.isfinite(newton) & (newton > lo) & (newton < hi)
         lam = torch.where(settled, lam, torch.where(inside, newton, 0.5 * (lo + hi)))
-    lam = torch.where(interior, torch.zeros_like(lam), torch.where(hard, lower, lam))
+    lam = torch.where(interior, torch.zeros_like(lam), torch.where(hard | flat, lower, lam))
     d = values + lam.unsqueeze(-1)
     coefficients = -c / torch.where(d.abs() > 0, d, torch.ones_like(d))
     step = eig.expand(coefficients)
