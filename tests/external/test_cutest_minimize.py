@@ -38,3 +38,30 @@ def test_ill_conditioned_coolhansls_trust_exact():
     assert res.success, res.status
     assert float(res.fun) <= 1e-12
     assert res.grad.abs().max() <= 1e-6
+
+
+def test_badly_scaled_brownbs_trust_exact():
+    """BROWNBS (n = 2): the solution (1e6, 2e-6) lies 1e6 away from x0 = (1, 1). The radius must be
+    allowed to grow past the problem's scale (scipy's cap of 1000 needs over 1000 steps)."""
+    problem = s2mpj.load_problem("BROWNBS", "unconstrained")
+    res = minimize(problem.objective, problem.x0.clone(), method="trust-exact", jac=problem.gradient,
+                   hess=problem.hessian, tol=1e-6, max_iter=100)
+    assert res.success, res.status
+    assert float(res.fun) <= 1e-12
+    assert abs(float(res.x[0]) - 1e6) <= 1e-6 * 1e6 and abs(float(res.x[1]) - 2e-6) <= 1e-6 * 2e-6
+
+
+def test_rank_deficient_arglinb_trust_exact():
+    """ARGLINB (n = 10, m = 400 residuals): a linear least-squares objective whose Hessian has rank
+    one; its other eigenvalues are rounding noise of either sign (|λ| ≈ 1e-6 ≈ ε‖∇²f‖). The exact
+    trust-region step must not follow that noise as negative curvature (the step used to be
+    rejected until the radius collapsed: 9 iterations). Optimal value m(m−1)/(2(2m+1)) (Moré,
+    Garbow & Hillstrom 1981, problem 33)."""
+    m = 400
+    f_star = m * (m - 1) / (2 * (2 * m + 1))
+    problem = s2mpj.load_problem("ARGLINB", "unconstrained")
+    res = minimize(problem.objective, problem.x0.clone(), method="trust-exact", jac=problem.gradient,
+                   hess=problem.hessian, tol=1e-6, max_iter=100)
+    assert res.success, res.status
+    assert abs(float(res.fun) - f_star) <= 1e-10 * f_star
+    assert res.nit <= 6
