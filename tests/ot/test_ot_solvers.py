@@ -198,3 +198,23 @@ def test_pot_backends_agree_and_its_stopping_error_is_the_l2_marginal_error():
     assert float(residual.norm()) == pytest.approx(float(log_t["err"][-1]), rel=1e-6)
     ours = sinkhorn(a, a.clone(), C, reg, method="sinkhorn")
     assert ours.success and (ours.plan - plan_t).abs().sum() < 1e-7
+
+
+def test_bench_pot_run_in_warm_started_chunks_equals_one_call():
+    """The OT benchmark runs POT in warm-started chunks (to release its log between them): same
+    iteration count, same recorded errors and same plan as one call, converged or capped."""
+    from torchnewton.bench.suites.ot import _pot
+
+    gen = torch.Generator().manual_seed(3)
+    n = 60
+    C = torch.rand(n, n, generator=gen, dtype=F64)
+    a = uniform(n)
+    for cap in (10**6, 157):
+        plan, log = pot.bregman.sinkhorn_log(a, a.clone(), C, 1 / 150, numItermax=cap, stopThr=1e-9, log=True,
+                                             warn=False)
+        run = _pot(a, a.clone(), C, 1 / 150, cap, chunk=30)
+        assert run["nit"] == log["niter"] + 1 == (311 if cap > 311 else cap)
+        assert run["errors"] == [float(e) for e in log["err"]]
+        assert run["converged"] == (cap > 311)
+        residual = torch.cat([plan.sum(1) - a, plan.sum(0) - a])
+        assert run["error_l2"] == pytest.approx(float(residual.norm()), rel=1e-9)
