@@ -1,6 +1,6 @@
 import torch
 
-from torchnewton.globalize.damping import levenberg_marquardt_step, update_damping
+from torchnewton.globalize.damping import ScaledJacobian, levenberg_marquardt_parameter, levenberg_marquardt_step
 from torchnewton.globalize.linesearch import armijo
 from torchnewton.globalize.trust_region import dogleg, gain_ratio, update_radius
 
@@ -40,15 +40,46 @@ def test_dogleg_three_regimes():
     assert torch.isclose(steps[2].norm(), torch.tensor(0.5, dtype=torch.float64))
 
 
-def test_radius_and_damping_updates():
+def test_radius_update_and_gain_ratio():
     radius = torch.ones(3, dtype=torch.float64)
     rho = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     new = update_radius(radius, rho, torch.ones(3, dtype=torch.float64))
     assert new.tolist() == [0.25, 1.0, 2.0]
     assert gain_ratio(torch.tensor([torch.nan]), torch.tensor([1.0])).item() == -float("inf")
-    damping, nu = update_damping(torch.ones(2, dtype=torch.float64), torch.full((2,), 2.0, dtype=torch.float64),
-                                 torch.tensor([-1.0, 1.0], dtype=torch.float64))
-    assert damping.tolist() == [2.0, 1.0 / 3.0] and nu.tolist() == [4.0, 2.0]
+
+
+def test_scaled_jacobian_steps_match_the_qr_solve():
+    torch.manual_seed(0)
+    J = torch.randn(3, 8, 3, dtype=torch.float64)
+    J[2, :, 2] = J[2, :, 0]  # rank-deficient member: the undamped step is the minimum-norm one
+    F = torch.randn(3, 8, dtype=torch.float64)
+    D = torch.rand(3, 3, dtype=torch.float64) + 0.5
+    decomposition = ScaledJacobian.of(J, F, D)
+    for lam in (torch.tensor([0.0, 0.7, 1e-3], dtype=torch.float64), torch.zeros(3, dtype=torch.float64)):
+        p, scaled_norm = decomposition.step(lam)
+        reference = levenberg_marquardt_step(J, F, lam, D)
+        if lam[2] == 0:  # the QR path's pinv gives the minimum-norm step in x, the SVD's is in D x
+            reference[2] = D[2].reciprocal() * (torch.linalg.pinv(J[2] / D[2]) @ -F[2])
+        assert torch.allclose(p, reference, atol=1e-10)
+        assert torch.allclose(scaled_norm, (D * p).norm(dim=-1))
+
+
+def test_levenberg_marquardt_parameter_meets_the_radius_within_ten_percent():
+    torch.manual_seed(1)
+    J = torch.randn(4, 10, 4, dtype=torch.float64) * torch.tensor([1.0, 1e-3, 10.0, 1.0], dtype=torch.float64)
+    F = torch.randn(4, 10, dtype=torch.float64)
+    D = torch.rand(4, 4, dtype=torch.float64) + 0.5
+    decomposition = ScaledJacobian.of(J, F, D)
+    gauss_newton = decomposition.step(torch.zeros(4, dtype=torch.float64))[1]
+    radius = gauss_newton * torch.tensor([2.0, 0.5, 1e-2, 1e-6], dtype=torch.float64)
+    lam = levenberg_marquardt_parameter(decomposition, radius, torch.zeros(4, dtype=torch.float64))
+    assert lam[0] == 0  # the Gauss–Newton step is inside the region
+    assert (lam[1:] > 0).all()
+    length = decomposition.step(lam)[1]
+    assert ((length[1:] - radius[1:]).abs() <= 0.1 * radius[1:]).all()
+    # a warm start from the previous λ lands in the same window
+    again = levenberg_marquardt_parameter(decomposition, radius, 10 * lam)
+    assert ((decomposition.step(again)[1][1:] - radius[1:]).abs() <= 0.1 * radius[1:]).all()
 
 
 def test_levenberg_marquardt_step_solves_damped_normal_equations():

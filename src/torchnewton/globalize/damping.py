@@ -1,5 +1,25 @@
-"""Levenberg–Marquardt damping: the damped Gauss–Newton step and the damping update."""
+"""Levenberg–Marquardt damping: the damped Gauss–Newton step, and λ from a trust radius.
+
+The Levenberg–Marquardt step for min ½‖F + J p‖² with variable scaling D = diag(d) is
+
+    p(λ) = argmin ‖J p + F‖² + λ‖D p‖²,   i.e. (JᵀJ + λD²) p = −JᵀF.
+
+Moré (1978, "The Levenberg–Marquardt algorithm: implementation and theory", Numerical
+Analysis, LNM 630) treats λ as the multiplier of the trust-region constraint ‖D p‖ ≤ Δ: λ = 0
+when the Gauss–Newton step is short enough, else λ > 0 with ‖D p(λ)‖ = Δ, found by the
+Moré–Hebden iteration (Newton's method on 1/‖D p(λ)‖ − 1/Δ, safeguarded by a bracket).
+
+Here both are evaluated in the singular value decomposition of the scaled Jacobian
+J D⁻¹ = U diag(σ) Vᵀ: with c = UᵀF the scaled step is
+
+    q(λ) = D p(λ) = −V diag(σᵢ / (σᵢ² + λ)) c,   ‖q(λ)‖² = Σ σᵢ² cᵢ² / (σᵢ² + λ)²,
+
+so one decomposition per Jacobian serves every λ a rejected step asks for at O(n²) each, and the
+step keeps the accuracy of a QR solve (it never forms JᵀJ, whose condition number is κ(J)²).
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -30,14 +50,108 @@ def _triangular_or_lstsq(R: torch.Tensor, Qtb: torch.Tensor, A: torch.Tensor, rh
     return torch.where(rank_ok.unsqueeze(-1), p, p_min)
 
 
-def update_damping(damping: torch.Tensor, nu: torch.Tensor, rho: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nielsen's rule: on success λ ← λ·max(⅓, 1 − (2ρ − 1)³), ν ← 2; on failure λ ← λν, ν ← 2ν.
+@dataclass
+class ScaledJacobian:
+    """J D⁻¹ = U diag(σ) Vᵀ with c = UᵀF: what every damped step at one linearization needs.
 
-    (H. B. Nielsen 1999, "Damping parameter in Marquardt's method".)
+    ``singular`` σ (B, k) descending, ``vectors`` V (B, n, k), ``coefficients`` c (B, k),
+    ``scale`` d (B, n), k = min(m, n). ``significant`` marks σᵢ > σ₁·max(m, n)·ε; the others
+    count as zero in the undamped (λ = 0) step, which is then the minimum-norm Gauss–Newton step,
+    as MINPACK's rank-revealing QR makes it for a rank-deficient J.
     """
-    accepted = rho > 0
-    factor = torch.clamp(1 - (2 * rho - 1) ** 3, min=1.0 / 3.0)
-    new_damping = torch.where(accepted, damping * torch.where(torch.isfinite(factor), factor, torch.ones_like(factor)),
-                              damping * nu)
-    new_nu = torch.where(accepted, torch.full_like(nu, 2.0), 2 * nu)
-    return new_damping, new_nu
+
+    singular: torch.Tensor
+    vectors: torch.Tensor
+    coefficients: torch.Tensor
+    scale: torch.Tensor
+    significant: torch.Tensor
+
+    @classmethod
+    def of(cls, J: torch.Tensor, F: torch.Tensor, scale: torch.Tensor) -> "ScaledJacobian":
+        """Decompose J D⁻¹ per member; a member with a non-finite J or F gets σ = c = NaN (see
+        ``finite``) instead of aborting the batched SVD for everyone."""
+        scaled = J / scale.unsqueeze(-2)
+        finite = torch.isfinite(scaled).all(-1).all(-1) & torch.isfinite(F).all(-1)
+        U, sigma, Vh = torch.linalg.svd(torch.where(finite.view(-1, 1, 1), scaled, torch.zeros_like(scaled)),
+                                        full_matrices=False)
+        c = (U * torch.where(finite.unsqueeze(-1), F, torch.zeros_like(F)).unsqueeze(-1)).sum(-2)
+        nan = torch.full_like(sigma, float("nan"))
+        significant = sigma > sigma[..., :1] * torch.finfo(sigma.dtype).eps * max(J.shape[-2:])
+        return cls(torch.where(finite.unsqueeze(-1), sigma, nan), Vh.transpose(-1, -2),
+                   torch.where(finite.unsqueeze(-1), c, nan), scale, significant)
+
+    @property
+    def finite(self) -> torch.Tensor:
+        return torch.isfinite(self.singular).all(-1)
+
+    @property
+    def full_rank(self) -> torch.Tensor:
+        return self.significant.all(-1) & (self.singular.shape[-1] == self.scale.shape[-1])
+
+    def _weights(self, damping: torch.Tensor) -> torch.Tensor:
+        """σᵢ / (σᵢ² + λ), with the pseudo-inverse's cut-off at λ = 0."""
+        sigma, lam = self.singular, damping.unsqueeze(-1)
+        keep = (lam > 0) | self.significant
+        denominator = torch.where(keep, sigma * sigma + lam, torch.ones_like(sigma))
+        return torch.where(keep, sigma / denominator, torch.zeros_like(sigma))
+
+    def step(self, damping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(p(λ), ‖D p(λ)‖) per member."""
+        q = -(self.vectors * (self._weights(damping) * self.coefficients).unsqueeze(-2)).sum(-1)
+        return q / self.scale, q.norm(dim=-1)
+
+    def scaled_norm(self, damping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(‖q(λ)‖, S(λ) = Σ σᵢ²cᵢ²/(σᵢ² + λ)³ = −½ d‖q‖²/dλ), in O(k) from the decomposition."""
+        weights = self._weights(damping)
+        w = weights * self.coefficients
+        # σ²c²/(σ²+λ)³ = w² · (σ/(σ²+λ)) / σ, written without dividing by a zero σ
+        slope = torch.where(weights > 0, w * w * weights / torch.where(weights > 0, self.singular,
+                                                                        torch.ones_like(w)), torch.zeros_like(w))
+        return w.norm(dim=-1), slope.sum(-1)
+
+    def scaled_gradient_norm(self) -> torch.Tensor:
+        """‖D⁻¹JᵀF‖ = ‖diag(σ) c‖."""
+        return (self.singular * self.coefficients).norm(dim=-1)
+
+
+def levenberg_marquardt_parameter(jac: ScaledJacobian, radius: torch.Tensor, previous: torch.Tensor,
+                                  iterations: int = 10) -> torch.Tensor:
+    """λ ≥ 0 with ‖D p(λ)‖ ≤ 1.1 Δ, and λ = 0 or ‖D p(λ)‖ ≥ 0.9 Δ: Moré (1978), Algorithm 5.5.
+
+    λ = 0 when the Gauss–Newton step satisfies ‖q(0)‖ ≤ 1.1 Δ. Otherwise φ(λ) = ‖q(λ)‖ − Δ is
+    convex and decreasing, and the Moré–Hebden update λ ← λ + (φ/Δ)·‖q‖²/S(λ) (Newton's method on
+    1/‖q‖ − 1/Δ, which is nearly linear in λ) is kept inside a bracket [l, u]: l is the Newton
+    iterate from λ = 0 (a lower bound by convexity; 0 for a rank-deficient J), u = ‖D⁻¹JᵀF‖/Δ.
+    The search starts from ``previous`` (the λ of the last step, clipped to the bracket), which is
+    why a rejected step's next λ usually needs one or two updates. The 10 % tolerance on ‖q‖ is
+    Moré's: the trust region only needs the length roughly. Batched, every member its own λ.
+    """
+    tiny = torch.finfo(radius.dtype).tiny
+    zero = torch.zeros_like(radius)
+    gauss_newton_norm, gauss_newton_slope = jac.scaled_norm(zero)
+    phi0 = gauss_newton_norm - radius
+    settled = phi0 <= 0.1 * radius
+    newton_from_zero = phi0 / radius * gauss_newton_norm**2 / gauss_newton_slope.clamp(min=tiny)
+    lower = torch.where(jac.full_rank & (gauss_newton_slope > 0), newton_from_zero, zero)
+    gradient_norm = jac.scaled_gradient_norm()
+    upper = gradient_norm / radius
+    upper = torch.where(upper > 0, upper, tiny / torch.clamp(radius, max=0.1))
+    lam = torch.minimum(torch.maximum(previous, lower), upper)
+    lam = torch.where(lam == 0, gradient_norm / gauss_newton_norm.clamp(min=tiny), lam)
+    last_phi = phi0
+    for iteration in range(iterations):
+        if bool(settled.all()):
+            break
+        lam = torch.where(lam == 0, torch.clamp(1e-3 * upper, min=tiny), lam)
+        norm, slope = jac.scaled_norm(lam)
+        phi = norm - radius
+        # rank-deficient J with lower = 0: when φ went negative and keeps decreasing, λ is already
+        # past the root and the step is short enough; stop there (MINPACK's lmpar does the same)
+        settled = settled | (phi.abs() <= 0.1 * radius) | ((lower == 0) & (phi <= last_phi) & (last_phi < 0))
+        settled = settled | (iteration == iterations - 1)
+        correction = phi / radius * norm**2 / slope.clamp(min=tiny)
+        lower = torch.where(phi > 0, torch.maximum(lower, lam), lower)
+        upper = torch.where(phi < 0, torch.minimum(upper, lam), upper)
+        lam = torch.where(settled, lam, torch.maximum(lower, lam + correction))
+        last_phi = phi
+    return torch.where(phi0 <= 0.1 * radius, zero, lam)

@@ -1,10 +1,12 @@
 """``torchnewton.least_squares``: minimize ½‖r(x)‖² by Gauss–Newton-type methods."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
 
+from ..core.counters import Counters
 from ..core.result import Result
 from ..core.validate import check_method, check_options, check_positive
 from .dogleg import PowellDogleg
@@ -18,7 +20,7 @@ from .termination import LeastSquaresTermination
 
 METHODS = ("levenberg-marquardt", "gauss-newton", "dogleg")
 _OPTIONS = {
-    "levenberg-marquardt": ("initial_damping", "jac_mode"),
+    "levenberg-marquardt": ("initial_radius", "jac_mode"),
     "gauss-newton": ("c1", "max_backtracks", "jac_mode"),
     "dogleg": ("jac_mode",),
 }
@@ -31,10 +33,12 @@ def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method:
                   batch: bool = False, record_history: bool = False) -> Result:
     """Minimize ½‖r(x)‖², r: Rⁿ → Rᵐ (m ≥ n usually), with scipy.optimize.least_squares' stopping rules.
 
-    Methods: ``"levenberg-marquardt"`` (Moré 1978: QR-solved damped steps, column scaling, Nielsen's
-    damping update), ``"gauss-newton"`` (QR Gauss–Newton steps with Armijo backtracking) and
-    ``"dogleg"`` (Powell's dogleg trust region). Stops when ‖Jᵀr‖∞ ≤ gtol, the relative cost
-    decrease of a well-predicted step is ≤ ftol, or the step is ≤ xtol·(xtol + ‖x‖).
+    Methods: ``"levenberg-marquardt"`` (MINPACK's lmder, Moré 1978: trust radius Δ on ‖D p‖ with
+    column scaling D, λ by the Moré–Hebden iteration; option ``initial_radius``: Δ₀ =
+    initial_radius·‖D x₀‖, default 1), ``"gauss-newton"`` (QR Gauss–Newton steps with Armijo
+    backtracking) and ``"dogleg"`` (Powell's dogleg trust region). Stops when ‖Jᵀr‖∞ ≤ gtol (for
+    LM: the cosine maxⱼ |Jⱼᵀr|/(‖Jⱼ‖‖r‖) ≤ gtol, as scipy's lm), the relative cost decrease of a
+    well-predicted step is ≤ ftol, or the step (for LM: the radius Δ) is ≤ xtol·(xtol + ‖Dx‖).
     The Result adds ``cost`` = ½‖r‖². Batching and implicit gradients as in :func:`root`.
 
     Example:
@@ -60,9 +64,10 @@ def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method:
         r0 = problem.residual(x)
     if not isinstance(r0, torch.Tensor) or r0.dim() != 2 or r0.shape[0] != x.shape[0]:
         raise ValueError(f"fun must return a vector of residuals, got {getattr(r0, 'shape', type(r0))}")
+    problem.fun = _reuse_first_value(batched_fun, x, r0, problem.counters)
     termination = LeastSquaresTermination(ftol=ftol, xtol=xtol, gtol=gtol)
     solver = {
-        "levenberg-marquardt": lambda: LevenbergMarquardt(termination, **opts),
+        "levenberg-marquardt": lambda: LevenbergMarquardt(replace(termination, scaled=True), **opts),
         "gauss-newton": lambda: NewtonLineSearch(termination, direction="least-squares", **opts),
         "dogleg": lambda: PowellDogleg(termination),
     }[key]()
@@ -72,3 +77,20 @@ def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method:
     x_star = differentiate_solution(state.x, fun, args, batch, condition="least-squares")
     return build_result(loop, problem.counters, batch, x_star, fun=state.F, jac=state.J, grad=state.grad,
                         extras={"cost": state.cost})
+
+
+def _reuse_first_value(fun: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, r0: torch.Tensor,
+                       counters: Counters) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fun`` that answers its first call at x₀ itself (the very tensor the shape check evaluated)
+    with r₀ and uncounts it: the solver's first evaluation then costs no second call of the user
+    function (with a user ``jac``; autodiff evaluates through its own transforms)."""
+    pending = [r0]
+
+    def reused(x: torch.Tensor) -> torch.Tensor:
+        if pending and x is x0:
+            counters.nfev -= 1  # counted by the problem, but the shape check already made this call
+            return pending.pop()
+        pending.clear()
+        return fun(x)
+
+    return reused

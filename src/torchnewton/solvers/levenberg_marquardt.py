@@ -1,8 +1,21 @@
-"""Levenberg–Marquardt for least squares and for square systems (as min ½‖F‖²).
+"""Levenberg–Marquardt for least squares and for square systems (as min ½‖F‖²), as MINPACK's lmder.
 
-Each step solves min ‖J p + F‖² + λ‖D p‖² (QR, see ``globalize.damping``), with Moré's scaling
-D = diag of the largest column norms of J seen so far, and Nielsen's gain-ratio update of λ
-(each member of a batch keeps its own λ).
+Moré (1978, "The Levenberg–Marquardt algorithm: implementation and theory", LNM 630), batched:
+every member of a batch keeps its own trust radius Δ, damping λ and scaling D.
+
+* Scaling: D = diag(dⱼ), dⱼ the largest norm of column j of J seen so far (1 for a zero column).
+* Step: λ = 0 if the Gauss–Newton step has ‖D p‖ ≤ 1.1 Δ, else λ > 0 with ‖D p(λ)‖ ≈ Δ (within
+  10 %) by the Moré–Hebden iteration (``globalize.damping.levenberg_marquardt_parameter``).
+* Radius: Δ₀ = ``initial_radius``·‖D x₀‖ (``initial_radius`` if x₀ = 0), cut to ‖D p₀‖ after the
+  first step. With the relative reductions actred = 1 − ‖F(x+p)‖²/‖F‖² and
+  prered = (‖Jp‖² + 2λ‖Dp‖²)/‖F‖² (the model's decrease, summed without cancellation) and
+  ρ = actred/prered: ρ ≤ ¼ shrinks Δ by a factor in [1/10, 1/2] (the minimizer of a quadratic
+  interpolating the decrease along p), ρ ≥ ¾ or λ = 0 sets Δ = 2‖D p‖; ρ > 10⁻⁴ accepts the step.
+* What the termination rules read (MINPACK's tests, through ``LeastSquaresTermination``):
+  ``step_norm`` is Δ after the update, so the step test reads Δ ≤ xtol·‖D x‖ — the radius, never
+  a rejected trial step, which can be tiny only because λ was large; ``reduction`` is
+  max(|actred|, prered) when ρ ≤ 2 (else ∞); ``gradient_cosine`` is
+  maxⱼ |Jⱼᵀ F| / (‖Jⱼ‖ ‖F‖), the scaled gradient test.
 """
 from __future__ import annotations
 
@@ -12,8 +25,7 @@ from typing import Callable
 import torch
 
 from ..core.status import Status
-from ..globalize.damping import levenberg_marquardt_step, update_damping
-from ..globalize.trust_region import gain_ratio
+from ..globalize.damping import ScaledJacobian, levenberg_marquardt_parameter
 from .residual_problem import ResidualProblem
 from .residual_state import ResidualState, initial_state, record
 from ..linear.batched import matvec, rmatvec
@@ -24,62 +36,156 @@ Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 @dataclass
 class LevenbergMarquardtState(ResidualState):
     J: torch.Tensor
-    damping: torch.Tensor
-    nu: torch.Tensor
+    scaling: torch.Tensor  # D of the steps: the largest column norms of J so far
+    radius: torch.Tensor  # Δ, the bound on ‖D p‖
+    damping: torch.Tensor  # λ of the last step (starts the next Moré–Hebden search)
+    gradient_cosine: torch.Tensor
+    saturated: torch.Tensor  # bool: F still correlates with a column of J that has vanished
+    first_step: torch.Tensor  # bool: Δ₀ is still the initial guess, to be cut to ‖D p₀‖
+    singular: torch.Tensor  # the decomposition of J D⁻¹ at x (see ScaledJacobian)
+    vectors: torch.Tensor
+    coefficients: torch.Tensor
+    significant: torch.Tensor
 
 
 @dataclass
 class LevenbergMarquardt:
     termination: Termination
-    initial_damping: float = 1e-3
+    initial_radius: float = 1.0
     accept_ratio: float = 1e-4
 
     def init(self, problem: ResidualProblem, x0: torch.Tensor) -> LevenbergMarquardtState:
         F, J = problem.linearize(x0)
-        grad = rmatvec(J, F)
+        scale = _column_norms(J)
+        fields = initial_state(x0, F, rmatvec(J, F))
+        fields["scale"] = scale
+        x_norm = (scale * x0).norm(dim=-1)
+        radius = self.initial_radius * torch.where(x_norm > 0, x_norm, torch.ones_like(x_norm))
         batch = x0.shape[0]
-        damping = torch.full((batch,), self.initial_damping, dtype=x0.dtype, device=x0.device)
-        fields = initial_state(x0, F, grad)
-        fields["scale"] = _column_norms(J)
-        return LevenbergMarquardtState(**fields, J=J, damping=damping, nu=torch.full_like(damping, 2.0))
+        decomposition = ScaledJacobian.of(J, F, scale)
+        fields["failure"] = _nonfinite(decomposition, fields["failure"])
+        return LevenbergMarquardtState(
+            **fields, J=J, scaling=scale, radius=radius, damping=torch.zeros_like(radius),
+            gradient_cosine=_gradient_cosine(J, F, fields["grad"]), saturated=_saturated(J, F, fields["grad"], scale),
+            first_step=torch.ones(batch, dtype=torch.bool, device=x0.device),
+            singular=decomposition.singular, vectors=decomposition.vectors,
+            coefficients=decomposition.coefficients, significant=decomposition.significant)
 
     def step(self, problem: ResidualProblem, state: LevenbergMarquardtState) -> LevenbergMarquardtState:
-        x, F, J = state.x, state.F, state.J
-        p = levenberg_marquardt_step(J, F, state.damping, state.scale)
+        x, F, J, scale = state.x, state.F, state.J, state.scaling
+        decomposition = ScaledJacobian(state.singular, state.vectors, state.coefficients, scale, state.significant)
+        damping = levenberg_marquardt_parameter(decomposition, state.radius, state.damping)
+        p, p_norm = decomposition.step(damping)
         problem.counters.nlinsolve += 1
+        radius = torch.where(state.first_step, torch.minimum(state.radius, p_norm), state.radius)
         x_trial = x + p
         F_trial = problem.residual(x_trial)
-        cost_trial = 0.5 * (F_trial * F_trial).sum(-1)
-        model = F + matvec(J, p)
-        predicted = state.cost - 0.5 * (model * model).sum(-1)
-        rho = gain_ratio(state.cost - cost_trial, predicted)
-        accept = rho > self.accept_ratio
+        F_norm, trial_norm = F.norm(dim=-1), F_trial.norm(dim=-1)
+        tiny = torch.finfo(x.dtype).tiny
+        safe_norm = F_norm.clamp(min=tiny)
+        finite = torch.isfinite(trial_norm)
+        # a trial ten times worse (or non-finite) counts as actred = −1, as in MINPACK: no overflow
+        actual = torch.where(finite & (0.1 * trial_norm < F_norm), 1 - (trial_norm / safe_norm) ** 2,
+                             -torch.ones_like(trial_norm))
+        model_term = (matvec(J, p).norm(dim=-1) / safe_norm) ** 2
+        damping_term = damping * (p_norm / safe_norm) ** 2
+        predicted = model_term + 2 * damping_term
+        directional = -(model_term + damping_term)  # ½ d/dt ‖F + tJp‖²/‖F‖² at t = 0
+        ratio = torch.where(predicted > 0, actual / torch.where(predicted > 0, predicted, torch.ones_like(predicted)),
+                            torch.zeros_like(predicted))
+        radius, damping = _update_radius(radius, damping, p_norm, ratio, actual, directional,
+                                         worse=~finite | (0.1 * trial_norm >= F_norm))
+        accept = ratio >= self.accept_ratio
         col = accept.unsqueeze(-1)
         x_new = torch.where(col, x_trial, x)
         F_new = torch.where(col, F_trial, F)
-        J_new = J
+        J_new, new_scale, fresh = J, scale, decomposition
         if bool(accept.any()):
             J_new = torch.where(accept.view(-1, 1, 1), problem.jacobian(x_new), J)
-        cost_new = torch.where(accept, cost_trial, state.cost)
-        damping, nu = update_damping(state.damping, state.nu, torch.where(accept, rho, torch.zeros_like(rho)))
-        tiny = torch.finfo(x.dtype).tiny
-        reduction = torch.where(accept & (rho > 0.25), (state.cost - cost_new) / state.cost.clamp(min=tiny),
-                                torch.full_like(cost_new, float("inf")))
-        # λ beyond 1/eps means no step of representable size reduces the cost any more
-        stalled = damping > 1 / torch.finfo(x.dtype).eps
+            new_scale = torch.maximum(scale, _column_norms(J_new))
+            fresh = ScaledJacobian.of(J_new, F_new, new_scale)
+            keep = ~accept
+            fresh = ScaledJacobian(*(torch.where(keep.view(keep.shape + (1,) * (new.dim() - 1)), old, new)
+                                     for old, new in ((decomposition.singular, fresh.singular),
+                                                      (decomposition.vectors, fresh.vectors),
+                                                      (decomposition.coefficients, fresh.coefficients),
+                                                      (scale, fresh.scale),
+                                                      (decomposition.significant, fresh.significant))))
+        grad = rmatvec(J_new, F_new)
+        reduction = torch.where(0.5 * ratio <= 1, torch.maximum(actual.abs(), predicted),
+                                torch.full_like(ratio, float("inf")))
+        x_norm = (new_scale * x_new).norm(dim=-1)
+        # Δ at the rounding level of x: no representable step is left (MINPACK's info = 7)
+        stalled = radius <= torch.finfo(x.dtype).eps * x_norm
         failure = torch.where(stalled, torch.full_like(state.failure, int(Status.STALLED)), state.failure)
         # stalling because every trial point was NaN/Inf is a non-finite failure, not a plateau
-        failure = torch.where(stalled & ~torch.isfinite(cost_trial), torch.full_like(failure, int(Status.NONFINITE)), failure)
-        return replace(state, x=x_new, F=F_new, J=J_new, cost=cost_new,
-                       grad=rmatvec(J_new, F_new), step_norm=torch.where(torch.isfinite(cost_trial), (state.scale * p).norm(dim=-1), torch.full_like(cost_new, float("inf"))),
-                       reduction=reduction, failure=failure, damping=damping, nu=nu,
-                       scale=torch.maximum(state.scale, _column_norms(J_new)))
+        failure = torch.where(stalled & ~finite, torch.full_like(failure, int(Status.NONFINITE)), failure)
+        failure = _nonfinite(fresh, failure)
+        return replace(state, x=x_new, F=F_new, J=J_new, cost=0.5 * F_new.norm(dim=-1) ** 2, grad=grad,
+                       step_norm=radius, reduction=reduction, failure=failure, scaling=new_scale,
+                       scale=torch.where(col, _column_norms(J_new), state.scale),
+                       radius=radius, damping=damping,
+                       gradient_cosine=torch.where(accept, _gradient_cosine(J_new, F_new, grad), state.gradient_cosine),
+                       saturated=torch.where(accept, _saturated(J_new, F_new, grad, new_scale), state.saturated),
+                       first_step=state.first_step & ~accept, singular=fresh.singular,
+                       vectors=fresh.vectors, coefficients=fresh.coefficients, significant=fresh.significant)
 
     def terminate(self, problem: ResidualProblem, state: LevenbergMarquardtState):
         return self.termination(state)
 
     def record(self, problem: ResidualProblem, state: LevenbergMarquardtState) -> dict:
         return record(state)
+
+
+def _update_radius(radius: torch.Tensor, damping: torch.Tensor, p_norm: torch.Tensor, ratio: torch.Tensor,
+                   actual: torch.Tensor, directional: torch.Tensor, worse: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """MINPACK's radius update (Moré 1978, §4), per member.
+
+    Poor fit (ρ ≤ ¼): Δ ← μ·min(Δ, 10‖Dp‖) and λ ← λ/μ, with μ = ½ for a decrease, else the
+    minimizer of the quadratic through the relative decrease at 0 and 1 along p (slope
+    ``directional``) clipped to [1/10, ½]; 1/10 for a trial ten times worse or non-finite.
+    Good fit (ρ ≥ ¾) or a Gauss–Newton step (λ = 0): Δ ← 2‖Dp‖, λ ← λ/2.
+    """
+    denominator = directional + 0.5 * actual
+    interpolated = 0.5 * directional / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+    mu = torch.where(actual >= 0, torch.full_like(ratio, 0.5), interpolated)
+    mu = torch.where(worse | (mu < 0.1) | ~torch.isfinite(mu), torch.full_like(mu, 0.1), mu)
+    poor = ratio <= 0.25
+    good = ~poor & ((damping == 0) | (ratio >= 0.75))
+    new_radius = torch.where(poor, mu * torch.minimum(radius, 10 * p_norm), torch.where(good, 2 * p_norm, radius))
+    new_damping = torch.where(poor, damping / mu, torch.where(good, 0.5 * damping, damping))
+    return new_radius, new_damping
+
+
+def _nonfinite(decomposition: ScaledJacobian, failure: torch.Tensor) -> torch.Tensor:
+    """A non-finite J (or F) at an accepted point ends the member as NONFINITE: no step can be
+    computed there, and shrinking the radius for ever would end in a false step-size success."""
+    return torch.where(decomposition.finite, failure, torch.full_like(failure, int(Status.NONFINITE)))
+
+
+def _gradient_cosine(J: torch.Tensor, F: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """maxⱼ |Jⱼᵀ F| / (‖Jⱼ‖ ‖F‖) over the nonzero columns (0 for F = 0)."""
+    column = J.norm(dim=-2) * F.norm(dim=-1, keepdim=True)
+    return torch.where(column > 0, grad.abs() / torch.where(column > 0, column, torch.ones_like(column)),
+                       torch.zeros_like(grad)).amax(-1)
+
+
+def _saturated(J: torch.Tensor, F: torch.Tensor, grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Whether some column j has vanished, ‖Jⱼ‖ ≤ ε·dⱼ (dⱼ its largest norm so far), while the
+    residual still correlates with it: |Jⱼᵀ F| / (‖Jⱼ‖ ‖F‖) > ε^¼.
+
+    Such a column is below the rounding level of the scaled Jacobian, so the damped steps ignore
+    it and become tiny although the point is not stationary in that parameter (NIST BOXBOD from
+    its first start: b₂ runs to 111, ‖J_b₂‖ ≈ 1e-46, the cosine stays 0.64). The threshold ε^¼
+    (1.2e-4 in float64) separates that from a column that vanished at a stationary point, where
+    the cosine is rounding noise.
+    """
+    norms = J.norm(dim=-2)
+    column = norms * F.norm(dim=-1, keepdim=True)
+    cosine = grad.abs() / torch.where(column > 0, column, torch.ones_like(column))
+    vanished = (norms > 0) & (norms <= torch.finfo(J.dtype).eps * scale)
+    return (vanished & (column > 0) & (cosine > torch.finfo(J.dtype).eps ** 0.25)).any(-1)
 
 
 def _column_norms(J: torch.Tensor) -> torch.Tensor:

@@ -13,13 +13,16 @@ def _code(mask: torch.Tensor, status: Status) -> torch.Tensor:
     return torch.full(mask.shape, int(status), dtype=torch.long, device=mask.device)
 
 
-def _failures(state: ResidualState, success: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Combine success with the honest failure codes: non-finite beats everything."""
+def _failures(state: ResidualState, success: torch.Tensor,
+              failure: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine success with the honest failure codes (``state.failure`` unless ``failure`` is
+    given): non-finite beats everything."""
     nonfinite = ~torch.isfinite(state.cost) | ~torch.isfinite(state.x).all(-1)
-    failed = state.failure != 0
+    failure = state.failure if failure is None else failure
+    failed = failure != 0
     # a member that failed on a singular system reports SINGULAR, not the symptom
-    failure = torch.where(state.regularized & failed & (state.failure != int(Status.NONFINITE)),
-                          _code(failed, Status.SINGULAR), state.failure)
+    failure = torch.where(state.regularized & failed & (failure != int(Status.NONFINITE)),
+                          _code(failed, Status.SINGULAR), failure)
     status = torch.where(success, _code(success, Status.SUCCESS), failure)
     status = torch.where(nonfinite, _code(nonfinite, Status.NONFINITE), status)
     done = nonfinite | success | failed
@@ -39,18 +42,34 @@ class RootTermination:
 
 @dataclass
 class LeastSquaresTermination:
-    """scipy.optimize.least_squares rules: ‖Jᵀr‖∞ ≤ gtol, relative cost decrease ≤ ftol after a
-    step the model predicted well, or ‖DΔx‖ ≤ xtol(xtol + ‖Dx‖) in the method's variable scaling D
-    (as MINPACK); a zero residual also converges."""
+    """scipy.optimize.least_squares rules: a first-order test (≤ gtol), relative cost decrease
+    ≤ ftol after a step the model predicted well, or ‖DΔx‖ ≤ xtol(xtol + ‖Dx‖) in the method's
+    variable scaling D (as MINPACK); a zero residual also converges.
+
+    The first-order test is ‖Jᵀr‖∞ ≤ gtol (scipy's trf). With ``scaled`` (Levenberg–Marquardt,
+    whose state provides ``gradient_cosine`` and ``saturated``) it is MINPACK's scale-invariant
+    cosine maxⱼ |Jⱼᵀr| / (‖Jⱼ‖‖r‖) ≤ gtol (scipy's lm), and the decrease and step tests do not
+    count where the residual still points along a Jacobian column that has vanished (a
+    parameter saturated, e.g. a rate in exp(−b x) run off to +∞): the steps there are small only
+    because the model has lost that direction, so the member ends STALLED, not SUCCESS. What
+    ``step_norm`` and ``reduction`` measure is the method's to say (Levenberg–Marquardt: the trust
+    radius, and MINPACK's max(|actred|, prered)).
+    """
 
     ftol: float
     xtol: float
     gtol: float
+    scaled: bool = False
 
     def __call__(self, state: ResidualState) -> tuple[torch.Tensor, torch.Tensor]:
-        gradient_small = state.grad.abs().amax(-1) <= self.gtol
-        cost_small = state.reduction <= self.ftol
-        step_small = state.step_norm <= self.xtol * (self.xtol + (state.scale * state.x).norm(dim=-1))
+        first_order = state.gradient_cosine if self.scaled else state.grad.abs().amax(-1)
+        gradient_small = first_order <= self.gtol
+        small_change = (state.reduction <= self.ftol) | \
+            (state.step_norm <= self.xtol * (self.xtol + (state.scale * state.x).norm(dim=-1)))
         zero = state.cost <= torch.finfo(state.cost.dtype).tiny
-        success = (gradient_small | cost_small | step_small | zero) & torch.isfinite(state.cost)
-        return _failures(state, success)
+        finite = torch.isfinite(state.cost)
+        if not self.scaled:
+            return _failures(state, (gradient_small | small_change | zero) & finite)
+        success = (gradient_small | (small_change & ~state.saturated) | zero) & finite
+        stalled = small_change & state.saturated & ~success & (state.failure == 0)
+        return _failures(state, success, torch.where(stalled, _code(stalled, Status.STALLED), state.failure))
