@@ -24,7 +24,7 @@ _OPTIONS = {
     "newton-krylov": ("c1", "max_backtracks", "inner_restart", "inner_max_iter", "max_forcing", "preconditioner",
                       "jvp"),
     "broyden": ("c1", "max_backtracks", "jac_mode"),
-    "levenberg-marquardt": ("initial_damping", "jac_mode"),
+    "levenberg-marquardt": ("initial_radius", "jac_mode"),
     "dogleg": ("jac_mode",),
 }
 
