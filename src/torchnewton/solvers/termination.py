@@ -9,10 +9,6 @@ from ..core.status import Status
 from .residual_state import ResidualState
 
 
-def _code(mask: torch.Tensor, status: Status) -> torch.Tensor:
-    return torch.full(mask.shape, int(status), dtype=torch.long, device=mask.device)
-
-
 def _failures(state: ResidualState, success: torch.Tensor,
               failure: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Combine success with the honest failure codes (``state.failure`` unless ``failure`` is
@@ -22,9 +18,9 @@ def _failures(state: ResidualState, success: torch.Tensor,
     failed = failure != 0
     # a member that failed on a singular system reports SINGULAR, not the symptom
     failure = torch.where(state.regularized & failed & (failure != int(Status.NONFINITE)),
-                          _code(failed, Status.SINGULAR), failure)
-    status = torch.where(success, _code(success, Status.SUCCESS), failure)
-    status = torch.where(nonfinite, _code(nonfinite, Status.NONFINITE), status)
+                          int(Status.SINGULAR), failure)
+    status = torch.where(success, int(Status.SUCCESS), failure)
+    status = torch.where(nonfinite, int(Status.NONFINITE), status)
     done = nonfinite | success | failed
     return done, status
 
@@ -72,4 +68,4 @@ class LeastSquaresTermination:
             return _failures(state, (gradient_small | small_change | zero) & finite)
         success = (gradient_small | (small_change & ~state.saturated) | zero) & finite
         stalled = small_change & state.saturated & ~success & (state.failure == 0)
-        return _failures(state, success, torch.where(stalled, _code(stalled, Status.STALLED), state.failure))
+        return _failures(state, success, torch.where(stalled, int(Status.STALLED), state.failure))
