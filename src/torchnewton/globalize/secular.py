@@ -14,9 +14,10 @@ rejected trust-region steps and lazily reused Hessians pay O(n²) per solve, not
 
 The *hard case* (g ⟂ the eigenvectors of λ₁ < 0, so ‖s(λ)‖ stays below r(λ) as λ → −λ₁) is
 handled exactly: λ = −λ₁ and the step is completed along v₁ to the required length — unless
-|λ₁| is within the eigensolver's backward error n·ε·‖H‖ (a numerically singular, positive
-semidefinite H, e.g. a rank-deficient least-squares Hessian): then there is no curvature to
-exploit and the step stays s(λ) at the lower end.
+|λ₁| is within the eigensolver's backward error n·ε·‖H‖ and gᵀv₁ is rounding noise too (a
+numerically singular, positive semidefinite H with g in its range, e.g. a rank-deficient
+least-squares Hessian): then there is nothing to exploit along v₁ and the step stays s(λ) at the
+lower end.
 
 Accuracy for ill-conditioned H: a computed eigendecomposition is only normwise backward stable
 (V diag(λ) Vᵀ = H + E with ‖E‖ ≈ ε‖H‖), so with κ(H) ≈ 1e15 every eigenvalue below ε‖H‖ is
@@ -122,10 +123,13 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
         newton_inside = factored & (newton_step.norm(dim=-1) * inv_r0 <= 1)
         interior = newton_inside | (interior & ~factored)
         at_lower = newton_inside | torch.where(factored & (lower == 0), newton_inside, at_lower)
-    # λ₁ < 0 within the eigensolver's backward error n·ε·‖H‖ is no curvature at all: completing
-    # the step along v₁ would follow noise (the model predicts a decrease f cannot show, so the
-    # step is rejected until the radius collapses); s(lower) minimizes the model to that accuracy
-    negligible = lowest >= -values.shape[-1] * torch.finfo(g.dtype).eps * scale
+    # λ₁ < 0 within the eigensolver's backward error n·ε·‖H‖, with g ⟂ v₁ to within √ε‖g‖: the
+    # model has neither curvature nor slope along v₁, and completing the step along it would
+    # follow noise (the model predicts a decrease f cannot show, so the step is rejected until
+    # the radius collapses); s(lower) minimizes the model to that accuracy. With a real slope
+    # along v₁ (a flat valley) the completion is kept: it makes real progress
+    eps = torch.finfo(g.dtype).eps
+    negligible = (lowest >= -values.shape[-1] * eps * scale) & (c[:, 0].abs() <= eps**0.5 * g.norm(dim=-1))
     hard = at_lower & ~interior & ~negligible
     flat = at_lower & ~interior & negligible
     lo, hi = lower.clone(), upper.clone()
