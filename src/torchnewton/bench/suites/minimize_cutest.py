@@ -277,21 +277,28 @@ def cutest_comparison(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
     names = _problem_names(ctx.quick)
     solvers = solver_names(ctx.quick)
     results, skipped = run_cutest(ctx.out_dir, solvers, names, max_iter=max_iter, track=ctx.track)
-    attempted = [n for n in names if n not in skipped]
-    summary, head = summarize(results, attempted)
+    subset = "quick subset: every twelfth problem with n ≤ 10" if ctx.quick else "all problems with n ≤ 100"
+    return cutest_report(results, [n for n in names if n not in skipped], skipped, max_iter=max_iter,
+                         subset=subset, out_dir=ctx.out_dir)
+
+
+def cutest_report(results: dict[str, dict[str, Any]], names: list[str], skipped: dict[str, str], *, max_iter: int,
+                  subset: str, out_dir: Path) -> tuple[str, dict[str, Any], list]:
+    """Markdown (summary table, head-to-head, per-problem table), figures and the performance profile."""
+    solvers = list(results)
+    summary, head = summarize(results, names)
     rows = [[s, f"{v['solved']}/{v['attempted']}", v["time_capped"], v["median_nfev"], v["median_njev"],
              v["median_nhev"], v["median_evals"], v["median_ms"], v["total_seconds"]] for s, v in summary.items()]
-    costs = {s: [_evaluations(results[s][n]) if results[s][n]["success"] else float("inf") for n in attempted]
+    costs = {s: [_evaluations(results[s][n]) if results[s][n]["success"] else float("inf") for n in names]
              for s in solvers}
-    plot = plot_profile(costs, ctx.out_dir / "minimize_cutest_profile.png",
-                        title=f"CUTEst unconstrained ({len(attempted)} problems): f+g+H evaluations")
+    plot = plot_profile(costs, out_dir / "minimize_cutest_profile.png",
+                        title=f"CUTEst unconstrained ({len(names)} problems): f+g+H evaluations")
     best_tn, best_sp = head["torchnewton"], head["scipy"]
     goal = (summary[best_tn]["solved"] >= summary[best_sp]["solved"] and head["tn_median_evals_common"] is not None
             and head["tn_median_evals_common"] < head["scipy_median_evals_common"])
-    subset = "quick subset: every twelfth problem with n ≤ 10" if ctx.quick else "all problems with n ≤ 100"
     ms = lambda v: "n/a" if v is None else f"{v:.3g} ms"  # noqa: E731
     markdown = "\n".join([
-        f"CUTEst via S2MPJ, {len(attempted)} problems ({subset}; {len(skipped)} skipped: "
+        f"CUTEst via S2MPJ, {len(names)} problems ({subset}; {len(skipped)} skipped: "
         f"{', '.join(f'{k} ({v})' for k, v in skipped.items()) or 'none'}). Stopping rule ‖∇f‖∞ ≤ 1e-6·max(1, |f|), "
         f"at most {max_iter} iterations and {TIME_CAP_SECONDS:g} s per run (a run past the cap counts as unsolved), "
         "problems' own derivatives. Medians over each solver's solved problems; total s over all its runs.",
@@ -309,13 +316,21 @@ def cutest_comparison(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
         "",
         "<details><summary>Per problem: f+g+H evaluations, or why the run failed</summary>",
         "",
-        _problem_table(results, attempted),
+        _problem_table(results, names),
         "",
         "</details>",
     ])
     figures = {"summary": summary, "head_to_head": head, "goal_met": goal, "skipped": skipped,
-               "per_problem": {s: {n: results[s][n] for n in attempted} for s in solvers}}
+               "per_problem": {s: {n: results[s][n] for n in names} for s in solvers}}
     return markdown, figures, [plot]
+
+
+def _cached(out_dir: Path, solvers: list[str], names: list[str], max_iter: int) -> tuple[dict[str, dict[str, Any]], list[str], dict[str, str]]:
+    """The cached results on the problems every solver has finished (no new runs), and the skipped ones."""
+    cache = _cache(out_dir, max_iter, TIME_CAP_SECONDS)
+    skipped = {n: cache.skipped(s, n) for n in names for s in solvers if cache.skipped(s, n) is not None}
+    done = [n for n in names if n not in skipped and all(cache.get(s, n) is not None for s in solvers)]
+    return {s: {n: cache.get(s, n) for n in done} for s in solvers}, done, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--solvers", nargs="*", help="solvers to run (default: all of the mode)")
     parser.add_argument("--problems", nargs="*", help="problems to run (default: all of the mode)")
     parser.add_argument("--forget", action="store_true", help="drop the chosen entries instead of running")
+    parser.add_argument("--report-cached", action="store_true",
+                        help="run nothing; write minimize_cutest_cached.md (and the profile) from the problems "
+                             "every chosen solver has finished so far")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out_dir = Path(args.out)
@@ -337,6 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.forget:
         cache = _cache(out_dir, max_iter, TIME_CAP_SECONDS)
         print(f"dropped {sum(cache.forget(s, args.problems) for s in solvers)} entries")
+        return 0
+    if args.report_cached:
+        results, done, skipped = _cached(out_dir, solvers, names, max_iter)
+        subset = f"the {len(done)} of {len(names)} problems every solver has finished so far (partial run)"
+        markdown, figures, _ = cutest_report(results, done, skipped, max_iter=max_iter, subset=subset, out_dir=out_dir)
+        (out_dir / "minimize_cutest_cached.md").write_text(markdown)
+        (out_dir / "minimize_cutest_cached.json").write_text(json.dumps(figures, indent=1, default=str))
+        print(markdown.split("<details>")[0])
         return 0
     try:
         from tqdm import tqdm
