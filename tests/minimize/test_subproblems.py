@@ -139,3 +139,16 @@ def test_strong_wolfe_rejects_nan_and_fails_on_ascent():
     up = strong_wolfe(lambda a: (a, torch.ones_like(a), a.unsqueeze(-1)), torch.zeros(1, dtype=F64),
                       -torch.ones(1, dtype=F64), torch.zeros(1, 1, dtype=F64), max_steps=10)
     assert not up.success.any() and float(up.alpha) == 0.0
+
+
+def test_trust_region_noise_level_negative_curvature_is_not_followed():
+    """λ₁ = −1e-7 on ‖H‖ = 1e10 is below eigh's backward error n·ε·‖H‖ ≈ 4e-6 and g ⟂ v₁: no
+    curvature and no slope along v₁, so the step stays the Newton step on the range of H
+    (−gᵢ/λᵢ there) instead of being completed along v₁ to the boundary. A real negative
+    eigenvalue (−1e-3) with the same g is still the hard case: the step reaches the boundary."""
+    g = torch.tensor([[0.0, 1.0]], dtype=F64)
+    radius = torch.tensor([1.0], dtype=F64)
+    noise = exact_trust_region_step(EigenHessian.of(torch.diag(torch.tensor([-1e-7, 1e10], dtype=F64))[None]), g, radius)
+    assert abs(float(noise[0, 1]) + 1e-10) <= 1e-14 and float(noise.norm()) <= 1e-9
+    real = exact_trust_region_step(EigenHessian.of(torch.diag(torch.tensor([-1e-3, 1e10], dtype=F64))[None]), g, radius)
+    assert abs(float(real.norm()) - 1.0) <= 1e-12
