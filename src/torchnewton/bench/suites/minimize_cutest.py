@@ -50,7 +50,7 @@ METHOD_SOURCES = ("solvers/minimize.py", "solvers/objective_problem.py", "solver
                   "solvers/saddle_free.py", "solvers/quasi_newton.py", "solvers/trust_region_methods.py",
                   "solvers/cubic_regularization.py", "solvers/damped_newton.py", "globalize/trust_region_exact.py",
                   "globalize/secular.py", "globalize/cubic.py", "globalize/hessian_modification.py",
-                  "globalize/wolfe.py", "globalize/linesearch.py", "globalize/trust_region.py")
+                  "globalize/wolfe.py", "globalize/linesearch.py", "globalize/trust_region.py", "globalize/rounding.py")
 """Files (under the torchnewton package) whose content fingerprints a torchnewton cache entry."""
 
 
