@@ -1,29 +1,31 @@
-"""The Levenberg-Marquardt step of quasi-ELK, solved exactly with parallel scans.
+"""The damped step of quasi-ELK: a Kalman filter over time, solved with parallel scans.
 
-ELK (Gonzalez et al., "Towards Scalable and Stable Parallelization of Nonlinear RNNs", 2024)
-stabilizes DEER by damping: minimize ``||r + R delta||^2 + lam ||delta||^2`` where ``R = dr/dH`` is
-unit lower bidiagonal with ``-D_t`` below the diagonal. The paper solves it as a Kalman smoother;
-here the same step is computed through the identity
+ELK (Gonzalez et al., "Towards Scalable and Stable Parallelization of Nonlinear RNNs", NeurIPS
+2024) damps DEER like Levenberg-Marquardt: the linearized dynamics around the current guess
+``y``, ``h_t = f(y_{t-1}) + D_t (h_{t-1} - y_{t-1}) + w_t`` with ``w_t ~ N(0, 1)``, are combined
+with the observation ``y_t = h_t + v_t``, ``v_t ~ N(0, 1/lam)``, and the new guess is the
+*filtered* mean (the reference implementation, lindermanlab/elk, uses the filter). Per coordinate,
+with diagonal Jacobians ``D_t`` (quasi-ELK), the predicted variances obey a Moebius recurrence
 
-    delta = -(R^T R + lam I)^{-1} R^T r = -R^T (R R^T + lam I)^{-1} r.
+    P_t = D_t^2 P_{t-1} / (1 + lam P_{t-1}) + 1,    P_1 = 1,
 
-With diagonal Jacobians ``D_t`` (quasi-ELK), ``M = R R^T + lam I`` is, per coordinate, symmetric
-tridiagonal with diagonal ``1 + lam + D_t^2`` (``D_1 = 0``: h_0 is not an unknown) and
-off-diagonal ``-D_t``. Its LDL^T factorization has pivots
+i.e. a linear recurrence of 2x2 matrices in homogeneous coordinates ``P_t = p_t / q_t``,
+``(p_t, q_t) = [[D_t^2 + lam, 1], [lam, 1]] (p_{t-1}, q_{t-1})``, computed by a chunked scan that
+renormalizes every product (the scale of a homogeneous vector is free). With the gain
+``k_t = 1 / (1 + lam P_t)`` the step ``delta = m - y`` of the filtered mean is one affine scan,
 
-    w_1 = 1 + lam,   w_t = 1 + lam + D_t^2 - D_t^2 / w_{t-1}   (all >= 1 + lam),
+    delta_t = k_t (D_t delta_{t-1} + f(y_{t-1}, x_t) - y_t).
 
-a Moebius recurrence, i.e. a linear recurrence of 2x2 matrices in homogeneous coordinates
-``w_t = p_t / q_t``, ``(p_t, q_t) = [[1 + lam + D_t^2, -D_t^2], [1, 0]] (p_{t-1}, q_{t-1})``, computed by a
-chunked scan that renormalizes every product (the scale of a homogeneous vector is free). Then
-two affine scans finish the solve:
+``|k_t D_t| < 1`` once the filter is in steady state, so the scan is stable for any
+``lam > 0`` even where the dynamics are not (``|D_t| > 1``), unlike DEER's. As lam -> 0 the step
+becomes the quasi-DEER step, as lam grows a vanishing Jacobi step.
 
-    u_t = r_t + (D_t / w_{t-1}) u_{t-1}        (forward),
-    y_t = u_t / w_t + (D_{t+1} / w_t) y_{t+1}  (reverse),
-    delta_t = -(y_t - D_{t+1} y_{t+1}).
-
-As lam -> 0 the step becomes the quasi-Newton (quasi-DEER) step ``-R^{-1} r``; as lam grows it
-shrinks toward the gradient step ``-R^T r / lam``.
+Unlike DEER, a damped step does not make the first unconverged state exact, so it loses the
+T-iteration guarantee; ELK with a fixed lam can need more than T iterations on unstable
+dynamics. Here the states before the first residual above ``tol`` (the converged prefix) are
+conditioned on as known (zero variance, zero step) and that first state, the frontier, gets
+``lam = 0``: it becomes exact, so the prefix grows by at least one state per step and the
+T-iteration guarantee holds again, while the states beyond get the damped filter.
 """
 from __future__ import annotations
 
@@ -91,25 +93,26 @@ def projective_scan(m: Matrix, v0: Pair, chunk: int | None = None) -> Pair:
     return p, q
 
 
-def levenberg_marquardt_step(D: torch.Tensor, r: torch.Tensor, damping: torch.Tensor) -> torch.Tensor:
-    """The damped step ``-(R^T R + lam I)^{-1} R^T r`` for diagonal Jacobians.
+def elk_filter_step(D: torch.Tensor, rhs: torch.Tensor, damping: torch.Tensor, tol: float) -> torch.Tensor:
+    """The quasi-ELK step ``delta`` (filtered mean minus the current states), frontier undamped.
 
     Args:
         D: ``df/dh`` diagonals ``(B, T, d)`` at ``(h_{t-1}, x_t)``; ``D[:, 0]`` is ignored.
-        r: residuals ``h_t - f(h_{t-1}, x_t)``, ``(B, T, d)``.
+        rhs: ``f(h_{t-1}, x_t) - h_t``, ``(B, T, d)``.
         damping: ``lam`` per batch member, ``(B,)``, nonnegative.
+        tol: residual below which a state counts as converged.
     """
-    B, T, d = r.shape
-    D = torch.cat([torch.zeros_like(D[:, :1]), D[:, 1:]], 1)
-    D2 = D * D
-    diag = 1 + damping.view(B, 1, 1) + D2
-    ones = torch.ones_like(r[:, 0])
-    p, q = projective_scan((diag, -D2, torch.ones_like(D), torch.zeros_like(D)), (ones, ones))
-    w = p / q
-    w_prev = torch.cat([torch.ones_like(w[:, :1]), w[:, :-1]], 1)
-    zeros = torch.zeros_like(r[:, 0])
-    u = scan_batched(D / w_prev, r, zeros, "diagonal")
-    D_next = torch.cat([D[:, 1:], torch.zeros_like(D[:, :1])], 1)
-    y = scan_batched(D_next / w, u / w, zeros, "diagonal", reverse=True)
-    y_next = torch.cat([y[:, 1:], torch.zeros_like(y[:, :1])], 1)
-    return D_next * y_next - y
+    B, T, d = rhs.shape
+    unconverged = rhs.abs().amax(2) > tol  # (B, T)
+    frontier = torch.where(unconverged.any(1), unconverged.to(torch.int8).argmax(1), T).view(B, 1, 1)
+    t = torch.arange(T, device=rhs.device).view(1, T, 1)
+    known = t < frontier  # converged prefix: zero variance, zero step
+    lam = torch.where(t <= frontier, 0.0, damping.view(B, 1, 1).to(rhs.dtype)).expand(B, T, d)
+    D = torch.where(t == 0, 0.0, D)
+    one, zero = torch.ones_like(D), torch.zeros_like(D)
+    p, q = projective_scan((torch.where(known, zero, D * D + lam), torch.where(known, zero, one),
+                            torch.where(known, zero, lam), one), (zero[:, 0], one[:, 0]))
+    # k = 1 / (1 + lam p/q) = q / (q + lam p); exactly 1 where lam = 0 (p/q may be huge there)
+    gain = torch.where(lam > 0, q / (q + lam * p), 1.0)
+    offset = torch.where(known, 0.0, gain * rhs)
+    return scan_batched(gain * D, offset, zero[:, 0], "diagonal")

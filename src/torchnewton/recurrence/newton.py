@@ -17,9 +17,10 @@ states are exact after i iterations, so every method converges in at most T iter
 That also makes a per-member fallback to the Jacobi step (``D_t = 0``) safe when a scan with an
 unstable Jacobian overflows.
 
-:class:`DampedNewton` is quasi-ELK (Gonzalez et al., 2024): a Levenberg-Marquardt step on
-``||r(H)||^2`` with diagonal Jacobians and an adaptive damping per batch member (see
-:mod:`.damped`); it gives up the T-iteration guarantee for robustness on unstable dynamics.
+:class:`DampedNewton` is quasi-ELK (Gonzalez et al., 2024): the Levenberg-Marquardt-damped step
+as a Kalman filter with diagonal Jacobians and an adaptive damping per batch member; its scans
+stay stable on unstable dynamics, and an undamped frontier keeps the T-iteration guarantee
+(see :mod:`.damped`).
 
 The states carry the batch as dim 0 so that the loop's ``freeze`` applies.
 """
@@ -32,12 +33,10 @@ from typing import Any
 import torch
 
 from ..core.status import Status
-from .damped import levenberg_marquardt_step
+from .damped import elk_filter_step
 from .problem import RecurrenceProblem
 from .scan import scan_batched
 
-# Damping beyond this means no step reduces the residual any more (rounding floor).
-_MAX_DAMPING = 1e16
 _DAMPING_DECREASE = 1.0 / 3.0
 _DAMPING_INCREASE = 4.0
 # A Newton step cutting the residual less than this factor has hit the rounding floor.
@@ -130,10 +129,12 @@ class LinearizedNewton:
 
 
 class DampedNewton:
-    """Quasi-ELK: Levenberg-Marquardt steps with diagonal Jacobians and adaptive damping.
+    """Quasi-ELK: Kalman-filter (damped) steps with diagonal Jacobians, adaptive damping and an
+    undamped frontier (see :mod:`.damped`).
 
-    A step is accepted when it lowers ``sum_t ||r_t||^2``; the damping then shrinks by 3,
-    otherwise it grows by 4 and the states stay. Members whose damping exceeds 1e16 have stalled.
+    Every step is taken (the undamped frontier guarantees progress); the damping of a member
+    shrinks by 3 after a step that lowers ``sum_t ||r_t||^2`` and grows by 4 otherwise, within
+    ``[0, 1/eps]``.
     """
 
     def __init__(self, damping: float):
@@ -145,26 +146,17 @@ class DampedNewton:
         return DampedState(h, rhs, jac, residual, rhs.square().flatten(1).sum(1), damping)
 
     def step(self, problem: RecurrenceProblem, state: DampedState) -> DampedState:
-        delta = levenberg_marquardt_step(state.jac, state.rhs.neg(), state.damping)
+        delta = elk_filter_step(state.jac, state.rhs, state.damping, problem.tol)
         problem.counters.nlinsolve += 1
         h = state.h + delta
         rhs, jac, residual = problem.residual_and_jacobian(h, "diagonal")
         merit = rhs.square().flatten(1).sum(1)
-        accept = torch.isfinite(merit) & (merit < state.merit)
-        keep = accept.view(-1, 1, 1)
-        return DampedState(
-            h=torch.where(keep, h, state.h),
-            rhs=torch.where(keep, rhs, state.rhs),
-            jac=torch.where(keep, jac, state.jac),
-            residual=torch.where(accept, residual, state.residual),
-            merit=torch.where(accept, merit, state.merit),
-            damping=torch.where(accept, state.damping * _DAMPING_DECREASE, state.damping * _DAMPING_INCREASE),
-        )
+        factor = torch.where(merit < state.merit, _DAMPING_DECREASE, _DAMPING_INCREASE)
+        damping = (state.damping * factor).clamp(max=1.0 / torch.finfo(h.dtype).eps)
+        return DampedState(h, rhs, jac, residual, merit, damping)
 
     def terminate(self, problem: RecurrenceProblem, state: DampedState) -> tuple[torch.Tensor, torch.Tensor]:
-        done, code = _terminate_on_residual(problem, state.residual, state.residual <= problem.tol)
-        stalled = ~done & (state.damping > _MAX_DAMPING)
-        return done | stalled, torch.where(stalled, int(Status.STALLED), code)
+        return _terminate_on_residual(problem, state.residual, state.residual <= problem.tol)
 
     def record(self, problem: RecurrenceProblem, state: DampedState) -> dict[str, Any]:
         return {"residual": state.residual.clone(), "damping": state.damping.clone()}

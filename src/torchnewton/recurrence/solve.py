@@ -26,7 +26,6 @@ from .problem import RecurrenceProblem, is_structured
 METHODS = ("newton", "quasi-newton", "damped", "jacobi", "sequential")
 JACOBIANS = ("auto", "structured", "dense")
 INITS = ("zeros", "cell-at-zero")
-_DAMPED_MIN_ITER = 100
 _JACOBIAN_KIND = {"newton": "full", "quasi-newton": "diagonal", "jacobi": "none"}
 
 
@@ -148,8 +147,9 @@ def solve(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h0: torch.
     Newton's method on the T equations ``h_t - f(h_{t-1}, x_t) = 0`` needs per iteration one
     batched evaluation of ``f`` (and its state Jacobians) over all t and one linear recurrence
     ``delta_t = D_t delta_{t-1} + f(h_{t-1}, x_t) - h_t`` solved by a parallel scan
-    (:func:`.scan.linear_scan`). After iteration i the first i states are exact, so newton,
-    quasi-newton and jacobi converge within T iterations; in practice in a handful.
+    (:func:`.scan.linear_scan`). After iteration i the first i states are exact, so every method
+    converges within T iterations (damped through its undamped frontier); in practice newton
+    takes a handful.
 
     Args:
         cell: ``f(h, x)`` on rows: (N, d), (N, m) -> (N, d), row i depending only on row i.
@@ -158,7 +158,7 @@ def solve(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h0: torch.
         h0: initial state (B, d), or (d,) for one sequence.
         xs: inputs (B, T, m), or (T, m).
         method: ``"newton"`` (exact Jacobians, DEER), ``"quasi-newton"`` (their diagonal,
-            quasi-DEER), ``"damped"`` (quasi-ELK: Levenberg-Marquardt with adaptive damping,
+            quasi-DEER), ``"damped"`` (quasi-ELK: Kalman-filter damped steps with adaptive damping,
             for unstable dynamics), ``"jacobi"`` (fixed point), ``"sequential"`` (reference loop).
         jacobian: ``"auto"`` (the cell's structured Jacobian if it has one, else dense),
             ``"structured"`` (require the cell's) or ``"dense"`` (``torch.func`` even for
@@ -167,9 +167,9 @@ def solve(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h0: torch.
             shaped like the result (a previous solution, e.g. from the last training step).
         tol: stop when ``max_t |h_t - f(h_{t-1}, x_t)| <= tol`` (default ``eps**(3/4)`` of the
             dtype: 1.8e-12 in float64, 6.4e-6 in float32).
-        max_iter: iteration limit (default T, where the guarantee holds; ``max(T, 100)`` for
-            ``"damped"``, whose damped steps do not have the T-iteration guarantee).
-        damping: initial Levenberg-Marquardt damping of ``"damped"`` (default 1.0).
+        max_iter: iteration limit (default T, where the guarantee holds).
+        damping: initial damping ``lam`` of ``"damped"`` (default 1.0; the observation
+            precision of ELK's filter, see :mod:`.damped`).
         callback: ``callback(state)`` after every iteration; returning True stops.
         record_history: keep the per-iteration residuals in ``result.history``.
 
@@ -227,7 +227,7 @@ def solve(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h0: torch.
         solver = DampedNewton(1.0 if damping is None else damping) if method == "damped" \
             else LinearizedNewton(_JACOBIAN_KIND[method])
         if max_iter is None:
-            max_iter = max(T, _DAMPED_MIN_ITER) if method == "damped" else T
+            max_iter = T
         out = iterate(solver, solver_problem, guess, max_iter=max_iter,
                       callback=callback, record_history=record_history)
     h = out.state.h
