@@ -5,9 +5,10 @@
 Its global minimizer satisfies (H + λI)s = −g with λ = σ‖s‖ and H + λI ⪰ 0 (Nesterov & Polyak
 2006, "Cubic regularization of Newton method and its global performance"; Cartis, Gould &
 Toint 2011, Thm 3.1), so it is the secular equation with target r(λ) = λ/σ, solved in an
-eigenbasis of H (``secular``). With lazy Hessians the eigenbasis is reused for many steps, so
-each step costs O(n²) (Doikov, Chayti & Jaggi 2023, "Second-order optimization with lazy
-Hessians", §5).
+eigenbasis of H (``secular``). With lazy Hessians the eigenbasis is reused for many steps
+(Doikov, Chayti & Jaggi 2023, "Second-order optimization with lazy Hessians", §5): a step then
+locates λ in O(n²) and solves for s with one Cholesky factorization of H + λI (n³/3 flops, for
+accuracy on ill-conditioned H), against about 9n³ for a fresh eigendecomposition.
 
 Example:
     >>> eig = EigenHessian.of(torch.eye(2).unsqueeze(0)); g = torch.tensor([[2.0, 0.0]])

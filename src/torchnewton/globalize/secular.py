@@ -10,7 +10,9 @@ regularisation methods", Thm 3.1). With H = V diag(λᵢ) Vᵀ and c = Vᵀg, �
 costs O(n) per λ, so the root of ψ(λ) = 1/‖s(λ)‖ − 1/r(λ) (increasing and nearly linear, which
 is why Moré–Sorensen use 1/‖s‖) is found by safeguarded Newton inside a bracket for every member
 of a batch at once. One eigendecomposition serves every subproblem with the same Hessian:
-rejected trust-region steps and lazily reused Hessians pay O(n²) per solve, not O(n³).
+rejected trust-region steps and lazily reused Hessians locate λ in O(n²) per solve, not O(n³).
+When H itself is kept (below), the step is then solved by one Cholesky factorization of H + λI,
+n³/3 flops: cheaper than the eigendecomposition (about 9n³) but not O(n²).
 
 The *hard case* (g ⟂ the eigenvectors of λ₁ < 0, so ‖s(λ)‖ stays below r(λ) as λ → −λ₁) is
 handled exactly: λ = −λ₁ and the step is completed along v₁ to the required length — unless

@@ -17,6 +17,7 @@ the shared engine (loop, linear solvers) is not tracked: drop entries with ``--f
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -87,13 +88,21 @@ def solver_names(quick: bool) -> list[str]:
 
 
 def code_version(solver: str) -> str:
-    """What a cached result of ``solver`` depends on: a hash of the method sources, or scipy's version."""
+    """What a cached result of ``solver`` depends on: a hash of the code of the method sources
+    (their syntax trees without docstrings, so comments and documentation do not count), or
+    scipy's version."""
     if solver.startswith("scipy:"):
         return f"scipy {scipy.__version__}"
     package = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
     for relative in METHOD_SOURCES:
-        digest.update((package / relative).read_bytes())
+        tree = ast.parse((package / relative).read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:]
+        digest.update(ast.dump(tree).encode())
     return digest.hexdigest()[:16]
 
 
