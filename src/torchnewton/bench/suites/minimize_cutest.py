@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fcntl
 import hashlib
 import json
 import os
@@ -150,6 +151,7 @@ class RunCache:
         self.folder, self.settings = folder, settings
         folder.mkdir(parents=True, exist_ok=True)
         self.files: dict[str, dict[str, Any]] = {}
+        self.dropped: set[str] = set()
 
     def _file(self, solver: str) -> dict[str, Any]:
         if solver not in self.files:
@@ -182,15 +184,26 @@ class RunCache:
     def forget(self, solver: str, names: Iterable[str] | None = None) -> int:
         """Drop the entries of ``solver`` (on ``names`` only, if given); returns how many."""
         runs = self._file(solver)["runs"]
-        dropped = [runs.pop(n) for n in list(runs if names is None else names) if n in runs]
+        chosen = list(runs if names is None else names)
+        dropped = [n for n in chosen if runs.pop(n, None) is not None]
+        self.dropped.update(chosen)
         self.save(solver)
         return len(dropped)
 
     def save(self, solver: str) -> None:
+        """Merge this process's entries into the file under a lock, so that several processes may
+        run one solver on different problems (entries dropped by :meth:`forget` stay dropped)."""
         path = self._path(solver)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.files[solver], indent=1, sort_keys=True))
-        os.replace(temporary, path)
+        mine = self.files[solver]
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            stored = json.loads(path.read_text()) if path.exists() else {}
+            if stored.get("settings") == mine["settings"] and stored.get("version") == mine["version"]:
+                for key in ("runs", "skipped"):
+                    mine[key] = {**{n: r for n, r in stored[key].items() if n not in self.dropped}, **mine[key]}
+            temporary = path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(mine, indent=1, sort_keys=True))
+            os.replace(temporary, path)
 
 
 def _cache(out_dir: Path, max_iter: int, time_cap: float) -> RunCache:
