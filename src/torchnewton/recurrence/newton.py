@@ -64,6 +64,8 @@ class NewtonState:
 
 @dataclass
 class DampedState:
+    """States, ``rhs``, diagonal Jacobians and residual as in :class:`NewtonState`."""
+
     h: torch.Tensor
     rhs: torch.Tensor
     jac: torch.Tensor
@@ -86,10 +88,12 @@ class LinearizedNewton:
     solution the error left in the states is ``R^{-1} r`` (R the unit lower bidiagonal Jacobian of
     the system), the residual amplified by up to ``1 / (1 - |J|)`` where the dynamics are slow:
     a residual of ``tol`` can leave errors several times ``tol``. With exact Jacobians the last
-    Newton step measured that amplification, ``gain = max|delta| / max|r|``, so ``newton`` also
-    requires ``gain * residual <= tol``; one more step costs one iteration and, converging
-    quadratically, lands at the rounding floor. A step that reduces the residual less than
-    ``_STAGNATION`` times shows that floor has been reached, and then ``residual <= tol`` suffices.
+    Newton step measured that amplification for the previous residual, ``gain = max|delta| /
+    max|r|``, so ``newton`` also requires ``_ERROR_MARGIN * gain * residual <= tol`` (the margin
+    because the new residual may sit where the dynamics are slower than average); one more step
+    costs one iteration and, converging quadratically, lands at the rounding floor. A step that
+    reduces the residual less than ``_STAGNATION`` times shows that floor has been reached, and
+    then ``residual <= tol`` suffices.
     """
 
     def __init__(self, jacobian: str):
@@ -122,7 +126,8 @@ class LinearizedNewton:
     def terminate(self, problem: RecurrenceProblem, state: NewtonState) -> tuple[torch.Tensor, torch.Tensor]:
         r = state.residual
         floor = r * _STAGNATION > state.previous_residual
-        return _terminate_on_residual(problem, r, (r <= problem.tol) & ((_ERROR_MARGIN * state.gain * r <= problem.tol) | floor))
+        small_error = _ERROR_MARGIN * state.gain * r <= problem.tol
+        return _terminate_on_residual(problem, r, (r <= problem.tol) & (small_error | floor))
 
     def record(self, problem: RecurrenceProblem, state: NewtonState) -> dict[str, Any]:
         return {"residual": state.residual.clone(), "gain": state.gain.clone()}

@@ -84,7 +84,8 @@ class RecurrenceProblem:
         B, T = self.us.shape[:2]
         return B, T, self.h0.shape[-1]
 
-    def residual_and_jacobian(self, h: torch.Tensor, kind: str, out: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    def residual_and_jacobian(self, h: torch.Tensor, kind: str,
+                              out: tuple[torch.Tensor, torch.Tensor | None] | None = None
                               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """``f(h_{t-1}, x_t) - h_t`` (B, T, d), the Jacobians and ``max_t |h_t - f(h_{t-1}, x_t)|`` (B,).
 
