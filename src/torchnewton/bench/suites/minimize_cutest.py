@@ -158,8 +158,6 @@ class RunCache:
             path = self._path(solver)
             stored = json.loads(path.read_text()) if path.exists() else {}
             fresh = stored.get("settings") == self.settings and stored.get("version") == code_version(solver)
-            if stored and not fresh:  # kept beside the new file, for comparing before and after a change
-                os.replace(path, path.with_suffix(f".stale-{stored.get('version')}.json"))
             self.files[solver] = stored if fresh else {"settings": self.settings, "version": code_version(solver),
                                                        "runs": {}, "skipped": {}}
         return self.files[solver]
@@ -201,6 +199,8 @@ class RunCache:
             if stored.get("settings") == mine["settings"] and stored.get("version") == mine["version"]:
                 for key in ("runs", "skipped"):
                     mine[key] = {**{n: r for n, r in stored[key].items() if n not in self.dropped}, **mine[key]}
+            elif stored:  # results of other code or settings: kept beside the new file, only when writing
+                os.replace(path, path.with_suffix(f".stale-{stored.get('version')}.json"))
             temporary = path.with_suffix(f".{os.getpid()}.tmp")
             temporary.write_text(json.dumps(mine, indent=1, sort_keys=True))
             os.replace(temporary, path)
