@@ -17,7 +17,7 @@ class Halving:
     def init(self, problem, x0):
         return HalvingState(x=x0)
 
-    def step(self, problem, state):
+    def step(self, problem, state, running):
         return HalvingState(x=state.x / 2)
 
     def terminate(self, problem, state):

@@ -76,7 +76,7 @@ class LogSinkhorn:
         return SinkhornState(f=f, g=g, row_lse=row_lse, error=dual.marginal_error(problem, rows, cols),
                              eps=eps, stage_iters=stage_iters)
 
-    def step(self, problem: TransportProblem, state: SinkhornState) -> SinkhornState:
+    def step(self, problem: TransportProblem, state: SinkhornState, running: torch.Tensor) -> SinkhornState:
         eps = state.eps
         f = dual.update_f(problem, state.row_lse, eps)
         g = dual.update_g(problem, dual.col_logsumexp(problem, f, eps), eps)
@@ -115,8 +115,8 @@ class EpsilonScalingSinkhorn(LogSinkhorn):
             start = problem.C.amax(dim=(-1, -2)) - problem.C.amin(dim=(-1, -2))
         return torch.maximum(start, problem.reg)
 
-    def step(self, problem: TransportProblem, state: SinkhornState) -> SinkhornState:
-        state = super().step(problem, state)
+    def step(self, problem: TransportProblem, state: SinkhornState, running: torch.Tensor) -> SinkhornState:
+        state = super().step(problem, state, running)
         advance = (state.eps > problem.reg) & ((state.error <= self.stage_tol * problem.mass)
                                                | (state.stage_iters >= self.stage_max_iter))
         if not bool(advance.any()):

@@ -113,7 +113,7 @@ class SinkhornNewtonSparse:
                                  newton=torch.zeros_like(error, dtype=torch.bool), best_error=error,
                                  stall=long, nnz=long, eps=eps, per_row=long + self.per_row)
 
-    def step(self, problem: TransportProblem, state: SparseNewtonState) -> SparseNewtonState:
+    def step(self, problem: TransportProblem, state: SparseNewtonState, running: torch.Tensor) -> SparseNewtonState:
         use_newton = state.warm_left <= 0
         f, g, error, nu, nnz, per_row = state.f, state.g, state.error, state.nu, state.nnz, state.per_row
         accepted = torch.zeros_like(use_newton)

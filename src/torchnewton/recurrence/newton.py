@@ -109,7 +109,7 @@ class LinearizedNewton:
         inf = h.new_full((h.shape[0],), math.inf)
         return self._evaluate(problem, h, inf, torch.ones_like(inf))
 
-    def step(self, problem: RecurrenceProblem, state: NewtonState) -> NewtonState:
+    def step(self, problem: RecurrenceProblem, state: NewtonState, running: torch.Tensor) -> NewtonState:
         if state.jac is None:
             return self._evaluate(problem, state.h + state.rhs, state.residual, state.gain, state)
         structure = problem.structure if self.jacobian == "full" else "diagonal"
@@ -150,7 +150,7 @@ class DampedNewton:
         damping = torch.full((h.shape[0],), float(self.initial_damping), dtype=h.dtype, device=h.device)
         return DampedState(h, rhs, jac, residual, rhs.square().flatten(1).sum(1), damping)
 
-    def step(self, problem: RecurrenceProblem, state: DampedState) -> DampedState:
+    def step(self, problem: RecurrenceProblem, state: DampedState, running: torch.Tensor) -> DampedState:
         delta = elk_filter_step(state.jac, state.rhs, state.damping, problem.tol)
         problem.counters.nlinsolve += 1
         h = state.h + delta

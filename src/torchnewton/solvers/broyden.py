@@ -51,7 +51,7 @@ class Broyden:
         fields["regularized"] = singular
         return BroydenState(**fields, H=H, fresh=fresh)
 
-    def step(self, problem: ResidualProblem, state: BroydenState) -> BroydenState:
+    def step(self, problem: ResidualProblem, state: BroydenState, running: torch.Tensor) -> BroydenState:
         x, F, H = state.x, state.F, state.H
         d = -matvec(H, F)
 
@@ -61,7 +61,6 @@ class Broyden:
 
         # with the exact Jacobian the slope of ½‖F‖² along d is −‖F‖²; H approximates it
         # members already done are frozen by the loop: searching for them only costs evaluations
-        running = ~self.termination(state)[0]
         search = armijo(merit, state.cost, -2 * state.cost, c1=self.c1, max_steps=self.max_backtracks,
                         active=running)
         ok = search.success

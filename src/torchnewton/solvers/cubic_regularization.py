@@ -54,7 +54,7 @@ class AdaptiveCubicRegularization:
                           eigenvalues=eig.values, eigenvectors=eig.vectors, hessian=eig.matrix,
                           age=torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device))
 
-    def step(self, problem: ObjectiveProblem, state: CubicState) -> CubicState:
+    def step(self, problem: ObjectiveProblem, state: CubicState, running: torch.Tensor) -> CubicState:
         x, g = state.x, state.g
         eig = EigenHessian(state.eigenvalues, state.eigenvectors, state.hessian)
         age = state.age

@@ -62,7 +62,7 @@ class DampedNewton:
         theta = (9 * smoothness) ** (1 / (q - 1)) * G ** ((q - 2) / (q - 1))
         return 1 / (1 + theta), theta
 
-    def step(self, problem: ObjectiveProblem, state: DampedNewtonState) -> DampedNewtonState:
+    def step(self, problem: ObjectiveProblem, state: DampedNewtonState, running: torch.Tensor) -> DampedNewtonState:
         x, g = state.x, state.g
         factor, _ = shifted_cholesky(problem.hessian(x))
         problem.counters.nlinsolve += 1

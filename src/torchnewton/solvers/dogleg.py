@@ -33,7 +33,7 @@ class PowellDogleg:
         radius = torch.clamp(100 * x0.norm(dim=-1), min=1.0)
         return DoglegState(**initial_state(x0, F, grad), J=J, radius=radius)
 
-    def step(self, problem: ResidualProblem, state: DoglegState) -> DoglegState:
+    def step(self, problem: ResidualProblem, state: DoglegState, running: torch.Tensor) -> DoglegState:
         x, F, J, g = state.x, state.F, state.J, state.grad
         zeros = torch.zeros_like(state.radius)
         newton = levenberg_marquardt_step(J, F, zeros, torch.ones_like(x))  # Gauss–Newton step

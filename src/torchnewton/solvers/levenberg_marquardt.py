@@ -77,7 +77,7 @@ class LevenbergMarquardt:
             singular=decomposition.singular, vectors=decomposition.vectors,
             coefficients=decomposition.coefficients, significant=decomposition.significant)
 
-    def step(self, problem: ResidualProblem, state: LevenbergMarquardtState) -> LevenbergMarquardtState:
+    def step(self, problem: ResidualProblem, state: LevenbergMarquardtState, running: torch.Tensor) -> LevenbergMarquardtState:
         x, F, J, scale = state.x, state.F, state.J, state.scaling
         decomposition = ScaledJacobian(state.singular, state.vectors, state.coefficients, scale, state.significant)
         damping = levenberg_marquardt_parameter(decomposition, state.radius, state.damping)

@@ -95,7 +95,7 @@ class LineSearchMinimizer(ABC):
         """α₀ of the search: 1 for Newton-type directions, whose natural step is 1."""
         return 1.0
 
-    def step(self, problem: ObjectiveProblem, state: ObjectiveState) -> ObjectiveState:
+    def step(self, problem: ObjectiveProblem, state: ObjectiveState, running: torch.Tensor) -> ObjectiveState:
         d = self.direction(problem, state)
         outcome = self.search(problem, state, d, alpha0=self.initial_step(state))
         failure = torch.where(outcome.ok, state.failure, torch.full_like(state.failure, int(Status.LINESEARCH_FAILED)))

@@ -3,7 +3,8 @@
 A method is any object with three parts (the optimistix ``iterative_solve`` model):
 
 * ``init(problem, x0) -> state``
-* ``step(problem, state) -> state``
+* ``step(problem, state, running) -> state``: ``running`` (B,) bool marks the members not yet
+  done; the loop freezes the others afterwards, so a step may skip work for them
 * ``terminate(problem, state) -> (done, status)``: a bool tensor (B,) and an int64 tensor (B,)
   of :class:`~torchnewton.core.status.Status` codes, read only where ``done`` is true.
 
@@ -28,7 +29,7 @@ S = TypeVar("S")
 class IterativeMethod(Protocol[S]):
     def init(self, problem: Any, x0: torch.Tensor) -> S: ...
 
-    def step(self, problem: Any, state: S) -> S: ...
+    def step(self, problem: Any, state: S, running: torch.Tensor) -> S: ...
 
     def terminate(self, problem: Any, state: S) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -78,7 +79,7 @@ def iterate(method: IterativeMethod[S], problem: Any, x0: torch.Tensor, *, max_i
     for _ in range(max_iter):
         if bool(done.all()):
             break
-        state = freeze(done, state, method.step(problem, state))
+        state = freeze(done, state, method.step(problem, state, ~done))
         nit = nit + (~done).long()
         now_done, code = method.terminate(problem, state)
         status = torch.where(now_done & ~done, code, status)

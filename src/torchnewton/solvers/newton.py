@@ -91,7 +91,7 @@ class NewtonLineSearch:
         slope = torch.where(descent, slope, -(grad * grad).sum(-1))
         return d, slope, singular
 
-    def step(self, problem: ResidualProblem, state: NewtonState) -> NewtonState:
+    def step(self, problem: ResidualProblem, state: NewtonState, running: torch.Tensor) -> NewtonState:
         d, slope, singular = self._direction(problem, state)
         x = state.x
 
@@ -100,7 +100,6 @@ class NewtonLineSearch:
             return 0.5 * (F * F).sum(-1), F
 
         # members already done are frozen by the loop: searching for them only costs evaluations
-        running = ~self.termination(state)[0]
         search = armijo(merit, state.cost, slope, c1=self.c1, max_steps=self.max_backtracks,
                         active=(slope < 0) & running, aux0=state.F)
         ok = search.success

@@ -66,7 +66,7 @@ class TrustRegionMinimizer(ABC):
     def subproblem(self, problem: ObjectiveProblem, state: TrustRegionState) -> tuple[torch.Tensor, torch.Tensor, TrustRegionState]:
         """(step s, predicted decrease −m(s), state with any curvature it computed)."""
 
-    def step(self, problem: ObjectiveProblem, state: TrustRegionState) -> TrustRegionState:
+    def step(self, problem: ObjectiveProblem, state: TrustRegionState, running: torch.Tensor) -> TrustRegionState:
         s, predicted, state = self.subproblem(problem, state)
         x = state.x
         f_trial = problem.value(x + s)
