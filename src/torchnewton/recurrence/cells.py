@@ -77,15 +77,17 @@ class DiagonalGRUCell(nn.Module):
         """``u = W x + b_i`` with the recurrent biases ``c_r, c_z`` folded in: they only shift
         the gate inputs, so adding them once per sequence saves a pass per evaluation."""
         shift = torch.cat([self.recurrent_bias[:2].reshape(-1), torch.zeros_like(self.recurrent_bias[2])])
-        return self.input_proj(xs) + shift
+        # one product with the folded bias: a second pass would allocate another (B, T, 3d) tensor
+        return nn.functional.linear(xs, self.input_proj.weight, self.input_proj.bias + shift)
 
     def _gates(self, h: torch.Tensor, u: torch.Tensor):
         # Fewest passes over (N, d): on long sequences these elementwise passes are the whole
-        # cost of a Newton iteration. r and z come from one sigmoid over an (N, 2, d) view.
-        N, d = h.shape
+        # cost of a Newton iteration. (One sigmoid over an (N, 2, d) view for r and z broadcasts
+        # h over a middle dim, which is slower at small d than two plain passes.)
+        d = h.shape[-1]
         a_r, a_z, a_n = self.recurrent_weight
-        rz = torch.addcmul(u[:, : 2 * d].view(N, 2, d), self.recurrent_weight[:2], h.unsqueeze(1)).sigmoid_()
-        r, z = rz[:, 0], rz[:, 1]
+        r = torch.addcmul(u[:, :d], a_r, h).sigmoid_()
+        z = torch.addcmul(u[:, d:2 * d], a_z, h).sigmoid_()
         g = torch.addcmul(self.recurrent_bias[2], a_n, h)
         # tanh(y) = 2 sigmoid(2y) - 1: torch's CPU tanh kernel is about 3x slower than sigmoid
         n = torch.sigmoid(torch.addcmul(u[:, 2 * d:], r, g).mul_(2)).sub(0.5).mul_(2)

@@ -34,7 +34,7 @@ import torch
 
 from ..core.status import Status
 from .damped import elk_filter_step
-from .problem import RecurrenceProblem
+from .problem import RecurrenceProblem, max_abs
 from .scan import scan_batched
 
 _DAMPING_DECREASE = 1.0 / 3.0
@@ -115,7 +115,7 @@ class LinearizedNewton:
         structure = problem.structure if self.jacobian == "full" else "diagonal"
         delta = scan_batched(state.jac, state.rhs, torch.zeros_like(state.h[:, 0]), structure)
         problem.counters.nlinsolve += 1
-        step_size = delta.abs().amax((1, 2))  # nan/inf if the scan overflowed
+        step_size = max_abs(delta)  # nan/inf if the scan overflowed
         finite = torch.isfinite(step_size)
         if not bool(finite.all()):
             delta = torch.where(finite.view(-1, 1, 1), delta, state.rhs)

@@ -48,6 +48,8 @@ ALGORITHMS = ("auto", "chunked", "associative", "sequential")
 # Blocks up to this size are multiplied with broadcast-and-sum; batched matmul of tiny matrices
 # has a large per-matrix overhead on CPU.
 _SMALL_BLOCK = 4
+# Rows (elements per time step) at least this long are scanned in place, without transposing.
+_LONG_ROW = 128
 
 
 class _Ops:
@@ -129,26 +131,30 @@ def _chunked(ops: _Ops, A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, L: i
         # Identity maps with zero offsets at the end leave every real state unchanged.
         A = torch.cat([A, ops.identity(A[:, :1]).expand(-1, pad, *A.shape[2:])], 1)
         b = torch.cat([b, b.new_zeros(b.shape[0], pad, *b.shape[2:])], 1)
-    A = A.reshape(A.shape[0], nc, L, *A.shape[2:])
-    b = b.reshape(b.shape[0], nc, L, *b.shape[2:])
-    # Pass 1: every chunk from a zero state, vectorized across chunks, written in place (on long
-    # sequences a fresh allocation the size of the sequence costs more than its arithmetic),
-    # and each chunk's transition product.
-    out = torch.empty_like(b)
-    out[:, :, 0] = b[:, :, 0]
-    P = A[:, :, 0]
+    # Position-in-chunk major, (L, B, nc, ...): each of the 2L vectorized steps below then reads
+    # and writes contiguous memory. In the natural (B, nc, L, ...) layout every step gathers nc
+    # rows L rows apart; for short rows that costs more than the three transposing copies.
+    A = A.reshape(A.shape[0], nc, L, *A.shape[2:]).movedim(2, 0)
+    out = b.reshape(b.shape[0], nc, L, *b.shape[2:]).movedim(2, 0)
+    if b[0, 0].numel() < _LONG_ROW:
+        A, out = A.contiguous(), out.contiguous()
+    else:
+        out = out.clone()
+    # Pass 1: every chunk from a zero state, vectorized across chunks, in place, and each
+    # chunk's transition product.
+    P = A[0]
     for j in range(1, L):
-        ops.affine_into(A[:, :, j], out[:, :, j - 1], b[:, :, j], out[:, :, j])
-        P = ops.compose(A[:, :, j], P)
+        ops.affine_into(A[j], out[j - 1], out[j], out[j])
+        P = ops.compose(A[j], P)
     # Pass 2: the state entering each chunk obeys a linear recurrence over the chunk summaries.
-    ends = _chunked(ops, P, out[:, :, -1], h0, L)
+    ends = _chunked(ops, P, out[-1], h0, L)
     carry = torch.cat([h0.unsqueeze(1), ends[:, :-1]], 1)
     # Pass 3: h_{c,j} = s_{c,j} + A_{c,j} ... A_{c,1} h_in(c): push the entering state through the
     # chunk, a matrix-vector product per step (no stored prefix products).
     for j in range(L):
-        carry = ops.apply(A[:, :, j], carry)
-        out[:, :, j].add_(carry)
-    return out.reshape(out.shape[0], nc * L, *out.shape[3:])[:, :T]
+        carry = ops.apply(A[j], carry)
+        out[j].add_(carry)
+    return out.movedim(0, 2).reshape(out.shape[1], nc * L, *out.shape[3:])[:, :T]
 
 
 def _associative(ops: _Ops, A: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
