@@ -1,8 +1,9 @@
 """Benchmark of ``torchnewton.minimize``: CUTEst against scipy, logistic regression against
 scikit-learn, and a 1,024-start batched multi-start against a loop over scipy.
 
-Quick mode runs a fixed subset of the CUTEst problems (every sixth problem with n ≤ 10, named in
-the report); full mode runs every unconstrained S2MPJ problem with n ≤ 100.
+Quick mode runs a fixed subset of the CUTEst problems (every twelfth problem with n ≤ 10, named in
+the report); full mode runs every unconstrained S2MPJ problem with n ≤ 100 that has an exact
+Hessian, from the resumable cache of :mod:`.minimize_cutest`.
 """
 from __future__ import annotations
 
