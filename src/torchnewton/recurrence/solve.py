@@ -77,8 +77,10 @@ def run_sequential(cell: Any, h0: torch.Tensor, xs: torch.Tensor) -> torch.Tenso
     else:
         step, us = cell, xs
     h, out = h0, []
-    for t in range(us.shape[1]):
-        h = step(h, us[:, t])
+    # unbind, not us[:, t]: autograd turns every indexing op into a zero-filled gradient the size of
+    # all inputs, so backward through a loop of selects costs O(T) full-size passes
+    for u in us.unbind(1):
+        h = step(h, u)
         out.append(h)
     return torch.stack(out, 1)
 
