@@ -103,6 +103,12 @@ def _repeats(T: int, B: int, d: int) -> int:
     return 3 if T * B * d <= 4_000 * 8 else 1
 
 
+def _newton_repeats(T: int, B: int, d: int) -> int:
+    """Newton solves run 3 times up to 64k x 256 states; the batch-16 giants (1 GB per state
+    tensor, tens of seconds per solve) once."""
+    return 3 if T * B * d <= 64_000 * 256 else 1
+
+
 def _parallel_solve(cell: nn.Module, h0: torch.Tensor, xs: torch.Tensor,
                     nit: list[int]) -> Callable[[bool], torch.Tensor]:
     """The timed Newton solve; records its iteration counts in ``nit`` and refuses to time a
@@ -132,11 +138,11 @@ def _structured_case(ctx: BenchContext, kind: str, T: int, d: int, B: int, backw
     parallel = _parallel_solve(cell, h0, xs, nit)
 
     row: dict[str, Any] = {"cell": kind, "T": T, "d": d, "B": B}
-    par = _timings("newton", cell, parallel, weight, 3, backward)
+    par = _timings("newton", cell, parallel, weight, _newton_repeats(T, B, d), backward)
     seq = _timings("sequential", cell, lambda grad: run_sequential(cell, h0, xs), weight, seq_repeats, backward)
     if machine_threads > 1:
         with _threads(machine_threads):
-            par_all = _timings("newton", cell, parallel, weight, 3, backward)
+            par_all = _timings("newton", cell, parallel, weight, _newton_repeats(T, B, d), backward)
             seq_all = _timings("sequential", cell, lambda grad: run_sequential(cell, h0, xs), weight, seq_repeats,
                                backward=False)
         # each side at its faster thread count
