@@ -31,6 +31,9 @@ from ..suite import BenchContext, Section, markdown_table, median_time
 GOAL_SPEEDUP = 10.0
 THREADS = 1
 DENSE_MEMORY_LIMIT = 2 * 2**30  # bytes of one (B*T, d, d) Jacobian the dense path may allocate
+# Autograd through the sequential loop keeps about 15 float32 tensors of (B, d) per step.
+LOOP_GRAPH_BYTES_PER_STATE = 60
+LOOP_GRAPH_MEMORY_LIMIT = 8 * 2**30
 
 
 class _TorchGRUCell(nn.Module):
@@ -138,6 +141,9 @@ def _structured_case(ctx: BenchContext, kind: str, T: int, d: int, B: int, backw
     parallel = _parallel_solve(cell, h0, xs, nit)
 
     row: dict[str, Any] = {"cell": kind, "T": T, "d": d, "B": B}
+    if backward and T * B * cell.state_size * LOOP_GRAPH_BYTES_PER_STATE > LOOP_GRAPH_MEMORY_LIMIT:
+        backward = False  # autograd through the loop would not fit in memory (24 GB here)
+        row["backward_skipped"] = "the sequential loop's autograd graph would exceed the memory limit"
     par = _timings("newton", cell, parallel, weight, _newton_repeats(T, B, d), backward)
     seq = _timings("sequential", cell, lambda grad: run_sequential(cell, h0, xs), weight, seq_repeats, backward)
     if machine_threads > 1:
