@@ -353,6 +353,8 @@ def _markdown(rows: list[dict[str, Any]], dense_rows: list[dict[str, Any]], mach
             if not math.isnan(r["speedup_forward_backward"]):
                 line += f"; fwd+bwd {r.get('speedup_forward_backward_all', r['speedup_forward_backward']):.1f}x " \
                         f"on the machine, {r['speedup_forward_backward']:.1f}x core for core"
+            if "backward_skipped" in r:
+                line += f"; fwd+bwd not measured ({r['backward_skipped']})"
             if "vs_torch_gru_forward" in r:
                 line += f"; forward vs torch.nn.GRU (same function) {r['vs_torch_gru_forward']:.2f}x"
             lines.append(line + ".")
