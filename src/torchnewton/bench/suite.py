@@ -7,11 +7,14 @@ the paths of the PNG plots it wrote into ``ctx.out_dir``.
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import torch
 
 T = TypeVar("T")
 
@@ -34,6 +37,17 @@ class Section:
     markdown: str
     figures: dict[str, Any] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads, restoring the previous count after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def median_time(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> tuple[float, Any]:

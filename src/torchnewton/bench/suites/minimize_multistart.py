@@ -15,7 +15,7 @@ import torch
 
 from ...solvers.minimize import minimize
 from ..peers.scipy_minimize import run_scipy
-from ..suite import BenchContext, markdown_table, median_time
+from ..suite import BenchContext, markdown_table, median_time, torch_threads
 
 F64 = torch.float64
 STARTS, DIM, TOL = 1024, 4, 1e-6
@@ -36,13 +36,9 @@ def _numpy_problem():
 def multistart_comparison(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
     gen = torch.Generator().manual_seed(ctx.seed)
     x0 = torch.rand(STARTS, DIM, generator=gen, dtype=F64) * 10 - 5
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the scipy loop runs on one core: compare core for core
-    try:
+    with torch_threads(1):  # the scipy loop runs on one core: compare core for core
         seconds_tn, res = median_time(lambda: minimize(styblinski_tang, x0, method="trust-exact", tol=TOL,
                                                        batch=True), repeats=5, warmup=1)
-    finally:
-        torch.set_num_threads(threads)
     fun, grad, hess, hessp = _numpy_problem()
     runs, start = [], time.perf_counter()
     for row in ctx.track(x0.numpy(), desc="scipy multistart", total=STARTS):

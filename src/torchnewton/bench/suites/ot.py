@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ...ot import grid_cost, sinkhorn, squared_euclidean
-from ..suite import BenchContext, Section, markdown_table
+from ..suite import BenchContext, Section, markdown_table, torch_threads
 
 TOL = 1e-9
 F64 = torch.float64
@@ -267,12 +267,8 @@ def _reference_note(case: dict[str, Any]) -> list[str]:
 
 
 def run(ctx: BenchContext) -> Section:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _run(ctx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(ctx: BenchContext) -> Section:

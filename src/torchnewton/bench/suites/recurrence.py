@@ -16,17 +16,16 @@ autograd through the loop for the sequential one and torch.nn.GRU).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from ...recurrence import DiagonalCIFGLSTMCell, DiagonalGRUCell, run_sequential, solve
-from ..suite import BenchContext, Section, markdown_table, median_time
+from ..suite import BenchContext, Section, markdown_table, median_time, torch_threads
 
 GOAL_SPEEDUP = 10.0
 THREADS = 1
@@ -49,16 +48,6 @@ class _TorchGRUCell(nn.Module):
 
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.cell(x, h)
-
-
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _zero_grads(module: nn.Module) -> None:
@@ -147,7 +136,7 @@ def _structured_case(ctx: BenchContext, kind: str, T: int, d: int, B: int, backw
     par = _timings("newton", cell, parallel, weight, _newton_repeats(T, B, d), backward)
     seq = _timings("sequential", cell, lambda grad: run_sequential(cell, h0, xs), weight, seq_repeats, backward)
     if machine_threads > 1:
-        with _threads(machine_threads):
+        with torch_threads(machine_threads):
             par_all = _timings("newton", cell, parallel, weight, _newton_repeats(T, B, d), backward)
             seq_all = _timings("sequential", cell, lambda grad: run_sequential(cell, h0, xs), weight, seq_repeats,
                                backward=False)
@@ -270,7 +259,7 @@ def run(ctx: BenchContext) -> Section:
     # One intra-op thread for every implementation first (core for core); the structured cells
     # are then timed again with all of the machine's threads. On a loaded machine OpenMP barriers
     # with several threads stall for milliseconds per op, so only a quiet run's figures count.
-    with _threads(THREADS):
+    with torch_threads(THREADS):
         structured, dense = _grid(ctx.quick)
         rows = [_structured_case(ctx, *case, machine_threads)
                 for case in ctx.track(structured, desc="recurrence: structured cells")]

@@ -25,7 +25,7 @@ import torchnewton
 
 from ..problems.bratu import Bratu2D
 from ..problems.random_systems import CubicSystems, cubic_systems, jacobian_np, residual_np
-from ..suite import BenchContext, Section, markdown_table, median_time
+from ..suite import BenchContext, Section, markdown_table, median_time, torch_threads
 
 BATCH = 4096
 SYSTEM_SIZE = 4
@@ -95,17 +95,13 @@ def _batched_throughput(ctx: BenchContext, n: int) -> dict[str, Any]:
     x0 = torch.zeros(BATCH, n, dtype=torch.float64)
     out: dict[str, Any] = {}
     repeats = 3 if ctx.quick else 5
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the scipy loop runs on one core: compare core for core
-    try:
+    with torch_threads(1):  # the scipy loop runs on one core: compare core for core
         for label, jac in (("torchnewton (autodiff J)", None), ("torchnewton (jac=)", systems.jacobian)):
             seconds, res = median_time(lambda: torchnewton.root(systems.residual, x0, method="newton", jac=jac,
                                                                  tol=BATCH_TOL, batch=True), repeats=repeats)
             residual = systems.residual(res.x).abs().amax(-1)
             out[label] = {"time_s": seconds, "solved": int((res.success & (residual <= BATCH_TOL)).sum()),
                           "nfev": res.nfev, "max_iterations": int(res.nit.max())}
-    finally:
-        torch.set_num_threads(threads)
     seconds, solved, evaluations = _scipy_loop(ctx, systems)
     out["scipy hybr loop"] = {"time_s": seconds, "solved": solved, "nfev": evaluations}
     out["batch"] = BATCH
