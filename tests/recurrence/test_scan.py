@@ -36,7 +36,7 @@ def loop(A, b, h0, structure, reverse):
 @settings(max_examples=40, deadline=None)
 @given(structure=st.sampled_from(["diagonal", "block", "dense"]), T=st.integers(1, 300),
        nb=st.integers(1, 3), k=st.sampled_from([1, 2, 3, 5]), batch=st.sampled_from([(), (2,), (2, 3)]),
-       algorithm=st.sampled_from(["chunked", "associative", "sequential"]),
+       algorithm=st.sampled_from(["auto", "chunked", "associative", "sequential"]),
        chunk=st.one_of(st.none(), st.integers(1, 17)), reverse=st.booleans(), seed=st.integers(0, 2**16))
 def test_scan_matches_loop(structure, T, nb, k, batch, algorithm, chunk, reverse, seed):
     gen = torch.Generator().manual_seed(seed)
@@ -69,7 +69,7 @@ def test_broadcast_batch_and_default_h0():
 
 
 @pytest.mark.parametrize("structure", ["diagonal", "block", "dense"])
-@pytest.mark.parametrize("algorithm", ["chunked", "associative"])
+@pytest.mark.parametrize("algorithm", ["auto", "chunked", "associative"])
 def test_scan_gradients(structure, algorithm):
     gen = torch.Generator().manual_seed(0)
     A = random_coefficients(structure, (1,), 11, 4, 2, torch.float64, gen).requires_grad_()

@@ -47,10 +47,10 @@ class ImplicitStates(torch.autograd.Function):
         h, h0, us = ctx.saved_tensors
         problem: RecurrenceProblem = ctx.problem
         B, T, d = h.shape
+        # the Jacobians at the solution, blocked or fused like every Newton evaluation
+        _, jac, _ = problem.residual_and_jacobian(h.contiguous(), "full")
         prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], 1).reshape(B * T, d)
         u_rows = us.reshape(B * T, -1)
-        _, jac = problem.linearize(prev, u_rows)
-        jac = jac.reshape(B, T, *jac.shape[1:])
         if problem.structure != "diagonal":
             jac = jac.transpose(-1, -2)
         # Shift by one: lambda_t couples to J_{t+1}; the last coefficient meets lambda_{T+1} = 0.

@@ -50,9 +50,10 @@ class NewtonState:
     None), the residual ``max_t |rhs_t|`` (B,), the one before the last step, and ``gain`` (B,),
     the amplification ``max|delta| / max|rhs|`` measured by the last linear solve.
 
-    ``rhs`` and ``jac`` are scratch: a step overwrites the buffers of the state it starts from
-    (fresh memory the size of the sequence costs more than the arithmetic on it). What the loop
-    keeps of a frozen member, ``h`` and the per-member scalars, is never overwritten."""
+    The buffers are reused: a step overwrites ``rhs`` and ``jac`` and updates ``h`` in place
+    (fresh memory the size of the sequence costs more than the arithmetic on it: every page is
+    zeroed by the kernel on first touch). What the loop keeps of a frozen member, its rows of
+    ``h`` and the per-member scalars, is never overwritten."""
 
     h: torch.Tensor
     rhs: torch.Tensor
@@ -113,15 +114,24 @@ class LinearizedNewton:
         if state.jac is None:
             return self._evaluate(problem, state.h + state.rhs, state.residual, state.gain, state)
         structure = problem.structure if self.jacobian == "full" else "diagonal"
-        delta = scan_batched(state.jac, state.rhs, torch.zeros_like(state.h[:, 0]), structure)
+        # delta overwrites rhs, and h is updated in place where members are running: no
+        # sequence-sized allocation per step
+        delta = scan_batched(state.jac, state.rhs, torch.zeros_like(state.h[:, 0]), structure, out=state.rhs)
         problem.counters.nlinsolve += 1
         step_size = max_abs(delta)  # nan/inf if the scan overflowed
         finite = torch.isfinite(step_size)
         if not bool(finite.all()):
-            delta = torch.where(finite.view(-1, 1, 1), delta, state.rhs)
+            # the Jacobi step for those members: f(h_{t-1}, x_t) - h_t again, as rhs is overwritten
+            jacobi = problem.residual_and_jacobian(state.h, "none")[0]
+            delta = torch.where(finite.view(-1, 1, 1), delta, jacobi)
         gain = (step_size / state.residual).nan_to_num(1.0).clamp_min(1.0) if self.jacobian == "full" \
             else state.gain
-        return self._evaluate(problem, delta.add_(state.h), state.residual, torch.where(finite, gain, 1.0), state)
+        h = state.h
+        if bool(running.all()):
+            h.add_(delta)
+        else:  # a frozen member's states must not change
+            h.add_(torch.where(running.view(-1, 1, 1), delta, 0.0))
+        return self._evaluate(problem, h, state.residual, torch.where(finite, gain, 1.0), state)
 
     def terminate(self, problem: RecurrenceProblem, state: NewtonState) -> tuple[torch.Tensor, torch.Tensor]:
         r = state.residual

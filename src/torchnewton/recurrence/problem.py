@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 
 from ..core.counters import Counters
+from . import native
 
 # Elements (rows x Jacobian width) per block of the blocked evaluation: a few hundred KB.
 _BLOCK_ELEMENTS = 2 ** 17
@@ -44,10 +45,11 @@ def dense_jacobian(transition: Callable[[torch.Tensor, torch.Tensor], torch.Tens
 
 
 def max_abs(x: torch.Tensor) -> torch.Tensor:
-    """``max |x|`` over all dims but the first (NaN if any entry is NaN): one pass, no ``|x|``
-    temporary the size of ``x``."""
-    lo, hi = torch.aminmax(x.reshape(x.shape[0], -1), dim=1)
-    return torch.maximum(hi, lo.neg())
+    """``max |x|`` over all dims but the first (NaN if any entry is NaN), with no ``|x|``
+    temporary the size of ``x``. (Separate ``amax`` and ``amin`` take a fifth of the time of
+    the fused ``aminmax`` on CPU.)"""
+    rows = x.reshape(x.shape[0], -1)
+    return torch.maximum(rows.amax(1), rows.amin(1).neg())
 
 
 def diagonal_of(jac: torch.Tensor, structure: str) -> torch.Tensor:
@@ -69,6 +71,8 @@ class RecurrenceProblem:
     us: torch.Tensor
     tol: float
     counters: Counters = field(default_factory=Counters)
+    # the cell's fused CPU kernel (see :mod:`.native`), used where it applies
+    fused: Callable[..., None] | None = None
 
     @classmethod
     def from_cell(cls, cell: Callable[..., torch.Tensor], h0: torch.Tensor, xs: torch.Tensor, *,
@@ -79,7 +83,8 @@ class RecurrenceProblem:
             transition = cell.transition
             if jacobian == "dense":
                 return cls(transition, lambda h, u: dense_jacobian(transition, h, u), "dense", h0, us, tol)
-            return cls(transition, cell.transition_and_jacobian, cell.jacobian_structure, h0, us, tol)
+            return cls(transition, cell.transition_and_jacobian, cell.jacobian_structure, h0, us, tol,
+                       fused=native.cell_kernel(cell, h0.dtype))
         if jacobian == "structured":
             raise ValueError("jacobian='structured' needs a cell with its own Jacobian "
                              "(jacobian_structure, transition_and_jacobian, preprocess); "
@@ -111,6 +116,12 @@ class RecurrenceProblem:
         width = d * d if kind == "full" and self.structure == "dense" else d
         rows = max(1, _BLOCK_ELEMENTS // (B * width))
         rhs, jac = out if out is not None else (torch.empty_like(h), None)
+        if self.fused is not None and native.applies(self.h0, h, self.us, rhs):
+            if kind != "none" and jac is None:
+                jac = h.new_empty(B, T, d // 2, 2, 2) if kind == "full" and self.structure == "block" \
+                    else torch.empty_like(h)
+            self.fused(self.h0, h, self.us, rhs, None if kind == "none" else jac, kind)
+            return rhs, jac, max_abs(rhs)
         residual = h.new_zeros(B)
         for t0 in range(0, T, rows):
             t1 = min(T, t0 + rows)

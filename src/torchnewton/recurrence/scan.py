@@ -41,9 +41,10 @@ from typing import Any
 import torch
 
 from ..core.validate import check_method, check_positive, check_same_device, check_tensor
+from . import native
 
 STRUCTURES = ("diagonal", "block", "dense")
-ALGORITHMS = ("auto", "chunked", "associative", "sequential")
+ALGORITHMS = ("auto", "native", "chunked", "associative", "sequential")
 
 # Blocks up to this size are multiplied with broadcast-and-sum; batched matmul of tiny matrices
 # has a large per-matrix overhead on CPU.
@@ -57,6 +58,7 @@ class _Ops:
 
     def __init__(self, structure: str, block: int = 1):
         self.diagonal = structure == "diagonal"
+        self.block = 1 if self.diagonal else block
         self.small = block <= _SMALL_BLOCK
 
     def apply(self, A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -177,7 +179,15 @@ def _associative(ops: _Ops, A: torch.Tensor, b: torch.Tensor) -> tuple[torch.Ten
 
 
 def _forward_scan(ops: _Ops, A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, algorithm: str,
-                  chunk: int | None) -> torch.Tensor:
+                  chunk: int | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The states; written into ``out`` (which may be ``b``) only on the native path."""
+    if algorithm in ("auto", "native"):
+        H = native.scan(A, b, h0, ops.block, out)
+        if H is not None:
+            return H
+        if algorithm == "native":
+            raise ValueError("algorithm='native' needs float32/float64 CPU tensors, a diagonal or 2x2-block "
+                             "structure and a C compiler (see torchnewton.recurrence.native)")
     if algorithm == "sequential":
         return _sequential(ops, A, b, h0)
     if algorithm == "associative":
@@ -212,10 +222,14 @@ class _LinearScan(torch.autograd.Function):
 
 
 def scan_batched(A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, structure: str, *,
-                 reverse: bool = False, algorithm: str = "auto", chunk: int | None = None) -> torch.Tensor:
+                 reverse: bool = False, algorithm: str = "auto", chunk: int | None = None,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`linear_scan` without argument checks, for one leading batch dim.
 
     Shapes: ``b`` (B, T, d); ``h0`` (B, d); ``A`` (B, T, d), (B, T, d/k, k, k) or (B, T, d, d).
+    With ``out`` (B, T, d), which may be ``b`` itself, the states are written there and nothing
+    is recorded for autograd: the Newton iteration's scratch buffers are reused instead of
+    allocating sequence-sized memory (whose first touch costs more than the scan) every step.
     """
     B, T, d = b.shape
     if structure == "dense":
@@ -225,6 +239,14 @@ def scan_batched(A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, structure: 
     if structure != "diagonal":
         b = b.reshape(B, T, d // k, k)
         h0 = h0.reshape(B, d // k, k)
+    if out is not None:
+        if reverse:
+            raise ValueError("scan_batched: out is not supported with reverse=True")
+        with torch.no_grad():
+            H = _forward_scan(ops, A, b, h0, algorithm, chunk, out.view(b.shape))
+            if H.data_ptr() != out.data_ptr():  # a torch scan allocated its own
+                out.view(b.shape).copy_(H)
+        return out
     if reverse:
         A, b = A.flip(1), b.flip(1)
     H = _LinearScan.apply(A, b, h0, ops, algorithm, chunk)
@@ -250,8 +272,11 @@ def linear_scan(A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
             and ``h0`` broadcast.
         structure: ``"diagonal"``, ``"block"`` or ``"dense"``.
         reverse: run from t = T down to 1.
-        algorithm: ``"chunked"`` (two-level, the default under ``"auto"``), ``"associative"``
-            (log-depth odd/even scan) or ``"sequential"`` (reference loop).
+        algorithm: ``"auto"`` (``"native"`` where it applies, else ``"chunked"``), ``"native"``
+            (fused C loop along time, vectorized across the state, split across threads: float32 /
+            float64 CPU tensors, diagonal or 2x2-block structure; see :mod:`.native`),
+            ``"chunked"`` (two-level), ``"associative"`` (log-depth odd/even scan) or
+            ``"sequential"`` (reference loop of torch ops).
         chunk_size: chunk length of the chunked scan (default :func:`default_chunk_size`).
 
     Returns:

@@ -130,7 +130,8 @@ def _initial_guess(init: Any, cell: Any, problem: RecurrenceProblem, batched: bo
             raise ValueError(f"init must have shape {expected} (a previous solution), got {tuple(init.shape)}")
         if init.dtype != problem.h0.dtype or init.device != problem.h0.device:
             raise TypeError(f"init must have h0's dtype {problem.h0.dtype} and device {problem.h0.device}")
-        return init.detach().reshape(B, T, d)
+        # a copy: the iteration updates its states in place
+        return init.detach().reshape(B, T, d).clone(memory_format=torch.contiguous_format)
     kind = check_method(init, INITS, "init")
     zeros = problem.h0.new_zeros(B, T, d)
     if kind == "zeros":
