@@ -16,15 +16,19 @@ autograd through the loop for the sequential one and torch.nn.GRU).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ...recurrence import DiagonalCIFGLSTMCell, DiagonalGRUCell, run_sequential, solve
+from ... import recurrence
+from ...recurrence import DiagonalCIFGLSTMCell, DiagonalGRUCell, native, run_sequential, solve
 from ..suite import BenchContext, Section, markdown_table, median_time, torch_threads
 
 GOAL_SPEEDUP = 10.0
@@ -254,26 +258,71 @@ def _grid(quick: bool) -> tuple[list[tuple[str, int, int, int, bool]], list[tupl
     return structured, dense
 
 
+def _code_fingerprint() -> str:
+    """Hash of the recurrence package and this suite: cached rows count only for the same code."""
+    files = sorted(Path(recurrence.__file__).parent.glob("*.[pc]*")) + [Path(__file__)]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+
+
+class _RowCache:
+    """Rows of a long run, appended to ``recurrence_rows.jsonl`` in the output directory as they
+    finish: a run that is stopped keeps what it measured, and a rerun with the same code (same
+    fingerprint) and machine thread count measures only the rest."""
+
+    def __init__(self, ctx: BenchContext, machine_threads: int):
+        self.path = ctx.out_dir / "recurrence_rows.jsonl"
+        self.key = {"code": _code_fingerprint(), "machine_threads": machine_threads, "seed": ctx.seed}
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.reused = 0
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                entry = json.loads(line)
+                if entry["key"] == self.key:
+                    self.rows[entry["case"]] = entry["row"]
+
+    def get(self, case: tuple, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        name = repr(case)
+        if name in self.rows:
+            self.reused += 1
+            return self.rows[name]
+        row = measure()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"key": self.key, "case": name, "row": row}) + "\n")
+        return row
+
+
 def run(ctx: BenchContext) -> Section:
     machine_threads = torch.get_num_threads()
+    cache = _RowCache(ctx, machine_threads)
     # One intra-op thread for every implementation first (core for core); the structured cells
     # are then timed again with all of the machine's threads. On a loaded machine OpenMP barriers
     # with several threads stall for milliseconds per op, so only a quiet run's figures count.
     with torch_threads(THREADS):
         structured, dense = _grid(ctx.quick)
-        rows = [_structured_case(ctx, *case, machine_threads)
+        rows = [cache.get(("structured", *case), lambda: _structured_case(ctx, *case, machine_threads))
                 for case in ctx.track(structured, desc="recurrence: structured cells")]
-        dense_rows = [_dense_case(ctx, *case) for case in ctx.track(dense, desc="recurrence: dense path")]
+        dense_rows = [cache.get(("dense", *case), lambda: _dense_case(ctx, *case))
+                      for case in ctx.track(dense, desc="recurrence: dense path")]
     plots = _plots(ctx, rows)
+    kernels = native.available(torch.float32)
     return Section(title="recurrence: parallel Newton over time (DEER)",
-                   markdown=_markdown(rows, dense_rows, machine_threads),
+                   markdown=_markdown(rows, dense_rows, machine_threads, kernels, cache.reused),
                    figures={"structured": rows, "dense": dense_rows, "threads": THREADS,
-                            "machine_threads": machine_threads, "goal_speedup": GOAL_SPEEDUP},
+                            "machine_threads": machine_threads, "goal_speedup": GOAL_SPEEDUP,
+                            "native_kernels": kernels, "rows_reused": cache.reused},
                    plots=plots)
 
 
-def _markdown(rows: list[dict[str, Any]], dense_rows: list[dict[str, Any]], machine_threads: int) -> str:
+def _markdown(rows: list[dict[str, Any]], dense_rows: list[dict[str, Any]], machine_threads: int,
+              kernels: bool, reused: int) -> str:
     lines = [
+        "Newton's evaluations and scans for the structured cells ran on "
+        + ("the fused C kernels of `torchnewton.recurrence.native` (built at first use)." if kernels else
+           "torch ops: the fused C kernels of `torchnewton.recurrence.native` could not be built here.")
+        + (f" {reused} rows were measured by an earlier run of the same code (`recurrence_rows.jsonl`)."
+           if reused else ""),
+        "",
         f"CPU, float32, {THREADS} intra-op thread for all implementations. `newton` = "
         "`torchnewton.recurrence.solve(method='newton')` (default float32 tolerance 6.4e-6 on max "
         "|h_t - f(h_{t-1}, x_t)| and on the estimated state error); "
