@@ -108,6 +108,7 @@ class RecurrenceProblem:
         of temporaries would be a fresh allocation the size of the sequence (page faults cost
         more than the arithmetic). Blocks of about ``_BLOCK_ELEMENTS`` keep them in cache.
         For the same reason ``out``, the ``(rhs, jac)`` of an earlier call, is overwritten when given.
+        A cell with a fused kernel (:mod:`.native`) does the whole sequence in one pass instead.
         """
         B, T, d = h.shape
         self.counters.nfev += 1

@@ -6,7 +6,7 @@ composition of the affine maps ``h -> A_t h + b_t``, and composition is associat
     (A_2, b_2) o (A_1, b_1) = (A_2 A_1, A_2 b_1 + b_2),
 
 so all prefixes can be computed in O(log T) depth (Blelloch 1990; used for DEER by Lim et al.,
-ICLR 2024). Two algorithms are provided:
+ICLR 2024). Three algorithms are provided:
 
 * ``"associative"``: the odd/even recursive prefix scan, O(T) work and O(log T) depth.
 * ``"chunked"``: a two-level scan that suits CPUs. The sequence is cut into chunks of length L;
@@ -15,6 +15,11 @@ ICLR 2024). Two algorithms are provided:
   is itself a linear recurrence over T/L chunk summaries (solved by the same scan, recursively);
   a last loop of L steps pushes each chunk's entering state through the chunk and adds it to
   the local states. Python-level depth is about ``2L + T/L`` instead of ``T``.
+* ``"native"`` (diagonal and 2x2-block A on the CPU, the default there): a fused C loop along
+  time, vectorized across the state and split across threads by sequence or by state entries
+  (:mod:`.native`). On a CPU with a few cores the recurrence is memory bound, and one pass over
+  memory beats any parallel-prefix schedule, which makes several; the log-depth scans are for
+  devices with thousands of lanes.
 
 ``A_t`` is stored in one of three structures: ``"diagonal"`` (shape ``(..., T, d)``),
 ``"block"`` (``(..., T, d/k, k, k)``, a block-diagonal matrix of k x k blocks acting on
