@@ -112,3 +112,30 @@ def test_solve_same_with_and_without_kernels(monkeypatch, method, Cell):
     assert bool(fast.success.all()) and bool(slow.success.all())
     assert torch.equal(fast.nit, slow.nit)
     assert (fast.h - slow.h).abs().max() < 1e-12
+
+
+_FORKED = {}
+
+
+def test_kernels_work_in_a_forked_child():
+    # A child forked from a process whose kernel thread pool exists (a DataLoader worker)
+    # inherits the pool object but not its threads: it must build its own. (Only the kernel
+    # runs in the child: torch's own OpenMP ops may hang after a fork, a libgomp limitation.)
+    import multiprocessing
+
+    torch.set_num_threads(2)
+    fused, plain, h = _problems(DiagonalGRUCell, torch.float64, 4, 20000)
+    with torch.no_grad():
+        fused.residual_and_jacobian(h, "full")  # the parent's pool now exists
+        expected = plain.residual_and_jacobian(h, "none")[0]
+    _FORKED.update(problem=fused, h=h)  # the child inherits them by fork, nothing is pickled
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = torch.from_numpy(pool.apply_async(_residual_in_child).get(timeout=60))
+    assert (child - expected).abs().max() < 1e-12
+
+
+def _residual_in_child():
+    problem, h = _FORKED["problem"], _FORKED["h"]
+    rhs = torch.empty_like(h)
+    problem.fused(problem.h0, h, problem.us, rhs, None, "none")  # split over 2 threads
+    return rhs.numpy()

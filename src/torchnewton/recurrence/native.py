@@ -100,7 +100,9 @@ def _usable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
 
 
 @functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    # one pool per process: a child forked from this one (a DataLoader worker) inherits the pool
+    # object but not its threads, and would wait on it forever
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="torchnewton-native")
 
 
@@ -108,7 +110,7 @@ def _run(tasks: list[Callable[[], None]]) -> None:
     if len(tasks) == 1:
         tasks[0]()
         return
-    for future in [_pool(len(tasks)).submit(task) for task in tasks]:
+    for future in [_pool(len(tasks), os.getpid()).submit(task) for task in tasks]:
         future.result()
 
 
