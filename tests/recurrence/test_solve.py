@@ -298,6 +298,11 @@ def test_initial_guesses_and_unbatched_call():
     warm = solve(cell, h0[0], xs[0], init=res.h)
     assert warm.nit == 0 and warm.success
     assert "success" in repr(warm)
+    # the iteration updates its states in place, never the caller's initial guess
+    guess = res.h + 0.01
+    kept = guess.clone()
+    near = solve(cell, h0[0], xs[0], init=guess)
+    assert near.nit >= 1 and rel(near.h, ref) < 1e-10 and torch.equal(guess, kept)
 
 
 def test_sequential_method():
