@@ -3,7 +3,8 @@
 On a CPU the Newton iteration of :mod:`.newton` is memory bound: the torch version of a cell
 evaluation makes about 25 elementwise passes over sequence-sized data, and the chunked scan a
 dozen. The kernels in ``native_kernels.c`` do each in one pass (the cell's gates, residual and
-Jacobian together; the recurrence along time, vectorized across the state), 3-4x less time.
+Jacobian together; the recurrence along time, vectorized across the state), 3-4x less time; the
+implicit backward's vector-Jacobian product of the cell is one pass too (:func:`cell_vjp`).
 
 The C file is compiled at first use with the system C compiler (``$CC``, else ``cc``/``gcc``),
 once per floating type, into a temporary directory (about 0.2 s). Where no compiler is found,
@@ -46,6 +47,8 @@ _long, _ptr = ctypes.c_long, ctypes.c_void_p
 _SIGNATURES = {
     "tn_gru": [_long] * 5 + [_ptr] * 7,
     "tn_lstm": [_long] * 5 + [_ptr] * 6 + [ctypes.c_int],
+    "tn_gru_vjp": [_long] * 5 + [_ptr] * 8,
+    "tn_lstm_vjp": [_long] * 5 + [_ptr] * 7,
     "tn_scan_diagonal": [_long] * 5 + [_ptr] * 4,
     "tn_scan_block2": [_long] * 5 + [_ptr] * 4,
 }
@@ -163,6 +166,51 @@ def cell_kernel(cell: Any, dtype: torch.dtype) -> Callable[..., None] | None:
         _run([task(*s) for s in splits])
 
     return evaluate
+
+
+def cell_vjp(cell: Any, dtype: torch.dtype) -> Callable[..., tuple] | None:
+    """A fused vector-Jacobian product ``(h0, h, us, lam, params) -> (grad_us, grads)`` of the
+    cell's transition over a whole sequence, or None (as :func:`cell_kernel`).
+
+    ``lam`` (B, T, n) is the cotangent of ``f(h_{t-1}, u_t)``; ``grad_us`` is shaped like ``us``;
+    ``grads`` lines up with ``params`` (the cell's parameters): the recurrent weights (and the
+    GRU's recurrent bias, whose first two rows reach f only through ``us``) get their gradient,
+    the input projection None (it acts through ``us``).
+    """
+    if type(cell) not in (DiagonalGRUCell, DiagonalCIFGLSTMCell) or _library(dtype) is None:
+        return None
+    gru = type(cell) is DiagonalGRUCell
+
+    def vjp(h0: torch.Tensor, h: torch.Tensor, us: torch.Tensor, lam: torch.Tensor,
+            params: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list[torch.Tensor | None]] | None:
+        a = cell.recurrent_weight.detach().contiguous()
+        c_n = cell.recurrent_bias.detach()[2].contiguous() if gru else None
+        grad_us = torch.empty_like(us)
+        lib = _usable(h0, h, us, lam, a, grad_us)
+        if lib is None:
+            return None
+        B, T, n = h.shape
+        d = cell.hidden_size
+        splits = _split(B, T, _threads(B * T * n))
+        # float64 sums (one row per task, no shared writes): B T terms each
+        acc = torch.zeros(len(splits), (4 if gru else 3) * d, dtype=torch.float64)
+
+        def task(k: int, b0: int, b1: int, t0: int, t1: int) -> Callable[[], None]:
+            head = (b1 - b0, T, t0, t1, d, _address(h0, b0), _address(h, b0), _address(us, b0), a.data_ptr())
+            tail = (_address(lam, b0), _address(grad_us, b0), _address(acc, k))
+            if gru:
+                return lambda: lib.tn_gru_vjp(*head, c_n.data_ptr(), *tail)
+            return lambda: lib.tn_lstm_vjp(*head, *tail)
+
+        _run([task(k, *piece) for k, piece in enumerate(splits)])
+        total = acc.sum(0).view(-1, d).to(h.dtype)
+        grad_a = total[:3]
+        grad_bias = torch.cat([torch.zeros_like(total[:2]), total[3:]]) if gru else None
+        grads = [grad_a if p is cell.recurrent_weight else grad_bias if gru and p is cell.recurrent_bias
+                 else None for p in params]
+        return grad_us, grads
+
+    return vjp
 
 
 def _split(B: int, T: int, threads: int) -> list[tuple[int, int, int, int]]:

@@ -162,3 +162,70 @@ void tn_scan_block2(long nb, long T, long n, long lo, long hi, const real *A, co
         }
     }
 }
+
+/* Vector-Jacobian products of the cells at the solution, for the implicit backward: given the
+ * cotangent lam_t of f(h_{t-1}, u_t), write grad_u_t (3 d per step) and add to acc the gradient
+ * of the recurrent parameters (GRU: a_r, a_z, a_n, c_n, 4 d; LSTM: a_f, a_o, a_g, 3 d). acc is
+ * double whatever real is: it sums B T terms, too many for float32's 24 bits. */
+void tn_gru_vjp(long nb, long T, long t0, long t1, long d, const real *h0, const real *h, const real *u,
+                const real *a, const real *c_n, const real *lam, real *grad_u, double *acc) {
+    const real *a_r = a, *a_z = a + d, *a_n = a + 2 * d;
+    double *restrict g_ar = acc, *restrict g_az = acc + d, *restrict g_an = acc + 2 * d,
+           *restrict g_cn = acc + 3 * d;
+    for (long s = 0; s < nb; s++) {
+        for (long t = t0; t < t1; t++) {
+            const real *restrict p = t ? h + (s * T + t - 1) * d : h0 + s * d;
+            const real *restrict ut = u + (s * T + t) * 3 * d;
+            const real *restrict lt = lam + (s * T + t) * d;
+            real *restrict gu = grad_u + (s * T + t) * 3 * d;
+            _Pragma("omp simd")
+            for (long i = 0; i < d; i++) {
+                GRU_GATES
+                real g_pre_n = lt[i] * ((real)1 - z) * ((real)1 - n * n);
+                real g_pre_r = g_pre_n * g * r * ((real)1 - r);
+                real g_pre_z = lt[i] * h_minus_n * z * ((real)1 - z);
+                real g_g = g_pre_n * r;
+                gu[i] = g_pre_r;
+                gu[d + i] = g_pre_z;
+                gu[2 * d + i] = g_pre_n;
+                g_ar[i] += g_pre_r * hp;
+                g_az[i] += g_pre_z * hp;
+                g_an[i] += g_g * hp;
+                g_cn[i] += g_g;
+            }
+        }
+    }
+}
+
+void tn_lstm_vjp(long nb, long T, long t0, long t1, long d, const real *h0, const real *h, const real *u,
+                 const real *a, const real *lam, real *grad_u, double *acc) {
+    const real *a_f = a, *a_o = a + d, *a_g = a + 2 * d;
+    double *restrict g_af = acc, *restrict g_ao = acc + d, *restrict g_ag = acc + 2 * d;
+    const long n = 2 * d;
+    for (long s = 0; s < nb; s++) {
+        for (long t = t0; t < t1; t++) {
+            const real *restrict p = t ? h + (s * T + t - 1) * n : h0 + s * n;
+            const real *restrict ut = u + (s * T + t) * 3 * d;
+            const real *restrict lt = lam + (s * T + t) * n;
+            real *restrict gu = grad_u + (s * T + t) * 3 * d;
+            _Pragma("omp simd")
+            for (long i = 0; i < d; i++) {
+                real c = p[2 * i], hp = p[2 * i + 1];
+                real f = sigmoid(ut[i] + a_f[i] * hp);
+                real o = sigmoid(ut[d + i] + a_o[i] * hp);
+                real g = tanh_(ut[2 * d + i] + a_g[i] * hp);
+                real tc = tanh_(g + f * (c - g));
+                real g_c = lt[2 * i] + lt[2 * i + 1] * o * ((real)1 - tc * tc);
+                real g_pre_f = g_c * (c - g) * f * ((real)1 - f);
+                real g_pre_o = lt[2 * i + 1] * tc * o * ((real)1 - o);
+                real g_pre_g = g_c * ((real)1 - f) * ((real)1 - g * g);
+                gu[i] = g_pre_f;
+                gu[d + i] = g_pre_o;
+                gu[2 * d + i] = g_pre_g;
+                g_af[i] += g_pre_f * hp;
+                g_ao[i] += g_pre_o * hp;
+                g_ag[i] += g_pre_g * hp;
+            }
+        }
+    }
+}

@@ -71,8 +71,9 @@ class RecurrenceProblem:
     us: torch.Tensor
     tol: float
     counters: Counters = field(default_factory=Counters)
-    # the cell's fused CPU kernel (see :mod:`.native`), used where it applies
+    # the cell's fused CPU kernels (see :mod:`.native`), used where they apply
     fused: Callable[..., None] | None = None
+    fused_vjp: Callable[..., Any] | None = None
 
     @classmethod
     def from_cell(cls, cell: Callable[..., torch.Tensor], h0: torch.Tensor, xs: torch.Tensor, *,
@@ -84,7 +85,7 @@ class RecurrenceProblem:
             if jacobian == "dense":
                 return cls(transition, lambda h, u: dense_jacobian(transition, h, u), "dense", h0, us, tol)
             return cls(transition, cell.transition_and_jacobian, cell.jacobian_structure, h0, us, tol,
-                       fused=native.cell_kernel(cell, h0.dtype))
+                       fused=native.cell_kernel(cell, h0.dtype), fused_vjp=native.cell_vjp(cell, h0.dtype))
         if jacobian == "structured":
             raise ValueError("jacobian='structured' needs a cell with its own Jacobian "
                              "(jacobian_structure, transition_and_jacobian, preprocess); "
