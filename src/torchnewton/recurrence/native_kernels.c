@@ -74,7 +74,9 @@ void tn_gru(long nb, long T, long t0, long t1, long d, const real *h0, const rea
     real o = sigmoid(ut[d + i] + a_o[i] * hp);                                        \
     real g = tanh_(ut[2 * d + i] + a_g[i] * hp);                                      \
     real c_next = g + f * (c - g);                                                    \
-    real tc = tanh_(c_next);                                                          \
+    real tc = tanh_(c_next);
+
+#define LSTM_RESIDUAL                                                                 \
     rt[2 * i] = c_next - ht[2 * i];                                                   \
     rt[2 * i + 1] = o * tc - ht[2 * i + 1];
 
@@ -99,12 +101,14 @@ void tn_lstm(long nb, long T, long t0, long t1, long d, const real *h0, const re
                 _Pragma("omp simd")
                 for (long i = 0; i < d; i++) {
                     LSTM_GATES
+                    LSTM_RESIDUAL
                 }
             } else if (jac_mode == 1) {
                 real *restrict jt = jac + (s * T + t) * 4 * d;
                 _Pragma("omp simd")
                 for (long i = 0; i < d; i++) {
                     LSTM_GATES
+                    LSTM_RESIDUAL
                     LSTM_JACOBIAN
                     jt[4 * i] = f;
                     jt[4 * i + 1] = dc_dh;
@@ -116,6 +120,7 @@ void tn_lstm(long nb, long T, long t0, long t1, long d, const real *h0, const re
                 _Pragma("omp simd")
                 for (long i = 0; i < d; i++) {
                     LSTM_GATES
+                    LSTM_RESIDUAL
                     LSTM_JACOBIAN
                     jt[2 * i] = f;
                     jt[2 * i + 1] = dh_dh;
@@ -210,11 +215,7 @@ void tn_lstm_vjp(long nb, long T, long t0, long t1, long d, const real *h0, cons
             real *restrict gu = grad_u + (s * T + t) * 3 * d;
             _Pragma("omp simd")
             for (long i = 0; i < d; i++) {
-                real c = p[2 * i], hp = p[2 * i + 1];
-                real f = sigmoid(ut[i] + a_f[i] * hp);
-                real o = sigmoid(ut[d + i] + a_o[i] * hp);
-                real g = tanh_(ut[2 * d + i] + a_g[i] * hp);
-                real tc = tanh_(g + f * (c - g));
+                LSTM_GATES
                 real g_c = lt[2 * i] + lt[2 * i + 1] * o * ((real)1 - tc * tc);
                 real g_pre_f = g_c * (c - g) * f * ((real)1 - f);
                 real g_pre_o = lt[2 * i + 1] * tc * o * ((real)1 - o);
