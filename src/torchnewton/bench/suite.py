@@ -7,7 +7,9 @@ the paths of the PNG plots it wrote into ``ctx.out_dir``.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
+import hashlib
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -37,6 +39,25 @@ class Section:
     markdown: str
     figures: dict[str, Any] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
+
+
+def code_fingerprint(sources: Iterable[str | Path]) -> str:
+    """A hash of code that cached benchmark results depend on. Python sources (file paths or
+    source text) count by their syntax trees without docstrings, so comments and documentation
+    do not invalidate a cache; other files (C) by their bytes."""
+    digest = hashlib.sha256()
+    for source in sources:
+        if isinstance(source, Path) and source.suffix != ".py":
+            digest.update(source.read_bytes())
+            continue
+        tree = ast.parse(source.read_text() if isinstance(source, Path) else source)
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:]
+        digest.update(ast.dump(tree).encode())
+    return digest.hexdigest()[:16]
 
 
 @contextlib.contextmanager

@@ -17,9 +17,7 @@ the shared engine (loop, linear solvers) is not tracked: drop entries with ``--f
 from __future__ import annotations
 
 import argparse
-import ast
 import fcntl
-import hashlib
 import json
 import os
 import statistics
@@ -36,7 +34,7 @@ from ...solvers.minimize import minimize
 from ..peers.scipy_minimize import SECOND_ORDER, converged, run_scipy
 from ..performance_profile import plot_profile
 from ..problems import s2mpj
-from ..suite import BenchContext, markdown_table
+from ..suite import BenchContext, code_fingerprint, markdown_table
 
 TOL = 1e-6
 OURS = {"trust-exact": "hess", "newton": "hess", "cubic": "hess", "trust-ncg": "hessp", "newton-cg": "hessp",
@@ -98,16 +96,7 @@ def code_version(solver: str) -> str:
     if solver.startswith("scipy:"):
         return f"scipy {scipy.__version__}"
     package = Path(__file__).resolve().parents[2]
-    digest = hashlib.sha256()
-    for relative in METHOD_SOURCES:
-        tree = ast.parse((package / relative).read_text())
-        for node in ast.walk(tree):
-            body = getattr(node, "body", None)
-            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-                node.body = body[1:]
-        digest.update(ast.dump(tree).encode())
-    return digest.hexdigest()[:16]
+    return code_fingerprint(package / relative for relative in METHOD_SOURCES)
 
 
 def _capped_run(solver: str, problem: s2mpj.S2MPJProblem, max_iter: int, time_cap: float) -> dict[str, Any]:

@@ -16,7 +16,6 @@ autograd through the loop for the sequential one and torch.nn.GRU).
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import math
@@ -30,7 +29,7 @@ from torch import nn
 
 from ... import recurrence
 from ...recurrence import DiagonalCIFGLSTMCell, DiagonalGRUCell, native, run_sequential, solve
-from ..suite import BenchContext, Section, markdown_table, median_time, torch_threads
+from ..suite import BenchContext, Section, code_fingerprint, markdown_table, median_time, torch_threads
 
 GOAL_SPEEDUP = 10.0
 THREADS = 1
@@ -260,12 +259,11 @@ def _grid(quick: bool) -> tuple[list[tuple[str, int, int, int, bool]], list[tupl
 
 
 def _code_fingerprint() -> str:
-    """Hash of the measured code, the recurrence package and the functions that time it (not the
-    report's formatting): cached rows count only for the same code."""
-    package = sorted(Path(recurrence.__file__).parent.glob("*.[pc]*"))
+    """What cached rows depend on: the recurrence package and the functions that time it (not
+    the report's formatting)."""
+    package = sorted(Path(recurrence.__file__).parent.glob("*.[pc]"))
     measuring = [_timings, _repeats, _newton_repeats, _parallel_solve, _structured_case, _dense_case]
-    text = b"".join(f.read_bytes() for f in package) + "".join(map(inspect.getsource, measuring)).encode()
-    return hashlib.sha256(text).hexdigest()[:16]
+    return code_fingerprint([*package, *map(inspect.getsource, measuring)])
 
 
 class _RowCache:
