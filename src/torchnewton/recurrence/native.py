@@ -132,23 +132,32 @@ def _address(t: torch.Tensor, *index: int) -> int:
     return t.data_ptr() + offset * t.element_size()
 
 
+def _supports(cell: Any, dtype: torch.dtype) -> bool:
+    """The library's own cells only (``type(cell)`` exactly: a subclass may change the math)."""
+    return type(cell) in (DiagonalGRUCell, DiagonalCIFGLSTMCell) and _library(dtype) is not None
+
+
+def _recurrent(cell: DiagonalGRUCell | DiagonalCIFGLSTMCell) -> tuple[torch.Tensor, ...]:
+    """What the kernels read of the cell's parameters: the recurrent weights (3, d), and for the
+    GRU its c_n (the other recurrent biases are folded into ``us``)."""
+    a = cell.recurrent_weight.detach().contiguous()
+    return (a, cell.recurrent_bias.detach()[2].contiguous()) if type(cell) is DiagonalGRUCell else (a,)
+
+
 def cell_kernel(cell: Any, dtype: torch.dtype) -> Callable[..., None] | None:
     """A fused evaluator ``(h0, h, us, rhs, jac, kind)`` for ``cell``, or None.
 
     It writes ``rhs = f(h_{t-1}, u_t) - h_t`` (B, T, n) and, for ``kind`` ``"full"`` or
     ``"diagonal"``, the Jacobians into ``jac`` ((B, T, n) diagonal; (B, T, n/2, 2, 2) for the
-    LSTM's blocks), exactly as the cell's ``transition_and_jacobian``. Only the library's own
-    cells qualify (``type(cell)`` exactly: a subclass may change the math).
+    LSTM's blocks), exactly as the cell's ``transition_and_jacobian``.
     """
-    if type(cell) not in (DiagonalGRUCell, DiagonalCIFGLSTMCell) or _library(dtype) is None:
+    if not _supports(cell, dtype):
         return None
     gru = type(cell) is DiagonalGRUCell
 
     def evaluate(h0: torch.Tensor, h: torch.Tensor, us: torch.Tensor, rhs: torch.Tensor,
                  jac: torch.Tensor | None, kind: str) -> None:
-        a = cell.recurrent_weight.detach()
-        params = (a, cell.recurrent_bias.detach()[2]) if gru else (a,)
-        params = tuple(p.contiguous() for p in params)
+        params = _recurrent(cell)
         lib = _usable(h0, h, us, rhs, *params, *(() if jac is None else (jac,)))
         if lib is None:
             raise RuntimeError("native cell kernel called on unsupported tensors")
@@ -177,16 +186,15 @@ def cell_vjp(cell: Any, dtype: torch.dtype) -> Callable[..., tuple] | None:
     GRU's recurrent bias, whose first two rows reach f only through ``us``) get their gradient,
     the input projection None (it acts through ``us``).
     """
-    if type(cell) not in (DiagonalGRUCell, DiagonalCIFGLSTMCell) or _library(dtype) is None:
+    if not _supports(cell, dtype):
         return None
     gru = type(cell) is DiagonalGRUCell
 
     def vjp(h0: torch.Tensor, h: torch.Tensor, us: torch.Tensor, lam: torch.Tensor,
             params: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list[torch.Tensor | None]] | None:
-        a = cell.recurrent_weight.detach().contiguous()
-        c_n = cell.recurrent_bias.detach()[2].contiguous() if gru else None
+        recurrent = _recurrent(cell)
         grad_us = torch.empty_like(us)
-        lib = _usable(h0, h, us, lam, a, grad_us)
+        lib = _usable(h0, h, us, lam, grad_us, *recurrent)
         if lib is None:
             return None
         B, T, n = h.shape
@@ -196,11 +204,10 @@ def cell_vjp(cell: Any, dtype: torch.dtype) -> Callable[..., tuple] | None:
         acc = torch.zeros(len(splits), (4 if gru else 3) * d, dtype=torch.float64)
 
         def task(k: int, b0: int, b1: int, t0: int, t1: int) -> Callable[[], None]:
-            head = (b1 - b0, T, t0, t1, d, _address(h0, b0), _address(h, b0), _address(us, b0), a.data_ptr())
-            tail = (_address(lam, b0), _address(grad_us, b0), _address(acc, k))
-            if gru:
-                return lambda: lib.tn_gru_vjp(*head, c_n.data_ptr(), *tail)
-            return lambda: lib.tn_lstm_vjp(*head, *tail)
+            ptrs = (_address(h0, b0), _address(h, b0), _address(us, b0), *(p.data_ptr() for p in recurrent),
+                    _address(lam, b0), _address(grad_us, b0), _address(acc, k))
+            kernel = lib.tn_gru_vjp if gru else lib.tn_lstm_vjp
+            return lambda: kernel(b1 - b0, T, t0, t1, d, *ptrs)
 
         _run([task(k, *piece) for k, piece in enumerate(splits)])
         total = acc.sum(0).view(-1, d).to(h.dtype)
