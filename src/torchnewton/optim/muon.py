@@ -38,6 +38,8 @@ class Muon(MatrixOptimizer):
         adjust_lr: "original", "match_rms_adamw" or "spectral" (see ``optim.scaling``).
         per_head: orthogonalize each of k row blocks separately (attention heads).
         adamw_lr, adamw_betas, adamw_eps, adamw_wd: the AdamW groups' hyperparameters.
+        process_group: None (one process), "auto" (the default group when torch.distributed is
+            initialized) or a ProcessGroup: ranks share the transforms (``optim.distributed``).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
@@ -50,11 +52,11 @@ class Muon(MatrixOptimizer):
                  steps: int | None = None, dtype: torch.dtype | None = None,
                  adjust_lr: str = "original", per_head: int = 1, adamw_lr: float = 3e-4,
                  adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
-                 adamw_wd: float = 0.0) -> None:
+                 adamw_wd: float = 0.0, process_group: Any = None) -> None:
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                          adjust_lr=adjust_lr, per_head=per_head, adamw_lr=adamw_lr,
                          adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_wd=adamw_wd,
-                         method=method, steps=steps, dtype=dtype)
+                         process_group=process_group, method=method, steps=steps, dtype=dtype)
 
     def _check_family(self, h: dict[str, Any]) -> None:
         check_choice("method", h["method"], POLAR_METHODS)

@@ -1,0 +1,128 @@
+"""Curvature–matrix products of a model on one batch, for a block of B vectors at once.
+
+Vectors arrive as a list of tensors shaped (B, *θᵢ.shape), one per trainable parameter, and the
+products leave the same way. Two kinds of product:
+
+* Hessian: ∇²_θ L(θ) v, by double backward (build ∇L with ``create_graph=True`` once, then one
+  backward of ⟨∇L, v⟩ per vector; Pearlmutter 1994, "Fast exact multiplication by the Hessian")
+  or forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``, vmapped over the block).
+* Jacobian sandwich: Jᵀ M (J v) with J = ∂f/∂θ the Jacobian of the outputs and M an operator on
+  output space — the loss Hessian for the Gauss–Newton matrix, an average of gradient outer
+  products for the Fisher matrices. Jv comes from forward-mode AD and Jᵀu from one backward of
+  the same forward pass (one vector) or from ``torch.func.vjp`` (a block of vectors).
+
+Both evaluate the model with ``torch.func.functional_call``; in training mode the buffers are
+passed as copies, so products never update BatchNorm running statistics.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.autograd.forward_ad as forward_ad
+from torch.func import functional_call, grad, jvp, vjp, vmap
+
+Tensors = list[torch.Tensor]
+OutputOperator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class FunctionalModel:
+    """``model`` as a function of its trainable tensors: (tensors, inputs) ↦ outputs."""
+
+    def __init__(self, model: torch.nn.Module, names: Sequence[str]):
+        self.model, self.names = model, list(names)
+
+    def __call__(self, tensors: Sequence[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        state = dict(zip(self.names, tensors))
+        if self.model.training:
+            # a copy takes the running-statistics update a training-mode forward pass makes
+            state.update({name: b.clone() for name, b in self.model.named_buffers()})
+        return functional_call(self.model, state, (inputs,))
+
+
+def scalar_loss(loss_function: LossFunction, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    loss = loss_function(outputs, targets)
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"loss_function must return a scalar tensor, got {shape}")
+    return loss.reshape(())
+
+
+def hessian_double_backward(model: FunctionalModel, loss_function: LossFunction, inputs: torch.Tensor,
+                            targets: torch.Tensor, params: Sequence[torch.Tensor],
+                            vectors: Tensors) -> Tensors:
+    loss = scalar_loss(loss_function, model(params, inputs), targets)
+    gradient = torch.autograd.grad(loss, params, create_graph=True, materialize_grads=True)
+    # a gradient entry without a graph is constant in θ: its rows of the Hessian are zero
+    live = [i for i, g in enumerate(gradient) if g.requires_grad]
+    block = vectors[0].shape[0]
+    columns = []
+    for b in range(block):
+        if not live:
+            columns.append([torch.zeros_like(p) for p in params])
+            continue
+        columns.append(list(torch.autograd.grad([gradient[i] for i in live], params,
+                                                [vectors[i][b] for i in live],
+                                                retain_graph=b < block - 1, materialize_grads=True)))
+    return [torch.stack(parts) for parts in zip(*columns)]
+
+
+def hessian_forward_over_reverse(model: FunctionalModel, loss_function: LossFunction, inputs: torch.Tensor,
+                                 targets: torch.Tensor, params: Sequence[torch.Tensor],
+                                 vectors: Tensors) -> Tensors:
+    primals = tuple(p.detach() for p in params)
+    gradient = grad(lambda tensors, target: scalar_loss(loss_function, model(tensors, inputs), target))
+    # floating targets enter as primals with an explicit zero tangent: left implicit, the
+    # forward derivative of mse_loss's backward writes into an immutable ZeroTensor (torch 2.x)
+    target_tangent = torch.zeros_like(targets) if targets.is_floating_point() else None
+
+    def product(*tangents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if target_tangent is None:
+            return tuple(jvp(lambda tensors: gradient(tensors, targets), (primals,), (tangents,))[1])
+        return tuple(jvp(gradient, (primals, targets), (tangents, target_tangent))[1])
+
+    if vectors[0].shape[0] == 1:
+        return [t.unsqueeze(0) for t in product(*(v[0] for v in vectors))]
+    return list(vmap(product, randomness="same")(*vectors))
+
+
+def jacobian_sandwich(model: FunctionalModel, inputs: torch.Tensor, params: Sequence[torch.Tensor],
+                      vectors: Tensors, middle: OutputOperator) -> Tensors:
+    """Jᵀ M(f, Jv) for each vector; ``middle(f, T)`` maps tangents T (B, *f.shape) to (B, *f.shape)."""
+    if vectors[0].shape[0] == 1:
+        return _sandwich_one(model, inputs, params, [v[0] for v in vectors], middle)
+    primals = tuple(p.detach() for p in params)
+    outputs, pullback = vjp(lambda tensors: model(tensors, inputs), primals)
+    tangents = vmap(lambda *v: jvp(lambda tensors: model(tensors, inputs), (primals,), (v,))[1],
+                    randomness="same")(*vectors)
+    cotangents = middle(outputs.detach(), tangents)
+    return list(vmap(lambda u: pullback(u)[0])(cotangents))
+
+
+def _sandwich_one(model: FunctionalModel, inputs: torch.Tensor, params: Sequence[torch.Tensor],
+                  vector: Tensors, middle: OutputOperator) -> Tensors:
+    # one forward pass with dual numbers gives f (with its backward graph) and Jv together
+    with forward_ad.dual_level():
+        duals = [forward_ad.make_dual(p, v) for p, v in zip(params, vector)]
+        outputs, tangent = forward_ad.unpack_dual(model(duals, inputs))
+    if tangent is None or not outputs.requires_grad:  # the outputs do not depend on θ
+        return [torch.zeros_like(p).unsqueeze(0) for p in params]
+    cotangent = middle(outputs.detach(), tangent.unsqueeze(0))[0]
+    pulled = torch.autograd.grad(outputs, params, cotangent, materialize_grads=True)
+    return [g.unsqueeze(0) for g in pulled]
+
+
+def outer_product_operator(gradients: torch.Tensor, scale: float) -> OutputOperator:
+    """M(T) = scale/S Σ_s Σ_n e_sn ⟨e_sn, T_n⟩ for per-sample output gradients e (S, N, ...):
+    Jᵀ M J = scale/S Σ_s Σ_n g_sn g_snᵀ with g_sn = J_nᵀ e_sn the gradient of sample n."""
+    samples, batch = gradients.shape[0], gradients.shape[1]
+    flat = gradients.reshape(samples, batch, -1)
+
+    def middle(outputs: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
+        block = tangents.shape[0]
+        coefficients = torch.einsum("snk,bnk->bsn", flat, tangents.reshape(block, batch, -1))
+        combined = torch.einsum("bsn,snk->bnk", coefficients, flat) * (scale / samples)
+        return combined.reshape(tangents.shape)
+
+    return middle
