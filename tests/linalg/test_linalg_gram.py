@@ -44,7 +44,8 @@ def test_gram_handles_batches_and_tall_inputs(shape):
 
 def test_automatic_choice():
     wide, square = family("gaussian", 32, 64).float(), family("gaussian", 48, 64).float()
-    assert use_gram(wide[None]) and not use_gram(square[None]) and not use_gram(wide[None].bfloat16())
+    assert use_gram(wide[None], 5) and not use_gram(square[None], 5) and not use_gram(wide[None].bfloat16(), 5)
+    assert not use_gram(wide[None], 7)
     assert torch.equal(orthogonalize(wide), orthogonalize(wide, gram=True))
     assert torch.equal(orthogonalize(wide.mT), orthogonalize(wide.mT, gram=True))
     assert torch.equal(orthogonalize(square), orthogonalize(square, gram=False))
@@ -63,3 +64,11 @@ def test_gram_space_steps_equal_the_stepwise_kernel(coeffs):
     for c in coeffs:
         Y = odd_polynomial_step(Y, Y @ Y.mT, c)
     assert torch.allclose(gram_space_steps(X, X @ X.mT, tuple(coeffs)), Y, rtol=0, atol=1e-12)
+
+
+def test_automatic_choice_stays_finite_past_the_fixed_cost_budget():
+    """More steps than the Gram evaluation tolerates in float32 fall back to the standard one."""
+    A = family("log-spectrum", 64, 256).float()
+    for steps in (6, 10, 12):
+        singular_values = torch.linalg.svdvals(orthogonalize(A, steps=steps).double())
+        assert singular_values.max() < 1.01

@@ -93,7 +93,8 @@ def orthogonalize(G: torch.Tensor, *, method: str = "polar-express", steps: int 
     operations once max(m, n) > 1.5 min(m, n), at the price of resolving singular values only
     down to about sqrt(eps) instead of eps (measured: the fixed-step polar error changes by
     under 1e-5 relative in float32). Only for a float32 or float64 ``dtype``. ``gram=None``
-    (default) uses it for those when max(m, n) >= 2 min(m, n); ``gram=False`` never.
+    (default) uses it for those when max(m, n) >= 2 min(m, n) and steps <= 6 (more steps diverge
+    in float32 on ill-conditioned inputs, see ``gram``); ``gram=False`` never.
 
     Example:
         >>> G = torch.randn(64, 256)
@@ -111,7 +112,7 @@ def orthogonalize(G: torch.Tensor, *, method: str = "polar-express", steps: int 
         raise ValueError(f"gram=True needs dtype float32 or float64 (the Gram matrix squares the "
                          f"condition number), got {work}")
     count = DEFAULT_STEPS[method] if steps is None else steps
-    run = lambda X: run_fixed(X, method, count, 1e-3, gram=use_gram(X) if gram is None else gram)
+    run = lambda X: run_fixed(X, method, count, 1e-3, gram=use_gram(X, count) if gram is None else gram)
     return _wide(G.to(work), run).to(G.dtype)
 
 

@@ -183,7 +183,7 @@ def _speed(ctx: BenchContext, figures: dict, goals: list) -> str:
         svd_time, reference = median_time(lambda: _svd_polar(G), repeats=3, warmup=1)
         entry: dict[str, Any] = {"svd_seconds": svd_time}
         rows.append([label, "SVD (torch.linalg.svd)", "-", svd_time, 1.0, 0.0, 0.0])
-        auto = use_gram(flatten_batch(G if G.shape[-2] <= G.shape[-1] else G.mT))
+        auto = use_gram(flatten_batch(G if G.shape[-2] <= G.shape[-1] else G.mT), DEFAULT_STEPS["polar-express"])
         # the default (automatic gram) for every method, and the standard steps where it differs
         variants = [(None, "")] + ([(False, " gram=False")] if auto else [])
         for method in ("polar-express", "aol") if big else METHODS:
