@@ -8,6 +8,7 @@ device, and uses matrix products only (the Denman–Beavers option of the square
 - ``orthogonalize(G, ...)``: the fixed-cost version an optimizer calls every step.
 - ``polar_express_coefficients(...)``: the Remez-designed Polar Express polynomials.
 - ``sign(A)``, ``sqrtm(A)``, ``inv_sqrtm(A)``, ``inv_root(A, p)``, ``pinv(A)``.
+- ``clip_singular_values(A, max_sv)``: min(sigma, max_sv) on the singular values (SPECTRA).
 - ``solve_lyapunov(H, C)``: H X + X H = C by the matrix sign iteration (used by the backward passes).
 
 Example:
@@ -22,9 +23,11 @@ from .pinv import pinv
 from .polar import POLAR_METHODS, orthogonalize, polar
 from .roots import inv_root, inv_sqrtm, sqrtm
 from .sign import sign
+from .spectral_clip import clip_singular_values
 
 __all__ = [
     "POLAR_METHODS",
+    "clip_singular_values",
     "inv_root",
     "inv_sqrtm",
     "minimax_odd_polynomial",

@@ -1,8 +1,10 @@
-"""Training optimizers built on the matrix Newton iterations (``torchnewton.linalg``).
+"""Training optimizers built on the matrix Newton iterations and on network curvature.
 
 The Muon family shares one pipeline (``pipeline.MatrixOptimizer``): momentum -> matrix transform
 -> scaling -> decoupled weight decay and apply, with a built-in AdamW for the parameters that are
-not hidden matrices, so one optimizer object trains a whole model.
+not hidden matrices, so one optimizer object trains a whole model. ``SpectralClip`` wraps any
+torch.optim optimizer. The second-order optimizers (``NewtonRaphson``, ``AdaHessian``) use the
+curvature of the loss.
 
 Example:
     >>> import torch, torchnewton as tn
@@ -10,8 +12,11 @@ Example:
     >>> opt = tn.optim.Muon(tn.optim.param_groups(model), lr=0.02, adamw_lr=1e-3)
     >>> model(torch.randn(16, 8)).square().mean().backward(); opt.step(); opt.zero_grad()
 """
+from .adahessian import AdaHessian
 from .groups import param_groups
 from .muon import Muon
+from .newton_raphson import NewtonRaphson
 from .pipeline import MatrixOptimizer
+from .spectral_clip import SpectralClip
 
-__all__ = ["MatrixOptimizer", "Muon", "param_groups"]
+__all__ = ["AdaHessian", "MatrixOptimizer", "Muon", "NewtonRaphson", "SpectralClip", "param_groups"]
