@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterable
 import torch
 
 from .adamw import adamw_step, init_adamw_state
-from .matrices import check_matrix_parameter, matrix_view, transform_by_shape
+from .distributed import ProcessGroupOption, check_process_group, run_transforms
+from .matrices import check_matrix_parameter, matrix_view
 from .momentum import ema_momentum
 from .scaling import ADJUST_LR_RULES, adjust_lr_factor
 from .validate import (
@@ -52,15 +53,21 @@ class MatrixOptimizer(torch.optim.Optimizer):
     Matrix-group hyperparameters: ``lr``, ``momentum`` (EMA coefficient), ``nesterov``,
     ``weight_decay`` (decoupled, multiplied by ``lr`` as in torch.optim.Muon), ``adjust_lr``
     (see ``scaling``), ``per_head``. AdamW-group hyperparameters: ``adamw_lr``, ``adamw_betas``,
-    ``adamw_eps``, ``adamw_wd``.
+    ``adamw_eps``, ``adamw_wd``. ``process_group`` (None, "auto" or a ProcessGroup): the ranks
+    that share the transforms of replicated (DDP) matrices; sharded (FSDP2/DTensor) matrices use
+    their own mesh (see ``optim.distributed``).
     """
 
     _family_defaults: dict[str, Any] = {}
+    # Not a group option (a ProcessGroup is no state to save); the class default survives pickling.
+    process_group: ProcessGroupOption = None
 
     def __init__(self, params: Iterable[Any], *, lr: float, momentum: float, nesterov: bool,
                  weight_decay: float, adjust_lr: str, per_head: int, adamw_lr: float,
                  adamw_betas: tuple[float, float], adamw_eps: float, adamw_wd: float,
-                 **family: Any) -> None:
+                 process_group: ProcessGroupOption = None, **family: Any) -> None:
+        check_process_group(process_group)
+        self.process_group = process_group
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                         adjust_lr=adjust_lr, per_head=per_head, adamw_lr=adamw_lr,
                         adamw_betas=tuple(adamw_betas), adamw_eps=adamw_eps, adamw_wd=adamw_wd,
@@ -149,7 +156,7 @@ class MatrixOptimizer(torch.optim.Optimizer):
 
     def _run_transforms(self, matrices: list[torch.Tensor],
                         transform: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
-        return transform_by_shape(matrices, transform)
+        return run_transforms(matrices, transform, self.process_group)
 
     def _init_matrix_state(self, state: dict, param: torch.Tensor, group: dict[str, Any]) -> None:
         """Create the per-parameter state of a matrix parameter (subclasses add their buffers)."""

@@ -1,0 +1,282 @@
+"""Distributed matrix optimizers on torch.distributed: gloo CPU processes against one process.
+
+Each world size (2 and 4 ranks) is one set of gloo processes; every rank runs
+six scenarios (DDP and FSDP2 ``fully_shard``, for Muon, ROOT and a NorMuon-style member) on a
+model with several matrix shapes (a conv kernel, tall, square, wide, per-head and a 5-row output
+layer that leaves a rank an empty FSDP shard at 4 ranks), five steps each. The parameters must
+equal a single-process run's, and every matrix must have been transformed on exactly one rank
+(so the work really was shared, not repeated). The ranks are forked from the test process, which
+has torch imported already, so starting them costs no import.
+
+Two comparisons, float32 throughout:
+
+- Same gradients: the single-process optimizer fed the (averaged, full) gradients each
+  distributed step saw. Only the distribution of the transforms differs; measured difference 0
+  (bitwise) for every scenario on CPU; allowed 1e-6 (the transforms of a rank run in batches of
+  another size than in one process, which a different matmul kernel could round differently).
+- Whole training: the single process on the whole batch. The ranks' gradients are averages
+  over 2 or 4 slices, reduced in an order one process does not reproduce (a few float32 ulps),
+  and the update amplifies such perturbations (the polar polynomials are steep near 0, NorMuon's
+  row normalization divides by small moments): the same single process, summing its batch in
+  2 or 4 slices instead of 1, moves by 3e-7 (ROOT) to 2e-4 (row-normalized) after five steps.
+  The distributed run must agree with the whole-batch run within 4x that self-difference
+  (measured ratios 0.9-1.6). Reversing the order of the heads or of the shards in the executor
+  moves parameters by 0.08-0.2 and fails both comparisons.
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import itertools
+import multiprocessing
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
+
+from torchnewton.optim.distributed import balanced_owners, transform_cost
+from torchnewton.optim.muon import Muon
+from torchnewton.optim.root import ROOT
+
+STEPS = 5
+BATCH = 24  # divisible by every world size tested
+WORLD_SIZES = (2, 4)
+LAYOUTS = ("ddp", "fsdp")
+ATOL_SAME_GRADIENTS = 1e-6
+UNITS_PER_STEP = 8  # conv, 24x128, 4 heads of the per-head layer, 24x24, 5x24
+
+
+class RowNormalizedMuon(Muon):
+    """NorMuon's per-row second moment (state shaped like the parameter's rows, kept sharded).
+
+    Stands in for ``optim.NorMuon`` while NorMuon makes its buffer with ``torch.zeros(shape)``,
+    a plain tensor that a sharded (DTensor) update cannot mix with; ``zeros_like`` keeps sharding.
+    """
+
+    def _init_matrix_state(self, state: dict, param: torch.Tensor, group: dict) -> None:
+        super()._init_matrix_state(state, param, group)
+        state["row_second_moment"] = torch.zeros_like(param.flatten(1)[:, :1])
+
+    def _scale(self, O: torch.Tensor, param: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
+        rows = O.reshape(param.shape[0], -1)
+        moment = state["row_second_moment"]
+        moment.lerp_(rows.square().mean(dim=1, keepdim=True), 0.05)
+        return (0.2 * rows / (moment.sqrt() + 1e-8)).reshape(param.shape)
+
+
+# ROOT: outlier clipping at a quantile of each whole matrix and coefficients per matrix shape, so a
+# transform that saw only a shard, or a shard of the wrong shape, would differ.
+OPTIMIZERS = {"muon": Muon, "root": ROOT, "row-normalized": RowNormalizedMuon}
+
+
+def make_model() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(128, 24), torch.nn.Tanh(), torch.nn.Linear(24, 24), torch.nn.Tanh(),
+        torch.nn.Linear(24, 24), torch.nn.Tanh(), torch.nn.Linear(24, 5))
+
+
+def make_data() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return (torch.randn(BATCH, 2, 6, 6, generator=generator), torch.randn(BATCH, 5, generator=generator))
+
+
+def make_optimizer(name: str, model: torch.nn.Module, process_group) -> Muon:
+    """Three matrix groups: per-head; two matrices only (at 4 ranks two own none of them); the rest."""
+    heads, pair = [model[5].weight], [model[0].weight, model[9].weight]
+    rest = [p for p in model.parameters() if not any(p is q for q in heads + pair)]
+    groups = [{"params": heads, "per_head": 4}, {"params": pair, "lr": 0.03}, {"params": rest}]
+    return OPTIMIZERS[name](groups, lr=0.02, weight_decay=0.1, adamw_lr=1e-2, process_group=process_group)
+
+
+def train(model: torch.nn.Module, optimizer: Muon, x: torch.Tensor, y: torch.Tensor,
+          record: Callable[[], None] = lambda: None) -> None:
+    for _ in range(STEPS):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        record()
+        optimizer.step()
+
+
+def replay(name: str, gradients: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """The single-process optimizer fed the gradients a distributed run recorded."""
+    model = make_model()
+    optimizer = make_optimizer(name, model, None)
+    for step_gradients in gradients:
+        for p, g in zip(model.parameters(), step_gradients):
+            p.grad = g
+        optimizer.step()
+    return [p.detach() for p in model.parameters()]
+
+
+def counted(transform: Callable, counts: list[int]) -> Callable:
+    """``transform`` recording how many matrices it is given (on this rank)."""
+    def counting(M: torch.Tensor, group: dict) -> torch.Tensor:
+        counts.append(M.shape[0])
+        return transform(M, group)
+    return counting
+
+
+def worker(rank: int, world: int, out: Path) -> None:
+    """One rank: every scenario on this rank's slice of the batch; writes parameters and counts."""
+    dist.init_process_group("gloo", init_method=f"file://{out / 'store'}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    x, y = (t.chunk(world)[rank] for t in make_data())
+    full = lambda t: t.full_tensor() if isinstance(t, DTensor) else t.detach().clone()
+    results = {}
+    for layout in LAYOUTS:
+        for name in OPTIMIZERS:
+            model = make_model()
+            if layout == "ddp":
+                runner = DistributedDataParallel(model)
+                optimizer = make_optimizer(name, model, "auto")
+            else:
+                mesh = init_device_mesh("cpu", (world,))
+                for module in model:
+                    if any(True for _ in module.parameters()):
+                        fully_shard(module, mesh=mesh)
+                runner = fully_shard(model, mesh=mesh)
+                optimizer = make_optimizer(name, model, None)
+            gradients, transformed = [], []
+            optimizer._transform = counted(optimizer._transform, transformed)
+            train(runner, optimizer, x, y, lambda: gradients.append([full(p.grad) for p in model.parameters()]))
+            results[f"{layout}-{name}"] = {"params": [full(p) for p in model.parameters()],
+                                           "gradients": gradients, "transformed": sum(transformed)}
+    torch.save(results, out / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def run_rank(rank: int, world: int, out: Path) -> None:
+    """A forked process: the worker, its traceback written where the test can show it."""
+    try:
+        worker(rank, world, out)
+    except BaseException:
+        (out / f"rank{rank}.err").write_text(traceback.format_exc())
+        raise
+
+
+@pytest.fixture(scope="module", params=WORLD_SIZES, ids=lambda w: f"world{w}")
+def distributed_run(request, tmp_path_factory) -> tuple[int, list[dict]]:
+    """Fork the ranks from this process (torch is imported already: no start-up per rank)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the ranks are forked; this platform cannot fork")
+    world = request.param
+    out = tmp_path_factory.mktemp(f"world{world}")
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=run_rank, args=(rank, world, out)) for rank in range(world)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    errors = {rank: proc.exitcode for rank, proc in enumerate(procs) if proc.exitcode}
+    assert not errors, f"ranks exited with {errors}:\n" + "\n".join(
+        path.read_text() for path in sorted(out.glob("rank*.err")))
+    return world, [torch.load(out / f"rank{rank}.pt") for rank in range(world)]
+
+
+@functools.lru_cache(maxsize=None)
+def single_process(name: str, slices: int) -> list[torch.Tensor]:
+    """The one-process run on the whole batch, its gradient summed over ``slices`` equal slices."""
+    x, y = make_data()
+    model = make_model()
+    optimizer = make_optimizer(name, model, None)
+    for _ in range(STEPS):
+        optimizer.zero_grad()
+        for xs, ys in zip(x.chunk(slices), y.chunk(slices)):
+            (torch.nn.functional.mse_loss(model(xs), ys) / slices).backward()
+        optimizer.step()
+    return [p.detach() for p in model.parameters()]
+
+
+def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max((p - q).abs().max().item() for p, q in zip(a, b))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_distributed_steps_equal_single_process_steps(distributed_run, layout, name):
+    """Given the gradients the ranks saw, the one-process optimizer ends at the same parameters."""
+    world, ranks = distributed_run
+    scenario = f"{layout}-{name}"
+    result = ranks[0][scenario]
+    for index, (got, want) in enumerate(zip(result["params"], replay(name, result["gradients"]))):
+        torch.testing.assert_close(got, want, rtol=0, atol=ATOL_SAME_GRADIENTS,
+                                   msg=lambda m: f"{scenario}, {world} ranks, parameter {index}: {m}")
+    if layout == "ddp":  # replicated parameters stay bitwise identical across ranks
+        for other in ranks[1:]:
+            assert all(torch.equal(p, q) for p, q in zip(other[scenario]["params"], result["params"]))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_distributed_training_equals_single_process_training(distributed_run, layout, name):
+    """As close to one process on the whole batch as that process is to itself summing in slices."""
+    world, ranks = distributed_run
+    got = ranks[0][f"{layout}-{name}"]["params"]
+    whole = single_process(name, 1)
+    own_rounding = max_difference(whole, single_process(name, world))
+    tolerance = 4 * own_rounding + ATOL_SAME_GRADIENTS
+    assert max_difference(got, whole) <= tolerance, (
+        f"{layout}-{name}, {world} ranks: {max_difference(got, whole):.3g} from one process, "
+        f"whose own slicing moves it by {own_rounding:.3g}")
+    # Every parameter moved by over 10x the tolerance: not a comparison of initial values.
+    initial = [p.detach() for p in make_model().parameters()]
+    assert min((p - q).abs().max().item() for p, q in zip(whole, initial)) > 10 * tolerance
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_each_matrix_is_transformed_on_one_rank(distributed_run, layout, name):
+    world, ranks = distributed_run
+    counts = [result[f"{layout}-{name}"]["transformed"] for result in ranks]
+    assert sum(counts) == UNITS_PER_STEP * STEPS, counts
+    assert all(count > 0 for count in counts), counts
+
+
+def test_balanced_owners_is_within_grahams_bound_of_the_best_partition():
+    shapes = [(32, 32), (24, 40), (40, 24), (28, 28), (16, 64), (20, 30), (12, 48), (30, 30), (8, 8)]
+    costs = tuple(transform_cost(m, n) for m, n in shapes)
+    owners = balanced_owners(costs, 3)
+
+    def makespan(assignment) -> int:
+        return max(sum(c for c, o in zip(costs, assignment) if o == rank) for rank in range(3))
+
+    best = min(makespan(a) for a in itertools.product(range(3), repeat=len(costs)))
+    # Graham (1969) guarantees 4/3 - 1/9 of the optimum for 3 ranks; here it is 1.05 (dealing
+    # the matrices round-robin, as the reference Muon does, gives 1.20).
+    assert makespan(owners) <= 1.1 * best
+    assert makespan([i % 3 for i in range(len(costs))]) > 1.1 * best
+    assert balanced_owners(costs, 1) == (0,) * len(costs)
+    assert balanced_owners((4, 4, 4, 4), 2) == (0, 1, 0, 1)
+    with pytest.raises(ValueError, match="world_size"):
+        balanced_owners((1,), 0)
+
+
+def test_auto_without_an_initialized_group_is_the_single_process_step():
+    x, y = make_data()
+    runs = []
+    for process_group in (None, "auto"):
+        model = make_model()
+        train(model, make_optimizer("muon", model, process_group), x, y)
+        runs.append([p.detach() for p in model.parameters()])
+    assert all(torch.equal(p, q) for p, q in zip(*runs))
+
+
+def test_bad_process_group_is_refused():
+    params = list(make_model().parameters())
+    with pytest.raises(ValueError, match="process_group"):
+        Muon(params, process_group="world")
+    with pytest.raises(TypeError, match="process_group"):
+        Muon(params, process_group=2)
