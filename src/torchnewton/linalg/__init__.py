@@ -8,6 +8,8 @@ device, and uses matrix products only (the Denman–Beavers option of the square
 - ``orthogonalize(G, ...)``: the fixed-cost version an optimizer calls every step.
 - ``polar_express_coefficients(...)``: the Remez-designed Polar Express polynomials.
 - ``sign(A)``, ``sqrtm(A)``, ``inv_sqrtm(A)``, ``inv_root(A, p)``, ``pinv(A)``.
+- ``highpass_coefficients(threshold, steps)``: odd polynomials whose composition maps singular
+  values above ``threshold`` to 1 and below it to 0 (Pion's high-pass filter).
 - ``clip_singular_values(A, max_sv)``: min(sigma, max_sv) on the singular values (SPECTRA).
 - ``solve_lyapunov(H, C)``: H X + X H = C by the matrix sign iteration (used by the backward passes).
 
@@ -18,6 +20,7 @@ Example:
     True
 """
 from .backward import solve_lyapunov
+from .highpass import highpass_coefficients, two_band_minimax_odd_polynomial
 from .coefficients import minimax_odd_polynomial, newton_schulz_limit, polar_express_coefficients
 from .pinv import pinv
 from .polar import POLAR_METHODS, orthogonalize, polar
@@ -28,6 +31,7 @@ from .spectral_clip import clip_singular_values
 __all__ = [
     "POLAR_METHODS",
     "clip_singular_values",
+    "highpass_coefficients",
     "inv_root",
     "inv_sqrtm",
     "minimax_odd_polynomial",
@@ -39,4 +43,5 @@ __all__ = [
     "sign",
     "solve_lyapunov",
     "sqrtm",
+    "two_band_minimax_odd_polynomial",
 ]

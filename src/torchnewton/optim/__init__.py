@@ -13,10 +13,15 @@ Example:
     >>> model(torch.randn(16, 8)).square().mean().backward(); opt.step(); opt.zero_grad()
 """
 from .adahessian import AdaHessian
+from .adamuon import AdaMuon, NorMuon
+from .auon import AuON, HybridAuON
 from .groups import param_groups
 from .muon import Muon
 from .newton_raphson import NewtonRaphson
+from .pion import Pion
 from .pipeline import MatrixOptimizer
+from .root import ROOT
 from .spectral_clip import SpectralClip
 
-__all__ = ["AdaHessian", "MatrixOptimizer", "Muon", "NewtonRaphson", "SpectralClip", "param_groups"]
+__all__ = ["AdaHessian", "AdaMuon", "AuON", "HybridAuON", "MatrixOptimizer", "Muon", "NewtonRaphson", "NorMuon",
+           "Pion", "ROOT", "SpectralClip", "param_groups"]
