@@ -1,7 +1,7 @@
 """Distributed matrix optimizers on torch.distributed: gloo CPU processes against one process.
 
 Each world size (2 and 4 ranks) is one set of gloo processes; every rank runs
-six scenarios (DDP and FSDP2 ``fully_shard``, for Muon, ROOT and a NorMuon-style member) on a
+eight scenarios (DDP and FSDP2 ``fully_shard``, for Muon, ROOT, NorMuon and AdaMuon) on a
 model with several matrix shapes (a conv kernel, tall, square, wide, per-head and a 5-row output
 layer that leaves a rank an empty FSDP shard at 4 ranks), five steps each. The parameters must
 equal a single-process run's, and every matrix must have been transformed on exactly one rank
@@ -18,7 +18,7 @@ Two comparisons, float32 throughout:
   over 2 or 4 slices, reduced in an order one process does not reproduce (a few float32 ulps),
   and the update amplifies such perturbations (the polar polynomials are steep near 0, NorMuon's
   row normalization divides by small moments): the same single process, summing its batch in
-  2 or 4 slices instead of 1, moves by 3e-7 (ROOT) to 2e-4 (row-normalized) after five steps.
+  2 or 4 slices instead of 1, moves by 3e-7 (ROOT) to 2e-4 (NorMuon) after five steps.
   The distributed run must agree with the whole-batch run within 4x that self-difference
   (measured ratios 0.9-1.6). Reversing the order of the heads or of the shards in the executor
   moves parameters by 0.08-0.2 and fails both comparisons.
@@ -42,6 +42,7 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from torchnewton.optim.distributed import balanced_owners, transform_cost
+from torchnewton.optim.adamuon import AdaMuon, NorMuon
 from torchnewton.optim.muon import Muon
 from torchnewton.optim.root import ROOT
 
@@ -53,27 +54,9 @@ ATOL_SAME_GRADIENTS = 1e-6
 UNITS_PER_STEP = 8  # conv, 24x128, 4 heads of the per-head layer, 24x24, 5x24
 
 
-class RowNormalizedMuon(Muon):
-    """NorMuon's per-row second moment (state shaped like the parameter's rows, kept sharded).
-
-    Stands in for ``optim.NorMuon`` while NorMuon makes its buffer with ``torch.zeros(shape)``,
-    a plain tensor that a sharded (DTensor) update cannot mix with; ``zeros_like`` keeps sharding.
-    """
-
-    def _init_matrix_state(self, state: dict, param: torch.Tensor, group: dict) -> None:
-        super()._init_matrix_state(state, param, group)
-        state["row_second_moment"] = torch.zeros_like(param.flatten(1)[:, :1])
-
-    def _scale(self, O: torch.Tensor, param: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
-        rows = O.reshape(param.shape[0], -1)
-        moment = state["row_second_moment"]
-        moment.lerp_(rows.square().mean(dim=1, keepdim=True), 0.05)
-        return (0.2 * rows / (moment.sqrt() + 1e-8)).reshape(param.shape)
-
-
 # ROOT: outlier clipping at a quantile of each whole matrix and coefficients per matrix shape, so a
 # transform that saw only a shard, or a shard of the wrong shape, would differ.
-OPTIMIZERS = {"muon": Muon, "root": ROOT, "row-normalized": RowNormalizedMuon}
+OPTIMIZERS = {"muon": Muon, "root": ROOT, "normuon": NorMuon, "adamuon": AdaMuon}
 
 
 def make_model() -> torch.nn.Sequential:
@@ -147,7 +130,8 @@ def worker(rank: int, world: int, out: Path) -> None:
                 optimizer = make_optimizer(name, model, None)
             gradients, transformed = [], []
             optimizer._transform = counted(optimizer._transform, transformed)
-            train(runner, optimizer, x, y, lambda: gradients.append([full(p.grad) for p in model.parameters()]))
+            record = lambda: gradients.append([full(p.grad) for p in model.parameters()])
+            train(runner, optimizer, x, y, record)
             results[f"{layout}-{name}"] = {"params": [full(p) for p in model.parameters()],
                                            "gradients": gradients, "transformed": sum(transformed)}
     torch.save(results, out / f"rank{rank}.pt")

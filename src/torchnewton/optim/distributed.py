@@ -14,8 +14,9 @@ repeat on every rank. Two layouts of the parameters, both on ``torch.distributed
   mesh). Each matrix has an owner rank: one ``all_to_all_single`` sends the owners the shards of
   their matrices, the owners transform the full matrices, a second ``all_to_all_single`` sends
   every rank its shard of the results (two collectives per param group and dtype, and only the
-  owner ever holds a full matrix). A stack of heads sharded along the head dimension needs no communication:
-  each rank holds whole heads. Chosen by the parameters themselves; needs no ``process_group``.
+  owner ever holds a full matrix). A stack of heads sharded along the head dimension needs no
+  communication: each rank holds whole heads. Chosen by the parameters themselves; needs no
+  ``process_group``.
 
 Owners are assigned by longest-processing-time-first on the cost m·n·min(m, n) (Graham, "Bounds on
 multiprocessing timing anomalies", 1969: within 4/3 of the best makespan), deterministically, so
@@ -198,10 +199,10 @@ def _owner_transforms(stacks: list[Any], dims: list[int], mesh: Any,
         return shape
 
     order = sorted(range(len(stacks)), key=lambda j: owners[j])  # by owner, then index
-    send = _flat([locals_[j] for j in order], locals_[0])
-    received = _exchange(send, [sum(shard_numel(j, r) for j in mine) for r in range(world)],
-                         [sum(shard_numel(j, rank) for j in order if owners[j] == o) for o in range(world)],
-                         group)
+    # Sizes of this rank's shards per owner, and of every rank's shards of the matrices it owns.
+    own_shards = [sum(shard_numel(j, rank) for j in order if owners[j] == o) for o in range(world)]
+    owned_shards = [sum(shard_numel(j, r) for j in mine) for r in range(world)]
+    received = _exchange(_flat([locals_[j] for j in order], locals_[0]), owned_shards, own_shards, group)
     offset = 0
     parts: dict[int, list[torch.Tensor]] = {j: [] for j in mine}
     for r in range(world):
@@ -213,8 +214,7 @@ def _owner_transforms(stacks: list[Any], dims: list[int], mesh: Any,
     results = _checked(transform_by_shape(fulls, transform), fulls)
     pieces = [result.split(rows[j], dim=dims[j]) for j, result in zip(mine, results)]
     send = _flat([piece[r] for r in range(world) for piece in pieces], locals_[0])
-    received = _exchange(send, [sum(shard_numel(j, rank) for j in order if owners[j] == o) for o in range(world)],
-                         [sum(shard_numel(j, r) for j in mine) for r in range(world)], group)
+    received = _exchange(send, own_shards, owned_shards, group)
     out: list[Any] = [None] * len(stacks)
     offset = 0
     for j in order:
