@@ -37,7 +37,9 @@ LEAST_SQUARES_EXPECTED = {
 # Local minima that scipy lm and trf get past from the standard start (documented gaps): f there.
 LEAST_SQUARES_GAPS = {
     "biggs_exp6": 5.65565e-3,  # the other local minimum MGH list; LM's first step (Δ₀ = ‖Dx₀‖)
-                               # leads there, MINPACK's larger Δ₀ = 100‖Dx₀‖ reaches f = 0
+                               # leads towards it, MINPACK's larger Δ₀ = 100‖Dx₀‖ reaches f = 0.
+                               # Which of the two LM reaches depends on rounding: on one machine
+                               # f = 5.65565e-3, on another (same torch build) f = 4e-31.
 }
 # (problem, method) -> (reason, whether scipy.optimize.root(hybr) solves it)
 ROOT_EXPECTED = {
@@ -93,7 +95,8 @@ def test_least_squares_reaches_f_star(name: str) -> None:
         return
     assert res.success, res.message
     if name in LEAST_SQUARES_GAPS:
-        assert reaches(f, LEAST_SQUARES_GAPS[name]) and reaches(reference, p.f_star), f"f = {f:.9g}"
+        assert reaches(f, LEAST_SQUARES_GAPS[name]) or reaches(f, p.f_star), f"f = {f:.9g}"
+        assert reaches(reference, p.f_star)
         return
     assert reaches(f, p.f_star), f"f = {f:.9g}, f* = {p.f_star}"
     if p.f_star == 0.0:
