@@ -3,8 +3,8 @@
 The Muon family shares one pipeline (``pipeline.MatrixOptimizer``): momentum -> matrix transform
 -> scaling -> decoupled weight decay and apply, with a built-in AdamW for the parameters that are
 not hidden matrices, so one optimizer object trains a whole model. ``SpectralClip`` wraps any
-torch.optim optimizer. The second-order optimizers (``NewtonRaphson``, ``AdaHessian``) use the
-curvature of the loss.
+torch.optim optimizer. The second-order optimizers (``NewtonRaphson``, ``KFAC``, ``Shampoo``,
+``SOAP``, ``AdaHessian``) precondition with the curvature of the loss.
 
 Example:
     >>> import torch, torchnewton as tn
@@ -16,12 +16,15 @@ from .adahessian import AdaHessian
 from .adamuon import AdaMuon, NorMuon
 from .auon import AuON, HybridAuON
 from .groups import param_groups
+from .kfac import KFAC
 from .muon import Muon
 from .newton_raphson import NewtonRaphson
 from .pion import Pion
 from .pipeline import MatrixOptimizer
 from .root import ROOT
+from .shampoo import Shampoo
+from .soap import SOAP
 from .spectral_clip import SpectralClip
 
-__all__ = ["AdaHessian", "AdaMuon", "AuON", "HybridAuON", "MatrixOptimizer", "Muon", "NewtonRaphson", "NorMuon",
-           "Pion", "ROOT", "SpectralClip", "param_groups"]
+__all__ = ["AdaHessian", "AdaMuon", "AuON", "HybridAuON", "KFAC", "MatrixOptimizer", "Muon", "NewtonRaphson",
+           "NorMuon", "Pion", "ROOT", "SOAP", "Shampoo", "SpectralClip", "param_groups"]

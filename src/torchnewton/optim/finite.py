@@ -1,0 +1,39 @@
+"""The non-finite guard of the curvature optimizers (KFAC, Shampoo, SOAP).
+
+Their state (Kronecker factors, eigenbases, inverse roots) outlives a step: one NaN gradient
+folded into a factor poisons every later preconditioner. So before any state changes, one fused
+check (a single host synchronization) looks at the loss and every gradient; if any is not
+finite the step raises and leaves the parameters and the optimizer state exactly as they were.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+
+
+def check_finite_step(loss: Any, tensors: Iterable[torch.Tensor], optimizer: str) -> None:
+    """Raise ``FloatingPointError`` if ``loss`` (when a tensor or number) or any of ``tensors`` has
+    a nan or inf entry.
+
+    Example:
+        >>> check_finite_step(torch.tensor(1.0), [torch.ones(3)], "SOAP")
+        >>> check_finite_step(float("nan"), [], "SOAP")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FloatingPointError: SOAP.step: the loss or a gradient has nan or inf entries; ...
+    """
+    tensors = list(tensors)
+    # max |x| is nan for a nan entry and inf for an inf one, and cannot overflow as a sum of squares can.
+    peaks = [p.float() for p in torch._foreach_norm(tensors, float("inf"))] if tensors else []
+    if isinstance(loss, torch.Tensor):
+        peaks.append(loss.detach().abs().max().float())
+    elif isinstance(loss, (int, float)):
+        peaks.append(torch.tensor(float(loss)))
+    if not peaks:
+        return
+    device = peaks[0].device
+    if not bool(torch.isfinite(torch.stack([p.to(device) for p in peaks])).all()):
+        raise FloatingPointError(
+            f"{optimizer}.step: the loss or a gradient has nan or inf entries; the step was not taken "
+            "and the optimizer state is unchanged")
