@@ -21,6 +21,8 @@ SUITES = {
     "linalg": "linalg",
     "ot": "ot",
     "recurrence": "recurrence",
+    "optim": "optim",
+    "curvature": "curvature",
 }
 
 

@@ -35,7 +35,8 @@ from torchnewton.bench.suite import BenchContext, markdown_table, torch_threads
 
 ADAM_LRS = {"quick": (3e-3, 1e-2, 3e-2), "full": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)}
 KFAC_LRS = {"quick": (0.01, 0.03, 0.1), "full": (0.001, 0.003, 0.01, 0.03, 0.1)}
-MUON_LRS = {"quick": (0.003, 0.01, 0.03), "full": (0.001, 0.003, 0.01, 0.03, 0.1)}
+# Muon's orthogonal update has unit singular values: its useful lr range sits above Adam's.
+MUON_LRS = {"quick": (0.01, 0.03, 0.1), "full": (0.003, 0.01, 0.03, 0.1, 0.3)}
 SHAMPOO_LRS = {"quick": (0.01, 0.03, 0.1), "full": (0.003, 0.01, 0.03, 0.1, 0.3)}
 HESSIAN_LRS = {"quick": (0.03, 0.1, 0.3), "full": (0.01, 0.03, 0.1, 0.3, 1.0)}
 PRECONDITION_FREQUENCY = 10
@@ -167,8 +168,8 @@ def _muon() -> Contender:
     from torchnewton.optim import Muon, param_groups
 
     return Contender("Muon", "torchnewton", MUON_LRS,
-                     lambda m, lr: Muon(param_groups(m), lr=lr, adamw_lr=3e-3),
-                     "hidden matrices (conv kernels flattened), AdamW at 3e-3 on the rest")
+                     lambda m, lr: Muon(param_groups(m), lr=lr, adamw_lr=1e-2),
+                     "hidden matrices (conv kernels flattened), AdamW at 1e-2 (AdamW's best MLP lr) on the rest")
 
 
 def _peer_shampoo() -> Contender:
