@@ -1,0 +1,402 @@
+"""Training benchmark of ``torchnewton.optim`` (the Muon family) against AdamW, torch.optim.Muon
+and pytorch-optimizer's Muon (and, in full mode, its AdaMuon and NorMuon).
+
+Two tasks (``bench/problems``): a character-level Transformer on ``pydoc_data.topics`` and a
+small CNN on scikit-learn's digits. For each task every optimizer trains the same model from the
+same initializations on the same minibatches, for the same number of steps, under the same lr
+schedule (``problems.training``):
+
+1. AdamW's lr sweep first; its best lr is then the ``adamw_lr`` of every hybrid optimizer
+   (embeddings, output head, norms and biases), so the hybrids differ only in the matrix update;
+2. every other optimizer's sweep of its own lr (a grid around the lr scale of its update rule:
+   AdamW-sized, Muon-sized, ...), the best by the final validation loss averaged over the sweep
+   seeds;
+3. the best lr on the remaining seeds: the final validation loss is reported as mean ± std over
+   seeds 0, 1, 2. The sweep runs on all three seeds where that is cheap (the CNN) and on seed 0
+   alone for the Transformer (``Plan.sweep_seeds``).
+
+A control row trains only the parameters outside the hidden matrices (AdamW at AdamW's best lr,
+hidden matrices frozen at their initialization): where it, too, reaches AdamW's loss, the task's
+budget does not separate the matrix updates, and the goal line says so.
+
+Steps to AdamW's loss: the first evaluation step at which an optimizer's validation loss,
+averaged over the three seeds, is at or below AdamW's seed-averaged final validation loss
+(AdamW's own count is computed the same way). Optimizer step time: ``optimizer.step()`` alone,
+each optimizer at its best lr, measured in interleaved rounds on one fixed gradient
+(``training.interleaved_step_times``); median and minimum over rounds, and torch.optim.Muon's
+median divided by each median (> 1: faster than torch.optim.Muon).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchnewton.bench.peers.optimizers import BETAS, EPS, PEERS, OptimizerSpec, Unavailable, load, split
+from torchnewton.bench.problems.char_transformer import CharConfig, CharTask
+from torchnewton.bench.problems.digits_cnn import DigitsTask
+from torchnewton.bench.problems.training import (
+    LrSweep,
+    TrainingTask,
+    interleaved_step_times,
+    lr_sweep,
+    median_and_min,
+    steps_to,
+)
+from torchnewton.bench.suite import BenchContext, Section, markdown_table, torch_threads
+
+SEEDS = (0, 1, 2)
+BASELINE = "AdamW"
+TORCH_MUON = "torch.optim.Muon (+AdamW)"
+OURS = "torchnewton Muon"
+STEP_GOAL = 0.7
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One task's budget. An optimizer's lr grid is ``centers[spec.lr_kind] * factors`` (rounded
+    to 2 significant digits); the kind "frozen" (the control) has the single lr 0."""
+
+    task: TrainingTask
+    steps: int
+    eval_every: int
+    sweep_seeds: tuple[int, ...]
+    timing_rounds: int
+    centers: dict[str, float]
+    factors: tuple[float, ...]
+
+    def grid(self, kind: str) -> tuple[float, ...]:
+        if kind == "frozen":
+            return (0.0,)
+        return tuple(float(f"{self.centers[kind] * f:.2g}") for f in self.factors)
+
+
+# Grid centers, placed at each method's best lr in pilot runs (seed 0, quick sizes): "adamw" and
+# "muon" are AdamW-sized and Muon-sized lrs; AuON's update has Frobenius norm <= 1, so its spectral
+# norm matches Muon's (1) only for a rank-one momentum and is smaller otherwise: Muon-sized lrs or
+# larger; ROOT, AdaMuon and NorMuon scale to update RMS 0.2 (AdamW-sized lrs); "clip" is
+# SpectralClip(AdamW) with max_sv = 1, whose matrix steps are at most lr in spectral norm
+# (Muon-sized lrs).
+CHAR_CENTERS = {"adamw": 0.01, "muon": 0.025, "auon": 0.03, "hybrid_auon": 0.004, "pion": 0.004, "root": 0.01,
+                "adamuon": 3e-3, "normuon": 0.025, "po_adamuon": 0.01, "po_normuon": 0.025, "clip": 0.03}
+DIGITS_CENTERS = {"adamw": 0.01, "muon": 0.01, "auon": 0.08, "hybrid_auon": 0.1, "pion": 0.1, "root": 0.012,
+                  "adamuon": 0.03, "normuon": 3e-3, "po_adamuon": 0.01, "po_normuon": 0.01, "clip": 0.02}
+# full mode: larger Transformer, longer runs; centers moved where full-size pilots (seed 0) found
+# the best lr at the end of the quick centers' grid
+CHAR_FULL_CENTERS = {**CHAR_CENTERS, "adamw": 0.0025, "hybrid_auon": 0.02, "pion": 0.02, "adamuon": 0.012,
+                     "normuon": 0.006, "po_adamuon": 0.012}
+DIGITS_FULL_CENTERS = {**DIGITS_CENTERS, "auon": 0.16, "hybrid_auon": 0.05, "adamuon": 0.015}
+
+
+def _plans(quick: bool) -> list[Plan]:
+    if quick:
+        char = CharTask(CharConfig(layers=2, d_model=64, heads=4, context=32), batch_size=16, val_windows=64)
+        digits = DigitsTask(channels=(16, 32), hidden=64, batch_size=64)
+        factors = (0.4, 1.0, 2.5)
+        return [Plan(char, steps=100, eval_every=10, sweep_seeds=(0,), timing_rounds=20,
+                     centers=CHAR_CENTERS, factors=factors),
+                Plan(digits, steps=100, eval_every=10, sweep_seeds=SEEDS, timing_rounds=20,
+                     centers=DIGITS_CENTERS, factors=factors)]
+    char = CharTask(CharConfig(layers=2, d_model=128, heads=4, context=64), batch_size=16, val_windows=128)
+    # the digits are few (1437 training images): a larger CNN would only overfit sooner, so the
+    # full mode keeps the quick model and trains it three times longer
+    digits = DigitsTask(channels=(16, 32), hidden=64, batch_size=64)
+    # longer schedules tend to prefer smaller lrs than the quick pilots: the grid reaches 8x below
+    factors = (0.125, 0.25, 0.5, 1.0, 2.0)
+    return [Plan(char, steps=400, eval_every=20, sweep_seeds=(0,), timing_rounds=50,
+                 centers=CHAR_FULL_CENTERS, factors=factors),
+            Plan(digits, steps=300, eval_every=15, sweep_seeds=SEEDS, timing_rounds=50,
+                 centers=DIGITS_FULL_CENTERS, factors=factors)]
+
+
+# ----------------------------------------------------------------------------- the torchnewton family
+
+def _family(module: str, name: str):
+    """A ``torchnewton.optim.<module>.<name>`` matrix optimizer on ``param_groups(model)``."""
+    def build(model: torch.nn.Module, lr: float, adamw_lr: float) -> Any:
+        from torchnewton.optim import param_groups
+
+        cls = load(f"torchnewton.optim.{module}", name)
+        return cls(param_groups(model), lr=lr, adamw_lr=adamw_lr, adamw_betas=BETAS, adamw_eps=EPS)
+    return build
+
+
+def _spectral_clip(inner: str, max_sv: float):
+    """SpectralClip around AdamW or torchnewton's Muon, clipping the hidden matrices only: the
+    embeddings, output head, norms and biases take plain AdamW steps at AdamW's best lr, the
+    same split as every hybrid here (clipping the embedding's and head's updates to spectral norm
+    max_sv per unit lr would hold back their learning, a different comparison)."""
+    def build(model: torch.nn.Module, lr: float, adamw_lr: float) -> Any:
+        clip = load("torchnewton.optim.spectral_clip", "SpectralClip")
+        matrices, others = split(model)
+        rest = {"params": others, "max_sv": None}  # a group's own max_sv: None turns clipping off
+        if inner == "AdamW":
+            base = torch.optim.AdamW([{"params": matrices}, {**rest, "lr": adamw_lr}], lr=lr, betas=BETAS,
+                                     eps=EPS, weight_decay=0.0)
+        else:
+            muon = load("torchnewton.optim.muon", "Muon")
+            base = muon([{"params": matrices, "use_muon": True}, {**rest, "use_muon": False}], lr=lr,
+                        adamw_lr=adamw_lr, adamw_betas=BETAS, adamw_eps=EPS)
+        return clip(base, max_sv=max_sv)
+    return build
+
+
+def _frozen_matrices(model: torch.nn.Module, lr: float, adamw_lr: float) -> torch.optim.AdamW:
+    """The control: AdamW on everything but the hidden matrices, which keep their initial values."""
+    return torch.optim.AdamW(split(model)[1], lr=adamw_lr, betas=BETAS, eps=EPS, weight_decay=0.0)
+
+
+CONTROL = "control: hidden matrices frozen"
+FAMILY = (
+    OptimizerSpec(OURS, "torchnewton", "muon", _family("muon", "Muon")),
+    OptimizerSpec("AuON", "torchnewton", "auon", _family("auon", "AuON")),
+    OptimizerSpec("HybridAuON", "torchnewton", "hybrid_auon", _family("auon", "HybridAuON")),
+    OptimizerSpec("Pion", "torchnewton", "pion", _family("pion", "Pion")),
+    OptimizerSpec("ROOT", "torchnewton", "root", _family("root", "ROOT")),
+    OptimizerSpec("AdaMuon", "torchnewton", "adamuon", _family("adamuon", "AdaMuon")),
+    OptimizerSpec("NorMuon", "torchnewton", "normuon", _family("adamuon", "NorMuon")),
+    OptimizerSpec("SpectralClip(AdamW)", "torchnewton", "clip", _spectral_clip("AdamW", max_sv=1.0)),
+    OptimizerSpec("SpectralClip(Muon)", "torchnewton", "muon", _spectral_clip("Muon", max_sv=1.0), quick=False),
+    OptimizerSpec(CONTROL, "control", "frozen", _frozen_matrices),
+)
+SPECS = PEERS + FAMILY
+
+
+def _available(plan: Plan, quick: bool) -> tuple[list[OptimizerSpec], dict[str, str]]:
+    """The specs to run (those whose class imports, probed by building one on the task's model;
+    in quick mode only those marked ``quick``) and, for the others, why not."""
+    ready, skipped = [], {}
+    for spec in SPECS:
+        if quick and not spec.quick:
+            skipped[spec.name] = "not run in quick mode (full mode only, to keep the quick budget)"
+            continue
+        try:
+            spec.build(plan.task.model(0), 1e-3, 1e-3)
+            ready.append(spec)
+        except Unavailable as reason:
+            skipped[spec.name] = str(reason)
+    return ready, skipped
+
+
+# ----------------------------------------------------------------------------- the suite
+
+def run(ctx: BenchContext) -> Section:
+    return run_plans(ctx, _plans(ctx.quick))
+
+
+def run_plans(ctx: BenchContext, plans: list[Plan]) -> Section:
+    """The suite on the given tasks and budgets (``run`` uses the quick or full ones)."""
+    torch.manual_seed(ctx.seed)
+    figures: dict[str, Any] = {"protocol": {"seeds": list(SEEDS), "threads": 1, "betas": list(BETAS),
+                                            "eps": EPS, "weight_decay": 0.0, "momentum": 0.95}}
+    goals: list[list[Any]] = []
+    parts, plots = [], []
+    # the models are small: one thread is as fast as two for them and keeps the timings steady
+    with torch_threads(1):
+        for plan in plans:
+            part, task_figures = _task(ctx, plan, goals)
+            parts.append(part)
+            figures[plan.task.name] = task_figures
+            plots.append(_plot(ctx, plan.task.name, task_figures["optimizers"]))
+    summary = "### Goals\n\n" + markdown_table(["goal", "measured", "met"], goals) + "\n\n" + PROTOCOL
+    return Section(title="optim: training the Muon family", markdown="\n\n".join([summary] + parts),
+                   figures=figures, plots=plots)
+
+
+PROTOCOL = (
+    "Protocol: every optimizer trains the same model from the same initialization (seed) on the same "
+    "minibatches for the same number of steps, under the same schedule (5 % linear warm-up, linear decay "
+    "to 0 over the last 30 %), betas (0.9, 0.95), eps 1e-8, no weight decay, momentum 0.95 (Nesterov) "
+    "for the Muon-type methods. Each optimizer sweeps its lr on the task's sweep seeds; the best lr "
+    "(lowest mean final validation loss over those seeds) is then run on the other seeds, and the final "
+    "validation loss is the mean ± sample std over seeds 0, 1, 2. The hybrids' AdamW part (embeddings, "
+    "output head, norms, biases; `torchnewton.optim.param_groups`) uses AdamW's best lr. \"Steps to "
+    "AdamW's loss\": first evaluation at which the seed-averaged validation loss reaches AdamW's "
+    "seed-averaged final loss. Step time: `optimizer.step()` alone, in interleaved rounds on one fixed "
+    "gradient, 1 thread; \"vs torch Muon\" = torch.optim.Muon's median / this median, and the same "
+    "for the minima, which other work on the machine disturbs less (> 1: faster). "
+    "Seconds in the plots count training only (forward, backward, step), on a machine that may be shared "
+    "with other work. \"(edge)\": the best lr is at the end of its grid.")
+
+
+def _task(ctx: BenchContext, plan: Plan, goals: list) -> tuple[str, dict[str, Any]]:
+    name = plan.task.name
+    specs, skipped = _available(plan, ctx.quick)
+    by_name = {s.name: s for s in specs}
+
+    def sweep(spec: OptimizerSpec, adamw_lr: float) -> LrSweep:
+        return lr_sweep(plan.task, lambda model, lr: spec.build(model, lr, adamw_lr), plan.grid(spec.lr_kind),
+                        sweep_seeds=plan.sweep_seeds, seeds=SEEDS, steps=plan.steps,
+                        eval_every=plan.eval_every, track=lambda it, desc: ctx.track(it, desc=f"{name} {spec.name}"))
+
+    sweeps = {BASELINE: sweep(by_name[BASELINE], 0.0)}
+    adamw_lr = sweeps[BASELINE].best_lr
+    for spec in ctx.track([s for s in specs if s.name != BASELINE], desc=f"{name} optimizers"):
+        sweeps[spec.name] = sweep(spec, adamw_lr)
+
+    steps_b, losses_b, _ = sweeps[BASELINE].mean_curve()
+    target = losses_b[-1] if math.isfinite(losses_b[-1]) else None  # None: a seed of AdamW diverged
+    baseline_steps = None if target is None else steps_to(target, steps_b, losses_b)
+    builds = {n: ((lambda spec: lambda model, lr: spec.build(model, lr, adamw_lr))(by_name[n]), s.best_lr)
+              for n, s in sweeps.items()}
+    times = interleaved_step_times(plan.task, builds, rounds=plan.timing_rounds)
+    reference = median_and_min(times[TORCH_MUON]) if TORCH_MUON in times else None
+
+    entries = {n: _entry(by_name[n], plan, s, times[n], reference, target, baseline_steps)
+               for n, s in sweeps.items()}
+    _goals(goals, name, entries, baseline_steps)
+    figures = {"task": plan.task.describe(), "steps": plan.steps, "eval_every": plan.eval_every,
+               "sweep_seeds": list(plan.sweep_seeds), "adamw_lr_of_hybrids": adamw_lr,
+               "target_val_loss": target, "adamw_steps_to_target": baseline_steps, "not_run": skipped,
+               "optimizers": entries}
+    return _markdown(plan, figures), figures
+
+
+def _entry(spec: OptimizerSpec, plan: Plan, sweep: LrSweep, times: list[float],
+           reference: tuple[float, float] | None,
+           target: float | None, baseline_steps: int | None) -> dict[str, Any]:
+    """Every figure of one optimizer on one task (JSON-able)."""
+    steps, losses, seconds = sweep.mean_curve()
+    reached = None if target is None else steps_to(target, steps, losses)
+    finals = sweep.finals(sweep.best_lr)
+    finite = all(map(math.isfinite, finals))
+    median, fastest = median_and_min(times)
+    grid = plan.grid(spec.lr_kind)
+    return {
+        "source": spec.source, "lr_grid": list(grid), "best_lr": sweep.best_lr,
+        "best_lr_at_grid_edge": len(grid) > 1 and sweep.best_lr in (grid[0], grid[-1]),
+        "sweep": {str(lr): {"seeds": list(sweep.sweep_seeds),
+                            "final_val_loss": [_json_number(v) for v in sweep.finals(lr, sweep.sweep_seeds)],
+                            "diverged": [runs[s].diverged for s in sweep.sweep_seeds]}
+                  for lr, runs in sweep.runs.items()},
+        "final_val_loss_per_seed": [_json_number(v) for v in finals],
+        "final_val_loss_mean": statistics.fmean(finals) if finite else None,
+        "final_val_loss_std": statistics.stdev(finals) if finite else None,
+        "steps_to_adamw_final": reached,
+        "fraction_of_adamw_steps": reached / baseline_steps if reached is not None and baseline_steps else None,
+        "seconds_to_adamw_final": None if reached is None else seconds[steps.index(reached)],
+        "step_seconds_median": median, "step_seconds_min": fastest,
+        "step_time_speedup_vs_torch_muon": reference[0] / median if reference else None,
+        "step_time_speedup_vs_torch_muon_by_min": reference[1] / fastest if reference else None,
+        "mean_curve": {"steps": steps, "val_loss": [_json_number(v) for v in losses], "seconds": seconds},
+    }
+
+
+def _json_number(value: float) -> float | None:
+    """A diverged run's +inf as None, which JSON can hold."""
+    return value if math.isfinite(value) else None
+
+
+def _markdown(plan: Plan, figures: dict[str, Any]) -> str:
+    name, entries = plan.task.name, figures["optimizers"]
+    rows, sweep_rows = [], []
+    for n, e in entries.items():
+        fraction, speedup = e["fraction_of_adamw_steps"], e["step_time_speedup_vs_torch_muon"]
+        rows.append([n, e["source"], f"{e['best_lr']:g}" + (" (edge)" if e["best_lr_at_grid_edge"] else ""),
+                     "diverged" if e["final_val_loss_mean"] is None
+                     else f"{e['final_val_loss_mean']:.4f} ± {e['final_val_loss_std']:.4f}",
+                     "not reached" if e["steps_to_adamw_final"] is None else e["steps_to_adamw_final"],
+                     "-" if fraction is None else f"{100 * fraction:.0f} %",
+                     "-" if e["seconds_to_adamw_final"] is None else f"{e['seconds_to_adamw_final']:.2f}",
+                     f"{1e3 * e['step_seconds_median']:.3f}", f"{1e3 * e['step_seconds_min']:.3f}",
+                     "-" if speedup is None else f"{speedup:.2f}x",
+                     "-" if speedup is None else f"{e['step_time_speedup_vs_torch_muon_by_min']:.2f}x"])
+        for lr, run in e["sweep"].items():
+            values = run["final_val_loss"]
+            shown = ("diverged" if any(run["diverged"]) else f"{values[0]:.4f}" if len(values) == 1
+                     else f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}")
+            sweep_rows.append([n, lr, shown, ", ".join(map(str, run["seeds"])),
+                               "best" if float(lr) == e["best_lr"] else ""])
+    seeds = ", ".join(map(str, plan.sweep_seeds))
+    lines = [f"### {name}: {figures['task']}",
+             f"{plan.steps} steps, validation every {plan.eval_every}; lr sweep on seed(s) {seeds}. AdamW's "
+             f"best lr {figures['adamw_lr_of_hybrids']:g} is the AdamW-part lr of every hybrid. AdamW's "
+             f"seed-averaged final validation loss {_number(figures['target_val_loss'])} is reached by AdamW "
+             f"itself at step {figures['adamw_steps_to_target']}.",
+             markdown_table(["optimizer", "library", "best lr", "final val loss (3 seeds)",
+                             "steps to AdamW's loss", "% of AdamW's steps", "seconds to AdamW's loss",
+                             "step ms (median)", "step ms (min)", "vs torch Muon (median)",
+                             "vs torch Muon (min)"], rows)]
+    if figures["not_run"]:
+        lines.append("\n".join(f"- {n}: {why}" for n, why in figures["not_run"].items()))
+    lines += [f"#### {name}: learning-rate sweep (final validation loss on the sweep seeds {seeds}; "
+              "mean ± std where several)",
+              markdown_table(["optimizer", "lr", "final val loss", "seeds", ""], sweep_rows)]
+    return "\n\n".join(lines)
+
+
+def _goals(goals: list, task: str, entries: dict[str, Any], baseline_steps: int | None) -> None:
+    ours = entries.get(OURS)
+    if ours is None:
+        goals.append([f"{task}: {OURS} reaches AdamW's final val loss in <= 70 % of AdamW's steps",
+                      f"{OURS} not available", "not met"])
+        return
+    reached, fraction = ours["steps_to_adamw_final"], ours["fraction_of_adamw_steps"]
+    measured = ("AdamW's final loss not reached" if reached is None
+                else f"{reached} of {baseline_steps} steps ({100 * fraction:.0f} %)")
+    measured += f" (final loss {_loss_text(ours)} vs AdamW {_loss_text(entries[BASELINE])})"
+    met = "met" if fraction is not None and fraction <= STEP_GOAL else "not met"
+    control = entries.get(CONTROL, {}).get("steps_to_adamw_final")
+    if control is not None:
+        measured += (f"; but the control with frozen hidden matrices reaches AdamW's loss too (step {control}): "
+                     "on this budget the task does not separate the matrix updates")
+        met += " (uninformative)"
+    goals.append([f"{task}: {OURS} reaches AdamW's final val loss in <= 70 % of AdamW's steps", measured, met])
+    speedup = ours["step_time_speedup_vs_torch_muon"]
+    goals.append([f"{task}: {OURS} optimizer.step() no slower than torch.optim.Muon(+AdamW)",
+                  "torch.optim.Muon not available" if speedup is None
+                  else f"{speedup:.2f}x (median {1e3 * ours['step_seconds_median']:.3f} ms vs "
+                       f"{1e3 * ours['step_seconds_median'] * speedup:.3f} ms)",
+                  "met" if speedup is not None and speedup >= 1.0 else "not met"])
+
+
+def _loss_text(entry: dict[str, Any]) -> str:
+    return _number(entry["final_val_loss_mean"])
+
+
+def _number(value: float | None) -> str:
+    return "diverged" if value is None else f"{value:.4f}"
+
+
+def _plot(ctx: BenchContext, task: str, entries: dict[str, Any]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
+
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    colors = plt.get_cmap("tab20").colors
+    styles = {"torch.optim": "--", "pytorch-optimizer": ":", "torchnewton": "-"}
+    tail = []
+    for i, (name, e) in enumerate(entries.items()):
+        curve = e["mean_curve"]
+        kept = [j for j, v in enumerate(curve["val_loss"]) if v is not None]
+        losses = [curve["val_loss"][j] for j in kept]
+        tail += losses[1:]
+        style = dict(color=colors[i % len(colors)], linestyle=styles.get(e["source"], "-"),
+                     linewidth=2.2 if name in (OURS, BASELINE, TORCH_MUON) else 1.2,
+                     label=f"{name} (lr {e['best_lr']:g})")
+        by_step.plot([curve["steps"][j] for j in kept], losses, **style)
+        by_time.plot([curve["seconds"][j] for j in kept], losses, **style)
+    by_step.set_xlabel("step")
+    by_time.set_xlabel("training seconds (forward, backward, step; 1 thread)")
+    by_step.set_ylabel("validation loss (mean of 3 seeds, best lr; log scale)")
+    for ax in (by_step, by_time):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+        ax.grid(True, which="both", alpha=0.3)
+        if tail:  # leave out the loss at initialization, which would flatten the curves
+            ax.set_ylim(min(tail) * 0.97, max(tail) * 1.03)
+    by_time.legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"{task}: validation loss vs steps and vs seconds")
+    fig.tight_layout()
+    path = ctx.out_dir / f"optim_{task}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
