@@ -12,7 +12,7 @@ vector orthogonal to the basis, so multiple and zero eigenvalues are found as we
 Example:
     >>> A = torch.diag(torch.arange(100.0, dtype=torch.float64))
     >>> eigenvalues(A, k=3).eigenvalues
-    tensor([99., 98., 97.], dtype=torch.float64)
+    tensor([99.0000, 98.0000, 97.0000], dtype=torch.float64)
 """
 from __future__ import annotations
 

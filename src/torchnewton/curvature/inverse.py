@@ -6,9 +6,13 @@ the system positive definite where H is not. Solved matrix-free by the project's
 it stops with NEGATIVE_CURVATURE if it meets pᵀ(H + λI)p ≤ 0) or MINRES (indefinite ones).
 
 Example:
-    >>> H = HessianOperator(model, torch.nn.MSELoss(), (X, y))          # doctest: +SKIP
-    >>> result = inverse_hvp(H, [torch.ones_like(p) for p in model.parameters()], damping=1e-3)
-    >>> result.x  # a list shaped like the parameters, as v was                  # doctest: +SKIP
+    >>> from torchnewton.curvature import GaussNewtonOperator
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    >>> X, y = torch.randn(64, 3), torch.randn(64, 1)
+    >>> G = GaussNewtonOperator(model, torch.nn.MSELoss(), (X, y))
+    >>> result = inverse_hvp(G, [torch.ones_like(p) for p in model.parameters()], damping=1e-3)
+    >>> result.success, [tuple(t.shape) for t in result.x]   # a list shaped like the parameters, as v was
+    (True, [(8, 3), (8,), (1, 8), (1,)])
 """
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ Example:
     >>> G = GaussNewtonOperator(model, torch.nn.CrossEntropyLoss(), (X, y))
     >>> v = [torch.randn_like(p) for p in model.parameters()]
     >>> Gv = G @ v                      # a list shaped like the parameters
-    >>> G.to_dense().shape              # torch.Size([1, 67, 67])
+    >>> G.to_dense().shape
+    torch.Size([1, 67, 67])
 """
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ like 1/m instead of 1/√m.
 Example:
     >>> Q, _ = torch.linalg.qr(torch.randn(200, 200, dtype=torch.float64))
     >>> A = (Q * torch.cat([torch.logspace(3, 1, 10), torch.full((190,), 0.01)]).double()) @ Q.T
-    >>> trace(A, "hutch++", num_samples=30)   # tr A = 2483.7 to ~1e-5; Hutchinson errs by ~10%
+    >>> trace(A, "hutch++", num_samples=30)   # tr A = 2483.74; Hutchinson errs by ~10% here
+    tensor(2483.74..., dtype=torch.float64)
 """
 from __future__ import annotations
 
