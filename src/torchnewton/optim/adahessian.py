@@ -131,7 +131,7 @@ class AdaHessian(torch.optim.Optimizer):
         if not all(bool(torch.isfinite(t).all()) for t in grads + samples):
             self._generator.set_state(generator_state)
             self._free_graph(params)
-            raise RuntimeError("non-finite gradient or Hessian estimate; AdaHessian changed neither the parameters "
+            raise FloatingPointError("non-finite gradient or Hessian estimate; AdaHessian changed neither the parameters "
                                "nor its state")
         estimates = {id(p): (g, d) for p, g, d in zip(params, grads, samples)}
         for group in self.param_groups:

@@ -34,7 +34,7 @@ f ≠ 0 the predicted decrease falls below the rounding error of f (10·ε·|f|)
 such a step is accepted unless f rises by more than that error (μ unchanged, ``gain_ratio``
 None), so the iterates still converge to full precision in x. A NaN or infinite loss
 at a trial point is a rejection like any other; at the current point it is an error (there is no
-step to take), raised before anything changes.
+step to take): ``FloatingPointError``, as in every optimizer here, raised before anything changes.
 
 ``lazy=m`` reuses the curvature and its Cholesky factor (of C + λ_f I, with the λ_f of the
 factorization) for m consecutive steps, each with a fresh gradient: the chord method of
@@ -216,7 +216,7 @@ class NewtonRaphson(torch.optim.Optimizer):
         out, loss = self._evaluate(closure, group, state)
         gauss_newton = group["curvature"] == "gauss-newton"
         if not bool(torch.isfinite(loss)):
-            raise RuntimeError(f"the closure returned a non-finite loss ({float(loss)}) at the current parameters; "
+            raise FloatingPointError(f"the closure returned a non-finite loss ({float(loss)}) at the current parameters; "
                                "NewtonRaphson left the parameters and its damping unchanged")
         if not out.requires_grad:
             raise RuntimeError("the closure's output has no autograd graph: evaluate it with gradients enabled and "
@@ -237,7 +237,7 @@ class NewtonRaphson(torch.optim.Optimizer):
         if with_curvature:
             state["curvature_evaluations"] += 1
         if not (bool(torch.isfinite(g).all()) and (C is None or bool(torch.isfinite(C).all()))):
-            raise RuntimeError("non-finite gradient or curvature at the current parameters (the loss is finite); "
+            raise FloatingPointError("non-finite gradient or curvature at the current parameters (the loss is finite); "
                                "NewtonRaphson left the parameters and its damping unchanged")
         return loss, g, C
 
