@@ -23,6 +23,7 @@ SUITES = {
     "recurrence": "recurrence",
     "optim": "optim",
     "curvature": "curvature",
+    "fixed_point": "fixed_point",
 }
 
 

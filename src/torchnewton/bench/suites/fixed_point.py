@@ -1,0 +1,27 @@
+"""`torchnewton bench fixed_point`: torchnewton.nn.DEQ against torchdeq, and torchnewton.fixed_point
+against Picard iteration and scipy.optimize.fixed_point.
+
+(a) :mod:`.fixed_point_deq`: the same deep-equilibrium MLP and convolutional net on scikit-learn's
+    digits, trained with ``torchnewton.nn.DEQ`` and with ``torchdeq`` (same cell, weights, data
+    order, solver settings and epochs): forward/backward evaluations, forward+backward time per
+    batch, accuracy.
+(b) :mod:`.fixed_point_contractions`: evaluations of T to solve contractions with spread
+    spectra: Anderson against Picard and ``scipy.optimize.fixed_point``.
+
+Quick mode (the default) runs in about a minute on one core; ``--full`` trains longer, over
+three seeds, and adds larger and harder contractions.
+"""
+from __future__ import annotations
+
+from ..suite import BenchContext, Section
+from .fixed_point_contractions import run_contractions
+from .fixed_point_deq import run_deq
+
+
+def run(ctx: BenchContext) -> Section:
+    deq_markdown, deq_figures, deq_plots = run_deq(ctx)
+    contraction_markdown, contraction_figures, contraction_plots = run_contractions(ctx)
+    return Section(title="fixed_point: DEQ vs torchdeq, Anderson vs Picard and scipy",
+                   markdown="\n\n".join([deq_markdown, contraction_markdown]),
+                   figures={"deq_digits": deq_figures, "contractions": contraction_figures},
+                   plots=deq_plots + contraction_plots)
