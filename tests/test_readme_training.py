@@ -29,3 +29,12 @@ def test_curvature_example_runs_and_the_inverse_product_solves_the_damped_system
     exec(_examples("Curvature of a network"), namespace)
     G, ihvp = namespace["G"], namespace["ihvp"]
     assert ihvp.success and float(ihvp.residual_norm.max()) < 1e-3
+
+
+def test_deq_example_converges_and_backpropagates():
+    namespace: dict = {"tn": __import__("torchnewton"), "torch": torch}
+    torch.manual_seed(0)
+    exec(_examples("Fixed points and deep-equilibrium layers"), namespace)
+    deq = namespace["deq"]
+    assert float(deq.last_stats.residual.max()) <= 1e-4
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in deq.parameters())
