@@ -7,9 +7,11 @@ finite the step raises and leaves the parameters and the optimizer state exactly
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
+
+from .validate import check_gradient
 
 
 def check_finite_step(loss: Any, tensors: Iterable[torch.Tensor], optimizer: str) -> None:
@@ -37,3 +39,22 @@ def check_finite_step(loss: Any, tensors: Iterable[torch.Tensor], optimizer: str
         raise FloatingPointError(
             f"{optimizer}.step: the loss or a gradient has nan or inf entries; the step was not taken "
             "and the optimizer state is unchanged")
+
+
+def guarded_closure(optimizer: torch.optim.Optimizer,
+                    closure: Callable[[], Any] | None) -> tuple[Any, list[torch.Tensor]]:
+    """Evaluate ``closure`` (with gradients enabled), then refuse sparse or complex gradients and
+    non-finite values; return the loss and the parameters that have a gradient.
+
+    The shared head of ``step`` for optimizers whose state must never see a bad gradient.
+    """
+    loss = None
+    if closure is not None:
+        with torch.enable_grad():
+            loss = closure()
+    name = type(optimizer).__name__
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    for p in params:
+        check_gradient(p, name)
+    check_finite_step(loss, [p.grad for p in params], name)
+    return loss, params

@@ -47,11 +47,10 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..linalg import inv_root
-from .finite import check_finite_step
+from .finite import check_finite_step, guarded_closure
 from .kfac_statistics import CURVATURES, LOSSES, Captured, batch_factors, gauss_newton_backward
 from .validate import (
     check_choice,
-    check_gradient,
     check_nonnegative,
     check_positive,
     check_positive_int,
@@ -199,14 +198,7 @@ class KFAC(torch.optim.Optimizer):
         curvature statistic is not finite, and ``RuntimeError`` if a layer with a gradient has no
         statistics to update its factors from.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        for p in params:
-            check_gradient(p, "KFAC")
-        check_finite_step(loss, [p.grad for p in params], "KFAC")
+        loss, _ = guarded_closure(self, closure)
         count = self.param_groups[0]["step"]
         layers = [layer for layer in self._layers if layer.weight.grad is not None]
         fresh = self._batch_factors(layers) if count % self.factor_update_frequency == 0 else {}

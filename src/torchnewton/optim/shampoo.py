@@ -43,11 +43,10 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..linalg import inv_root
-from .finite import check_finite_step
+from .finite import guarded_closure
 from .validate import (
     check_betas,
     check_choice,
-    check_gradient,
     check_nonnegative,
     check_positive,
     check_positive_int,
@@ -105,14 +104,7 @@ class Shampoo(torch.optim.Optimizer):
 
         Raises ``FloatingPointError`` (state untouched) if the loss or a gradient is not finite.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        for p in params:
-            check_gradient(p, "Shampoo")
-        check_finite_step(loss, [p.grad for p in params], "Shampoo")
+        loss, _ = guarded_closure(self, closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:

@@ -48,12 +48,11 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from .finite import check_finite_step
+from .finite import guarded_closure
 from .shampoo import factor_dtype
 from .validate import (
     check_betas,
     check_choice,
-    check_gradient,
     check_nonnegative,
     check_positive,
     check_positive_int,
@@ -99,14 +98,7 @@ class SOAP(torch.optim.Optimizer):
 
         Raises ``FloatingPointError`` (state untouched) if the loss or a gradient is not finite.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        for p in params:
-            check_gradient(p, "SOAP")
-        check_finite_step(loss, [p.grad for p in params], "SOAP")
+        loss, _ = guarded_closure(self, closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
