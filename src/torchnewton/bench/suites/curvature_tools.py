@@ -64,6 +64,7 @@ def run_tools(ctx: BenchContext) -> tuple[str, dict[str, Any], list[Path]]:
         exact = torch.linalg.eigvalsh(dense)
         dense_seconds = time.perf_counter() - start
         eigen_md, figures["eigenvalues"] = _eigenvalues(hessian, peers["hessian"], exact, dense_seconds, ctx.seed)
+        pyhessian_md, figures["pyhessian"] = _pyhessian(model, loss, batch, exact, ctx.seed)
         trace_md, figures["trace"] = _traces(config, hessian, peers["hessian"], exact, ctx.seed, ctx.quick)
         density_md, figures["density"], density = _density(config, hessian, exact, ctx.seed)
     plots = [_plot_density(ctx, density, exact, setup)]
@@ -71,7 +72,8 @@ def run_tools(ctx: BenchContext) -> tuple[str, dict[str, Any], list[Path]]:
     intro = (f"MLP {setup['architecture']} (n = {setup['parameters']} parameters, float32) trained with Adam "
              f"for {setup['train_steps']} full-batch steps on {setup['samples']} digits (final loss "
              f"{setup['final_loss']:.3g}); curvature of the mean cross-entropy on the same data, one thread.")
-    markdown = "\n\n".join([intro, "#### Goals\n\n" + goals, products_md, eigen_md, trace_md, density_md])
+    markdown = "\n\n".join([intro, "#### Goals\n\n" + goals, products_md, eigen_md, pyhessian_md, trace_md,
+                             density_md])
     return markdown, figures, plots
 
 
@@ -197,6 +199,39 @@ def _eigenvalues(hessian: CurvatureOperator, peer, exact: torch.Tensor, dense_se
                "dense_seconds": dense_seconds}
     table = markdown_table(["method", "products", "time (s)", "top-5 eigenvalues", "max error / λ_max"], rows)
     return (f"#### Hessian top-5 eigenvalues (smallest eigenvalue {float(exact[0]):.3g})\n\n" + table), figures
+
+
+def _pyhessian(model, loss, batch, exact: torch.Tensor, seed: int) -> tuple[str, dict[str, Any]]:
+    """PyHessian (Yao et al. 2020) on the same model: power iteration with deflation for the top
+    eigenvalues and Hutchinson for the trace, each to its default relative tolerance 1e-3."""
+    try:
+        from pyhessian import hessian as PyHessian
+    except ImportError:
+        return "PyHessian: not installed (`pip install pyhessian`), not compared.", {"installed": False}
+    top, scale = exact.flip(0)[:5], float(exact.abs().max())
+    torch.manual_seed(seed)  # PyHessian draws its vectors from the global generator
+    start = time.perf_counter()
+    peer = PyHessian(model, loss, data=batch, cuda=False)
+    values, _ = peer.eigenvalues(top_n=5)
+    eigen_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    trace_samples = peer.trace()
+    trace_seconds = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)  # PyHessian leaves gradients with graphs on the parameters
+    values = torch.tensor(sorted(values, reverse=True), dtype=torch.float64)
+    error = float((values - top).abs().max()) / scale
+    trace_estimate = float(np.mean(trace_samples))
+    trace_error = abs(trace_estimate - float(exact.sum())) / abs(float(exact.sum()))
+    rows = [["PyHessian eigenvalues (power iteration + deflation, tol 1e-3)", eigen_seconds, _values(values),
+             f"{error:.1e}"],
+            [f"PyHessian trace (Hutchinson, {len(trace_samples)} products, tol 1e-3)", trace_seconds,
+             f"{trace_estimate:.4g}", f"{trace_error:.1e} (relative to the exact trace)"]]
+    figures = {"installed": True, "values": values.tolist(), "eigen_seconds": eigen_seconds,
+               "max_error_relative_to_lambda_max": error, "trace": trace_estimate,
+               "trace_products": len(trace_samples), "trace_seconds": trace_seconds,
+               "trace_relative_error": trace_error}
+    table = markdown_table(["PyHessian (same model and data)", "time (s)", "values", "error"], rows)
+    return "#### PyHessian, side by side\n\n" + table, figures
 
 
 def _values(values: torch.Tensor) -> str:
