@@ -13,8 +13,14 @@ import torch
 from ..linear import CholeskyFactor
 
 
-def shifted_cholesky(H: torch.Tensor, *, beta: float = 1e-3, max_tries: int = 80) -> tuple[CholeskyFactor, torch.Tensor]:
+def shifted_cholesky(H: torch.Tensor, *, beta: float = 1e-3, max_tries: int = 80,
+                     initial: torch.Tensor | None = None,
+                     floor: torch.Tensor | None = None) -> tuple[CholeskyFactor, torch.Tensor]:
     """(factor of H + τI, τ (B,)) with τ ≥ 0 the first shift on the doubling ladder that works.
+
+    The ladder starts at ``initial`` (B,) when given (a Levenberg–Marquardt damping that must be
+    kept if it already works), otherwise at 0 or just past the most negative diagonal entry; each
+    failed try doubles τ, to at least ``floor`` (B,) (default β·max|Hᵢⱼ|).
 
     Example:
         >>> factor, tau = shifted_cholesky(torch.tensor([[[1.0, 0.0], [0.0, -1.0]]]))
@@ -24,13 +30,18 @@ def shifted_cholesky(H: torch.Tensor, *, beta: float = 1e-3, max_tries: int = 80
     scale = H.abs().amax(dim=(-1, -2)).clamp(min=torch.finfo(H.dtype).eps)
     eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
     min_diag = H.diagonal(dim1=-2, dim2=-1).amin(-1)
-    tau = torch.where(min_diag > 0, torch.zeros_like(scale), -min_diag + beta * scale)
+    if floor is None:
+        floor = beta * scale
+    if initial is None:
+        tau = torch.where(min_diag > 0, torch.zeros_like(scale), -min_diag + beta * scale)
+    else:
+        tau = initial.to(H.dtype)
     L, info = torch.linalg.cholesky_ex(H + tau.view(-1, 1, 1) * eye)
     ok = info == 0
     for _ in range(max_tries):
         if bool(ok.all()):
             break
-        tau = torch.where(ok, tau, torch.maximum(2 * tau, beta * scale))
+        tau = torch.where(ok, tau, torch.maximum(2 * tau, floor))
         L_try, info = torch.linalg.cholesky_ex(H + tau.view(-1, 1, 1) * eye)
         L = torch.where(ok.view(-1, 1, 1), L, L_try)
         ok = ok | (info == 0)

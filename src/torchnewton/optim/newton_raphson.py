@@ -75,6 +75,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from ..globalize.hessian_modification import shifted_cholesky
 from .parameter_derivatives import assign_flat, flatten, gradient, hessian, jacobian
 from .validate import check_choice, check_gradient, check_nonnegative, check_positive_int
 
@@ -248,18 +249,16 @@ class NewtonRaphson(torch.optim.Optimizer):
         gradient_norm = float(g.norm())
         if state["damping_multiplier"] is None:
             state["damping_multiplier"] = group["damping"] * state["damping_scale"] / max(gradient_norm, _TINY)
-        damping = state["damping_multiplier"] * gradient_norm
-        eye = torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
-        for _ in range(_MAX_SHIFTS):
-            factor, info = torch.linalg.cholesky_ex(C + damping * eye)
-            if int(info) == 0:
-                break
-            damping = max(2.0 * damping, self._bootstrap(state, group))
-            if gradient_norm > 0.0:
-                state["damping_multiplier"] = damping / gradient_norm
-        else:
+        requested = state["damping_multiplier"] * gradient_norm
+        as_batch = lambda value: torch.tensor([value], dtype=C.dtype, device=C.device)
+        factor, shift = shifted_cholesky(C[None], initial=as_batch(requested), max_tries=_MAX_SHIFTS - 1,
+                                         floor=as_batch(self._bootstrap(state, group)))
+        if not bool(factor.ok.all()):
             raise RuntimeError("no damping made the curvature positive definite")
-        state.update(damping=damping, curvature=C, cholesky=factor, reuse_left=group["lazy"] - 1)
+        damping = float(shift[0])
+        if damping != requested and gradient_norm > 0.0:
+            state["damping_multiplier"] = damping / gradient_norm
+        state.update(damping=damping, curvature=C, cholesky=factor.L[0], reuse_left=group["lazy"] - 1)
 
     def _raise_damping(self, state: dict[str, Any], g: torch.Tensor) -> None:
         """Nielsen's increase after a rejected step: μ ← μν, ν ← 2ν (from μ = 0: a first μ)."""
