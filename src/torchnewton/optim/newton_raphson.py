@@ -76,7 +76,8 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..globalize.hessian_modification import shifted_cholesky
-from .parameter_derivatives import assign_flat, flatten, gradient, hessian, jacobian
+from ..curvature.params import flatten
+from .parameter_derivatives import assign_flat, gradient, hessian, jacobian
 from .validate import check_choice, check_gradient, check_nonnegative, check_positive_int
 
 CURVATURES = ("hessian", "gauss-newton")
@@ -156,7 +157,7 @@ class NewtonRaphson(torch.optim.Optimizer):
         if not state:
             state.update(step=0, damping=None, damping_multiplier=None, damping_growth=2.0, reuse_left=0,
                          closure_evaluations=0, curvature_evaluations=0)
-        x = flatten(params)
+        x = flatten([p.detach() for p in params])  # a copy: the step restores it on rejection
         reuse = state["reuse_left"] > 0 and state["cholesky"].shape[0] == x.numel()
         loss, g, C = self._linearize(closure, params, group, state, with_curvature=not reuse)
         if reuse:

@@ -29,11 +29,6 @@ import torch
 _FREED_GRAPH = "Trying to backward through the graph a second time"
 
 
-def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The tensors' entries as one flat vector (a copy, detached)."""
-    return torch.cat([t.detach().reshape(-1) for t in tensors])
-
-
 def assign_flat(params: Sequence[torch.Tensor], vector: torch.Tensor) -> None:
     """Write a flat vector back into the parameters, in place (under ``torch.no_grad``)."""
     offset = 0
