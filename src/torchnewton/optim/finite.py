@@ -1,4 +1,4 @@
-"""The non-finite guard of the curvature optimizers (KFAC, Shampoo, SOAP).
+"""The non-finite guard of the curvature optimizers (KFAC, Shampoo, SOAP), and their common step.
 
 Their state (Kronecker factors, eigenbases, inverse roots) outlives a step: one NaN gradient
 folded into a factor poisons every later preconditioner. So before any state changes, one fused
@@ -58,3 +58,35 @@ def guarded_closure(optimizer: torch.optim.Optimizer,
         check_gradient(p, name)
     check_finite_step(loss, [p.grad for p in params], name)
     return loss, params
+
+
+class GuardedOptimizer(torch.optim.Optimizer):
+    """An optimizer that updates each parameter on its own (``_update``) after one guarded closure
+    evaluation, and validates every param group it is given (``_check_hyperparameters``)."""
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        self._check_hyperparameters(defaults)
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, h: dict[str, Any]) -> None:
+        raise NotImplementedError  # each optimizer names its own hyperparameters
+
+    def _update(self, p: torch.Tensor, state: dict, group: dict[str, Any]) -> None:
+        raise NotImplementedError  # each optimizer's own per-parameter update
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self._check_hyperparameters({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One update of every parameter with a gradient; ``closure`` re-evaluates the loss.
+
+        Raises ``FloatingPointError`` (state untouched) if the loss or a gradient is not finite.
+        """
+        loss, _ = guarded_closure(self, closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, self.state[p], group)
+        return loss

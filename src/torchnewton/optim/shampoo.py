@@ -38,12 +38,12 @@ Example:
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 
 from ..linalg import inv_root
-from .finite import guarded_closure
+from .finite import GuardedOptimizer
 from .validate import (
     check_betas,
     check_choice,
@@ -57,7 +57,7 @@ ROOT_METHODS = ("newton", "eigh")
 GRAFTING = ("adam", "adagrad", "none")
 
 
-class Shampoo(torch.optim.Optimizer):
+class Shampoo(GuardedOptimizer):
     """Shampoo with per-block Kronecker factors, inverse 4th roots and grafting.
 
     Args:
@@ -91,25 +91,10 @@ class Shampoo(torch.optim.Optimizer):
                         block_size=block_size, precondition_frequency=precondition_frequency,
                         start_preconditioning_step=start_preconditioning_step, grafting=grafting,
                         grafting_eps=grafting_eps, root_method=root_method)
-        _check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _check_hyperparameters({**self.defaults, **param_group})
-        super().add_param_group(param_group)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One Shampoo update of every parameter with a gradient; ``closure`` re-evaluates the loss.
-
-        Raises ``FloatingPointError`` (state untouched) if the loss or a gradient is not finite.
-        """
-        loss, _ = guarded_closure(self, closure)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self._update(p, self.state[p], group)
-        return loss
+    def _check_hyperparameters(self, h: dict[str, Any]) -> None:
+        _check_hyperparameters(h)
 
     def _update(self, p: torch.Tensor, state: dict, group: dict[str, Any]) -> None:
         grad = p.grad

@@ -44,11 +44,11 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 
-from .finite import guarded_closure
+from .finite import GuardedOptimizer
 from .shampoo import factor_dtype
 from .validate import (
     check_betas,
@@ -62,7 +62,7 @@ from .validate import (
 BASIS_UPDATES = ("power-qr", "eigh")
 
 
-class SOAP(torch.optim.Optimizer):
+class SOAP(GuardedOptimizer):
     """Shampoo-eigenbasis Adam (SOAP) on the torch.optim contract.
 
     Args:
@@ -85,25 +85,10 @@ class SOAP(torch.optim.Optimizer):
                         shampoo_beta=shampoo_beta, eps=eps, weight_decay=weight_decay,
                         precondition_frequency=precondition_frequency,
                         max_precondition_dim=max_precondition_dim, basis_update=basis_update)
-        _check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _check_hyperparameters({**self.defaults, **param_group})
-        super().add_param_group(param_group)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One SOAP update of every parameter with a gradient; ``closure`` re-evaluates the loss.
-
-        Raises ``FloatingPointError`` (state untouched) if the loss or a gradient is not finite.
-        """
-        loss, _ = guarded_closure(self, closure)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self._update(p, self.state[p], group)
-        return loss
+    def _check_hyperparameters(self, h: dict[str, Any]) -> None:
+        _check_hyperparameters(h)
 
     def _update(self, p: torch.Tensor, state: dict, group: dict[str, Any]) -> None:
         grad = p.grad
