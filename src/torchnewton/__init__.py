@@ -11,10 +11,10 @@ deep-equilibrium layer ``DEQ``).
 from . import curvature, linalg, nn, optim, ot, recurrence
 from .core.result import Result
 from .core.status import Status
-from .solvers.fixed_point import fixed_point
-from .solvers.least_squares import least_squares
-from .solvers.minimize import minimize
-from .solvers.root import root
+from .solvers.fixed_point.solve import fixed_point
+from .solvers.residual.least_squares import least_squares
+from .solvers.objective.minimize import minimize
+from .solvers.residual.root import root
 
 __all__ = ["Result", "Status", "curvature", "fixed_point", "least_squares", "linalg", "minimize", "nn", "optim",
            "ot", "recurrence", "root"]

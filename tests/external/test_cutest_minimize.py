@@ -4,7 +4,7 @@ import pytest
 
 s2mpj = pytest.importorskip("torchnewton.bench.problems.s2mpj")
 
-from torchnewton.solvers.minimize import minimize  # noqa: E402
+from torchnewton.solvers.objective.minimize import minimize  # noqa: E402
 
 KNOWN = {"ROSENBR": 0.0, "BEALE": 0.0, "DENSCHNA": 0.0, "HIMMELBH": -1.0, "BOX3": 0.0, "HELIX": 0.0, "CUBE": 0.0}
 METHODS = {"trust-exact": "hess", "newton": "hess", "cubic": "hess", "trust-ncg": "hessp"}

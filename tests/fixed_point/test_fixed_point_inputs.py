@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from torchnewton.nn import DEQ
-from torchnewton.solvers.fixed_point import fixed_point
+from torchnewton.solvers.fixed_point.solve import fixed_point
 
 DOUBLE = torch.float64
 

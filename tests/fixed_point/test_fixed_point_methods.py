@@ -6,7 +6,7 @@ import torch
 
 import torchnewton as tn
 from torchnewton.core.status import Status
-from torchnewton.solvers.fixed_point import METHODS, fixed_point
+from torchnewton.solvers.fixed_point.solve import METHODS, fixed_point
 
 DOUBLE = torch.float64
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from torchnewton.solvers.minimize import minimize
+from torchnewton.solvers.objective.minimize import minimize
 
 from .problems import rosenbrock
 

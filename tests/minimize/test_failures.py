@@ -4,7 +4,7 @@ import torch
 
 from torchnewton.core.status import Status
 from torchnewton.derivatives import autodiff
-from torchnewton.solvers.minimize import METHODS, minimize
+from torchnewton.solvers.objective.minimize import METHODS, minimize
 
 from .problems import rosenbrock, saddle
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from torchnewton.core.status import Status
-from torchnewton.solvers.minimize import METHODS, minimize
+from torchnewton.solvers.objective.minimize import METHODS, minimize
 
 from .problems import rosenbrock, styblinski_tang
 

@@ -5,7 +5,7 @@ import torch
 
 import torchnewton as tn
 from torchnewton.core.status import Status
-from torchnewton.solvers.least_squares import METHODS
+from torchnewton.solvers.residual.least_squares import METHODS
 
 T = torch.linspace(0, 4, 40, dtype=torch.float64)
 Y = 2.5 * torch.exp(-1.3 * T) + 0.5 + 0.01 * torch.sin(7 * T)  # not an exact fit: nonzero residual

@@ -3,7 +3,7 @@ import torch
 
 import torchnewton as tn
 from torchnewton.core.status import Status
-from torchnewton.solvers.root import METHODS
+from torchnewton.solvers.residual.root import METHODS
 
 
 def powell(x):

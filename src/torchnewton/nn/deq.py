@@ -15,9 +15,9 @@ from torch import nn
 
 from ..core.status import Status
 from ..core.validate import check_method, check_options, check_positive, check_tensor
-from ..solvers.fixed_point import ITERATIONS, common_options, method_factory
-from ..solvers.fixed_point_problem import FixedPointProblem
-from ..solvers.fixed_point_termination import FixedPointTermination
+from ..solvers.fixed_point.solve import ITERATIONS, common_options, method_factory
+from ..solvers.fixed_point.problem import FixedPointProblem
+from ..solvers.fixed_point.termination import FixedPointTermination
 from ..solvers.loop import LoopOutput, iterate
 from . import deq_backward
 

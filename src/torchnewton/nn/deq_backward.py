@@ -6,7 +6,7 @@ forward tolerance) whose graph carries an approximation of dz*/d(x, θ):
 * implicit (Bai, Kolter & Koltun 2019): one call y = f(z*, x) with a graph, whose incoming
   gradient g is replaced by the adjoint fixed point w = g + Jᵀw, J = ∂f/∂z at z*, so that
   backpropagating w through f gives the exact gradient (I − J)⁻ᵀ. The adjoint reuses the
-  forward's fixed-point method (:func:`torchnewton.solvers.fixed_point_adjoint.solve_adjoint`).
+  forward's fixed-point method (:func:`torchnewton.solvers.fixed_point.adjoint.solve_adjoint`).
   Optionally, samples whose forward or adjoint residual is far above its tolerance fall back
   to JFB's w = g.
 * phantom (Geng et al. 2021, "On Training Implicit Models"): k damped steps
@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..solvers.fixed_point_adjoint import solve_adjoint, vector_jacobian
+from ..solvers.fixed_point.adjoint import solve_adjoint, vector_jacobian
 
 Cell = Callable[[torch.Tensor, Any], torch.Tensor]
 

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.optimize
 import torch
 
-from ...solvers.fixed_point import fixed_point
+from ...solvers.fixed_point.solve import fixed_point
 from ..suite import BenchContext, markdown_table, torch_threads
 
 TOL = 1e-10

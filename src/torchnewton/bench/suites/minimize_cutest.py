@@ -30,7 +30,7 @@ import numpy as np
 import scipy
 import torch
 
-from ...solvers.minimize import minimize
+from ...solvers.objective.minimize import minimize
 from ..peers.scipy_minimize import SECOND_ORDER, converged, run_scipy
 from ..performance_profile import plot_profile
 from ..problems import s2mpj
@@ -48,13 +48,9 @@ FULL_OURS = ("trust-exact", "newton")
 QUICK_SCIPY = ("trust-exact", "trust-ncg", "BFGS")
 TIME_CAP_SECONDS = 60.0
 CACHE_FOLDER = "minimize_cutest_runs"
-METHOD_SOURCES = ("solvers/minimize.py", "solvers/objective_problem.py", "solvers/objective_state.py",
-                  "solvers/minimize_termination.py", "solvers/line_search_method.py", "solvers/newton_minimize.py",
-                  "solvers/saddle_free.py", "solvers/quasi_newton.py", "solvers/trust_region_methods.py",
-                  "solvers/cubic_regularization.py", "solvers/damped_newton.py", "globalize/trust_region_exact.py",
-                  "globalize/secular.py", "globalize/cubic.py", "globalize/hessian_modification.py",
-                  "globalize/wolfe.py", "globalize/linesearch.py", "globalize/trust_region.py", "globalize/rounding.py")
-"""Files (under the torchnewton package) whose content fingerprints a torchnewton cache entry."""
+METHOD_SOURCES = ("solvers/objective/*.py", "solvers/loop.py", "globalize/*.py")
+"""Glob patterns (under the torchnewton package) of the files whose content fingerprints a torchnewton
+cache entry."""
 
 
 class TimeCapReached(Exception):
@@ -96,7 +92,7 @@ def code_version(solver: str) -> str:
     if solver.startswith("scipy:"):
         return f"scipy {scipy.__version__}"
     package = Path(__file__).resolve().parents[2]
-    return code_fingerprint(package / relative for relative in METHOD_SOURCES)
+    return code_fingerprint(path for pattern in METHOD_SOURCES for path in sorted(package.glob(pattern)))
 
 
 def _capped_run(solver: str, problem: s2mpj.S2MPJProblem, max_iter: int, time_cap: float) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ...solvers.minimize import minimize
+from ...solvers.objective.minimize import minimize
 from ..suite import BenchContext, markdown_table, median_time
 
 F64 = torch.float64

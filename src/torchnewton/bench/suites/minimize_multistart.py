@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...solvers.minimize import minimize
+from ...solvers.objective.minimize import minimize
 from ..peers.scipy_minimize import run_scipy
 from ..suite import BenchContext, markdown_table, median_time, torch_threads
 

@@ -17,13 +17,13 @@ from typing import Callable
 
 import torch
 
-from ..core.status import Status
-from ..globalize.damping import levenberg_marquardt_step
-from ..globalize.linesearch import armijo
-from ..linear import MatrixFreeOperator, gmres, solve_dense
-from .residual_problem import ResidualProblem
-from .residual_state import ResidualState, initial_state, record
-from ..linear.batched import rmatvec
+from ...core.status import Status
+from ...globalize.damping import levenberg_marquardt_step
+from ...globalize.linesearch import armijo
+from ...linear import MatrixFreeOperator, gmres, solve_dense
+from .problem import ResidualProblem
+from .state import ResidualState, initial_state, record
+from ...linear.batched import rmatvec
 
 Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 

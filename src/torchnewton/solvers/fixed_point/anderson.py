@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .fixed_point_methods import record
-from .fixed_point_problem import FixedPointProblem, FixedPointState, advance, initial_fields
-from .fixed_point_termination import FixedPointTermination
+from .methods import record
+from .problem import FixedPointProblem, FixedPointState, advance, initial_fields
+from .termination import FixedPointTermination
 
 
 @dataclass

@@ -30,11 +30,11 @@ from typing import Callable
 
 import torch
 
-from ..core.status import Status
-from ..globalize.damping import ScaledJacobian, levenberg_marquardt_parameter
-from .residual_problem import ResidualProblem
-from .residual_state import ResidualState, initial_state, record
-from ..linear.batched import matvec, rmatvec
+from ...core.status import Status
+from ...globalize.damping import ScaledJacobian, levenberg_marquardt_parameter
+from .problem import ResidualProblem
+from .state import ResidualState, initial_state, record
+from ...linear.batched import matvec, rmatvec
 
 Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .line_search_method import LineSearchMinimizer, SearchOutcome
-from .objective_problem import ObjectiveProblem
-from .objective_state import ObjectiveState
+from .line_search import LineSearchMinimizer, SearchOutcome
+from .problem import ObjectiveProblem
+from .state import ObjectiveState
 
 
 @dataclass

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..globalize.secular import EigenHessian
-from .line_search_method import LineSearchMinimizer
-from .objective_problem import ObjectiveProblem
-from .objective_state import ObjectiveState
+from ...globalize.secular import EigenHessian
+from .line_search import LineSearchMinimizer
+from .problem import ObjectiveProblem
+from .state import ObjectiveState
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..core.counters import Counters
+from ...core.counters import Counters
 
 BatchMap = Callable[[torch.Tensor], torch.Tensor]
 NORMS = ("inf", "2")

@@ -18,12 +18,12 @@ from typing import Callable
 
 import torch
 
-from ..core.status import Status
-from ..globalize.cubic import cubic_model_decrease, cubic_step
-from ..globalize.secular import EigenHessian
-from ..globalize.rounding import rounding_safe_ratio
-from .objective_problem import ObjectiveProblem
-from .objective_state import ObjectiveState, initial_fields, record
+from ...core.status import Status
+from ...globalize.cubic import cubic_model_decrease, cubic_step
+from ...globalize.secular import EigenHessian
+from ...globalize.rounding import rounding_safe_ratio
+from .problem import ObjectiveProblem
+from .state import ObjectiveState, initial_fields, record
 
 Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.status import Status
-from .fixed_point_problem import FixedPointState
+from ...core.status import Status
+from .problem import FixedPointState
 
 
 @dataclass

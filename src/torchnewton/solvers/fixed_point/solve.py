@@ -6,20 +6,20 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.result import Result
-from ..core.tolerances import default_tol
-from ..core.validate import check_method, check_options, check_positive, check_same_device, check_tensor
-from .entry import build_result, check_callable, check_output
-from .fixed_point_adjoint import adjoint_fixed_point_solution
-from .fixed_point_anderson import Anderson
-from .fixed_point_methods import Halpern, KrasnoselskiiMann, Picard, halpern_certificate
-from .fixed_point_problem import NORMS, FixedPointProblem
-from .fixed_point_termination import FixedPointTermination
-from .implicit import differentiable_args, differentiate_solution, substitute_args
-from .loop import LoopOutput, iterate
-from .residual_problem import batch_function
-from .root import _OPTIONS as _ROOT_OPTIONS
-from .root import root
+from ...core.result import Result
+from ...core.tolerances import default_tol
+from ...core.validate import check_method, check_options, check_positive, check_same_device, check_tensor
+from ..entry import build_result, check_callable, check_output
+from .adjoint import adjoint_fixed_point_solution
+from .anderson import Anderson
+from .methods import Halpern, KrasnoselskiiMann, Picard, halpern_certificate
+from .problem import NORMS, FixedPointProblem
+from .termination import FixedPointTermination
+from ..implicit import differentiable_args, differentiate_solution, substitute_args
+from ..loop import LoopOutput, iterate
+from ..residual.problem import batch_function
+from ..residual.root import _OPTIONS as _ROOT_OPTIONS
+from ..residual.root import root
 
 METHODS = ("anderson", "picard", "krasnoselskii-mann", "halpern", "broyden", "newton")
 ITERATIONS = ("anderson", "picard", "krasnoselskii-mann", "halpern")

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.status import Status
-from .residual_state import ResidualState
+from ...core.status import Status
+from .state import ResidualState
 
 
 def _failures(state: ResidualState, success: torch.Tensor,

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..globalize.hessian_modification import shifted_cholesky
-from ..linear import cg
-from .line_search_method import LineSearchMinimizer
-from .objective_problem import ObjectiveProblem
-from .objective_state import ObjectiveState
+from ...globalize.hessian_modification import shifted_cholesky
+from ...linear import cg
+from .line_search import LineSearchMinimizer
+from .problem import ObjectiveProblem
+from .state import ObjectiveState
 
 
 @dataclass

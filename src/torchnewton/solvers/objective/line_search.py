@@ -19,11 +19,11 @@ from typing import Callable
 
 import torch
 
-from ..core.status import Status
-from ..globalize.linesearch import armijo
-from ..globalize.wolfe import strong_wolfe
-from .objective_problem import ObjectiveProblem
-from .objective_state import ObjectiveState, initial_fields, record
+from ...core.status import Status
+from ...globalize.linesearch import armijo
+from ...globalize.wolfe import strong_wolfe
+from .problem import ObjectiveProblem
+from .state import ObjectiveState, initial_fields, record
 
 Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
 SEARCHES = ("armijo", "wolfe")

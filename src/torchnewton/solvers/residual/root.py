@@ -5,17 +5,17 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.result import Result
-from ..core.tolerances import default_tol
-from ..core.validate import check_method, check_options, check_positive
+from ...core.result import Result
+from ...core.tolerances import default_tol
+from ...core.validate import check_method, check_options, check_positive
 from .broyden import Broyden
 from .dogleg import PowellDogleg
-from .entry import build_result, check_callable, check_output, prepare_x0
-from .implicit import differentiate_solution
+from ..entry import build_result, check_callable, check_output, prepare_x0
+from ..implicit import differentiate_solution
 from .levenberg_marquardt import LevenbergMarquardt
-from .loop import iterate
+from ..loop import iterate
 from .newton import NewtonLineSearch
-from .residual_problem import ResidualProblem, batch_function, batch_jacobian
+from .problem import ResidualProblem, batch_function, batch_jacobian
 from .termination import RootTermination
 
 METHODS = ("newton", "newton-krylov", "broyden", "levenberg-marquardt", "dogleg")

@@ -6,16 +6,16 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.counters import Counters
-from ..core.result import Result
-from ..core.validate import check_method, check_options, check_positive
+from ...core.counters import Counters
+from ...core.result import Result
+from ...core.validate import check_method, check_options, check_positive
 from .dogleg import PowellDogleg
-from .entry import build_result, check_callable, prepare_x0
-from .implicit import differentiate_solution
+from ..entry import build_result, check_callable, prepare_x0
+from ..implicit import differentiate_solution
 from .levenberg_marquardt import LevenbergMarquardt
-from .loop import iterate
+from ..loop import iterate
 from .newton import NewtonLineSearch
-from .residual_problem import ResidualProblem, batch_function, batch_jacobian
+from .problem import ResidualProblem, batch_function, batch_jacobian
 from .termination import LeastSquaresTermination
 
 METHODS = ("levenberg-marquardt", "gauss-newton", "dogleg")

@@ -5,9 +5,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.counters import Counters
-from ..derivatives import autodiff
-from ..linear.batched import matvec, rmatvec
+from ...core.counters import Counters
+from ...derivatives import autodiff
+from ...linear.batched import matvec, rmatvec
 
 BatchFunction = Callable[[torch.Tensor], torch.Tensor]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.status import Status
-from .objective_state import ObjectiveState
+from ...core.status import Status
+from .state import ObjectiveState
 
 
 @dataclass

@@ -23,14 +23,14 @@ from typing import Callable
 
 import torch
 
-from ..core.status import Status
-from ..globalize.secular import EigenHessian
-from ..globalize.rounding import rounding_safe_ratio
-from ..globalize.trust_region import update_radius
-from ..globalize.trust_region_exact import exact_trust_region_step
-from ..linear import cg
-from .objective_problem import ObjectiveProblem
-from .objective_state import ObjectiveState, initial_fields, record
+from ...core.status import Status
+from ...globalize.secular import EigenHessian
+from ...globalize.rounding import rounding_safe_ratio
+from ...globalize.trust_region import update_radius
+from ...globalize.trust_region_exact import exact_trust_region_step
+from ...linear import cg
+from .problem import ObjectiveProblem
+from .state import ObjectiveState, initial_fields, record
 
 Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
 

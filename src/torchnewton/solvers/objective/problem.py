@@ -19,10 +19,10 @@ from typing import Callable
 
 import torch
 
-from ..core.counters import Counters
-from ..derivatives import autodiff, hutchinson_diagonal
-from ..linear import DenseOperator, DiagonalOperator, LinearOperator, MatrixFreeOperator
-from ..linear.batched import matvec
+from ...core.counters import Counters
+from ...derivatives import autodiff, hutchinson_diagonal
+from ...linear import DenseOperator, DiagonalOperator, LinearOperator, MatrixFreeOperator
+from ...linear.batched import matvec
 
 BatchFunction = Callable[..., torch.Tensor]
 

@@ -5,21 +5,21 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.result import Result
-from ..core.tolerances import default_tol
-from ..core.validate import check_method, check_options, check_positive
+from ...core.result import Result
+from ...core.tolerances import default_tol
+from ...core.validate import check_method, check_options, check_positive
 from .cubic_regularization import AdaptiveCubicRegularization
 from .damped_newton import SCHEDULES, DampedNewton
-from .entry import build_result, check_callable, prepare_x0
-from .implicit import differentiate_solution
-from .line_search_method import SEARCHES, LineSearch
-from .loop import iterate
-from .minimize_termination import GradientTermination
-from .newton_minimize import NewtonCG, NewtonMinimizer
-from .objective_problem import ObjectiveProblem, batch_derivative, batch_objective
+from ..entry import build_result, check_callable, prepare_x0
+from ..implicit import differentiate_solution
+from .line_search import SEARCHES, LineSearch
+from ..loop import iterate
+from .termination import GradientTermination
+from .newton import NewtonCG, NewtonMinimizer
+from .problem import ObjectiveProblem, batch_derivative, batch_objective
 from .quasi_newton import BFGS, LBFGS
 from .saddle_free import SaddleFreeNewton
-from .trust_region_methods import ExactTrustRegion, SteihaugTrustRegion
+from .trust_region import ExactTrustRegion, SteihaugTrustRegion
 
 METHODS = ("trust-exact", "trust-ncg", "newton", "newton-cg", "cubic", "damped-newton",
            "saddle-free-newton", "bfgs", "l-bfgs")
@@ -102,7 +102,7 @@ def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str 
 
     Example:
         >>> import torch
-        >>> from torchnewton.solvers.minimize import minimize
+        >>> from torchnewton.solvers.objective.minimize import minimize
         >>> rosenbrock = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
         >>> res = minimize(rosenbrock, torch.tensor([-1.2, 1.0], dtype=torch.float64))
         >>> res.success, res.x.round(decimals=8)

@@ -18,10 +18,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..core.status import Status
-from .fixed_point_problem import FixedPointProblem
-from .fixed_point_termination import FixedPointTermination
-from .loop import LoopOutput, iterate
+from ...core.status import Status
+from .problem import FixedPointProblem
+from .termination import FixedPointTermination
+from ..loop import LoopOutput, iterate
 
 Product = Callable[[torch.Tensor], torch.Tensor]  # w (B, n) ↦ Jᵀ w (B, n)
 MethodFactory = Callable[[FixedPointTermination], Any]  # termination ↦ a fixed-point step object

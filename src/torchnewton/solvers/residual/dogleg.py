@@ -6,12 +6,12 @@ from typing import Callable
 
 import torch
 
-from ..core.status import Status
-from ..globalize.damping import levenberg_marquardt_step
-from ..globalize.trust_region import dogleg, gain_ratio, update_radius
-from .residual_problem import ResidualProblem
-from .residual_state import ResidualState, initial_state, record
-from ..linear.batched import matvec, rmatvec
+from ...core.status import Status
+from ...globalize.damping import levenberg_marquardt_step
+from ...globalize.trust_region import dogleg, gain_ratio, update_radius
+from .problem import ResidualProblem
+from .state import ResidualState, initial_state, record
+from ...linear.batched import matvec, rmatvec
 
 Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 

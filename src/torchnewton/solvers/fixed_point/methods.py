@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .fixed_point_problem import FixedPointProblem, FixedPointState, advance, initial_fields
-from .fixed_point_termination import FixedPointTermination
+from .problem import FixedPointProblem, FixedPointState, advance, initial_fields
+from .termination import FixedPointTermination
 
 
 @dataclass

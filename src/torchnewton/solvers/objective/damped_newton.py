@@ -24,10 +24,10 @@ from typing import Callable
 
 import torch
 
-from ..core.status import Status
-from ..globalize.hessian_modification import shifted_cholesky
-from .objective_problem import ObjectiveProblem
-from .objective_state import ObjectiveState, initial_fields, record
+from ...core.status import Status
+from ...globalize.hessian_modification import shifted_cholesky
+from .problem import ObjectiveProblem
+from .state import ObjectiveState, initial_fields, record
 
 Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
 SCHEDULES = ("backtracking", "aicn", "root")
