@@ -32,6 +32,45 @@ def test_hessian_matches_autograd(mode, kind):
     assert relative_error(H @ v, reference @ v) < TOL  # the single-vector path
 
 
+class _ScaledCrossEntropy(torch.nn.CrossEntropyLoss):
+    """A subclass whose forward is not cross-entropy's: it must not get the closed form."""
+
+    def forward(self, outputs, targets):
+        return 3.0 * super().forward(outputs, targets) ** 2
+
+
+def _forward_over_reverse_cases():
+    x, y = classification_batch()
+    ignored = y.clone()
+    ignored[2] = -100
+    conv_batch = (torch.randn(3, 2, 4, 4, dtype=F64, generator=torch.Generator().manual_seed(3)),
+                  torch.randint(0, 3, (3, 4, 4), generator=torch.Generator().manual_seed(4)))
+    return {  # name: (model, loss, batch, whether the loss's closed-form output gradient applies)
+        "cross-entropy sum": (mlp(), torch.nn.CrossEntropyLoss(reduction="sum"), (x, y), True),
+        "mse sum": (mlp(), torch.nn.MSELoss(reduction="sum"), regression_batch(), True),
+        "per-pixel cross-entropy": (conv_net(), torch.nn.CrossEntropyLoss(), conv_batch, True),
+        "label smoothing": (mlp(), torch.nn.CrossEntropyLoss(label_smoothing=0.1), (x, y), False),
+        "class weights": (mlp(), torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5], dtype=F64)),
+                          (x, y), False),
+        "ignore_index targets": (mlp(), torch.nn.CrossEntropyLoss(), (x, ignored), False),
+        "subclass": (mlp(), _ScaledCrossEntropy(), (x, y), False),
+    }
+
+
+@pytest.mark.parametrize("case", list(_forward_over_reverse_cases()))
+def test_forward_over_reverse_closed_form_and_autograd_paths(case):
+    """Plain MSE / cross-entropy take the pullback of the closed-form output gradient; every other
+    loss (options the closed form lacks, a subclass) autograd's loss backward; both are exact."""
+    model, loss, batch, closed_form = _forward_over_reverse_cases()[case]
+    H = HessianOperator(model, loss, batch, mode="forward-over-reverse")
+    assert (H.output_loss is not None) == closed_form
+    reduction = "sum" if loss.reduction == "sum" else "mean"
+    reference = dense_hessian(model, loss, [batch], reduction)
+    assert relative_error(H.to_dense(block_size=5)[0], reference) < TOL
+    v = torch.randn(reference.shape[0], dtype=F64)
+    assert relative_error(H @ v, reference @ v) < TOL
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("kind", ["mse", "cross-entropy"])
 def test_gauss_newton_matches_jacobian_product(kind, reduction):

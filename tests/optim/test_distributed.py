@@ -264,3 +264,138 @@ def test_bad_process_group_is_refused():
         Muon(params, process_group="world")
     with pytest.raises(TypeError, match="process_group"):
         Muon(params, process_group=2)
+
+
+# ------------------------------------------------------------ guards: per_head under FSDP2, non-finite steps
+
+GUARD_WORLD = 2
+
+
+def _heads_model() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 24), torch.nn.Tanh(), torch.nn.Linear(24, 2))
+
+
+def _heads_optimizer(model: torch.nn.Module, per_head: int, process_group) -> Muon:
+    return Muon([{"params": [model[0].weight], "per_head": per_head},
+                 {"params": [model[0].bias, model[2].weight, model[2].bias], "use_muon": False}],
+                lr=0.02, adamw_lr=1e-2, process_group=process_group)
+
+
+def _heads_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(8, 6, generator=torch.Generator().manual_seed(2))
+    return x.chunk(GUARD_WORLD)[rank], torch.tanh(x[:, :2]).chunk(GUARD_WORLD)[rank]
+
+
+def guard_worker(rank: int, out: Path) -> None:
+    """One rank of the guard scenarios; records what each raised and the parameters around it."""
+    dist.init_process_group("gloo", init_method=f"file://{out / 'store'}", rank=rank, world_size=GUARD_WORLD,
+                            timeout=datetime.timedelta(seconds=60))
+    full = lambda t: t.full_tensor() if isinstance(t, DTensor) else t.detach().clone()
+    x, y = _heads_batch(rank)
+    results = {}
+
+    def sharded() -> torch.nn.Module:
+        model, mesh = _heads_model(), init_device_mesh("cpu", (GUARD_WORLD,))
+        for module in (model[0], model[2]):
+            fully_shard(module, mesh=mesh)
+        return fully_shard(model, mesh=mesh)
+
+    def raised(action: Callable[[], None]) -> str:
+        try:
+            action()
+        except (ValueError, FloatingPointError) as error:
+            return f"{type(error).__name__}: {error}"
+        return ""
+
+    # 3 heads of 8 rows over 2 ranks of 12 rows: refused when the group is made ...
+    model = sharded()
+    results["construct"] = raised(lambda: _heads_optimizer(model, 3, None))
+    # ... and when per_head is changed afterwards, before the momentum exists
+    optimizer = _heads_optimizer(model, 2, None)
+    optimizer.param_groups[0]["per_head"] = 3
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    before = [full(p) for p in model.parameters()]
+    results["step"] = raised(optimizer.step)
+    results["step_unchanged"] = (all(torch.equal(full(p), q) for p, q in zip(model.parameters(), before))
+                                 and not optimizer.state)
+    # a nan in one rank's gradient shard only: every rank refuses the step (none enters the collectives)
+    optimizer.param_groups[0]["per_head"] = 2
+    optimizer.step()
+    optimizer.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    if rank == 0:
+        model[0].weight.grad.to_local()[0, 0] = float("nan")
+    before = [full(p) for p in model.parameters()]
+    momentum = full(optimizer.state[model[0].weight]["momentum_buffer"])
+    results["nan"] = raised(optimizer.step)
+    results["nan_unchanged"] = (all(torch.equal(full(p), q) for p, q in zip(model.parameters(), before))
+                                and torch.equal(full(optimizer.state[model[0].weight]["momentum_buffer"]), momentum))
+    # replicated (DDP) matrices: any per_head works, each head being a unit of its own
+    model = _heads_model()
+    runner, optimizer = DistributedDataParallel(model), _heads_optimizer(model, 3, "auto")
+    gradients = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(runner(x), y).backward()
+        gradients.append([p.grad.clone() for p in model.parameters()])
+        optimizer.step()
+    results["ddp_params"], results["ddp_gradients"] = [full(p) for p in model.parameters()], gradients
+    torch.save(results, out / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def run_guard_rank(rank: int, out: Path) -> None:
+    try:
+        guard_worker(rank, out)
+    except BaseException:
+        (out / f"rank{rank}.err").write_text(traceback.format_exc())
+        raise
+
+
+@pytest.fixture(scope="module")
+def guard_run(tmp_path_factory) -> list[dict]:
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the ranks are forked; this platform cannot fork")
+    out = tmp_path_factory.mktemp("guards")
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=run_guard_rank, args=(rank, out)) for rank in range(GUARD_WORLD)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    errors = {rank: proc.exitcode for rank, proc in enumerate(procs) if proc.exitcode}
+    assert not errors, f"ranks exited with {errors}:\n" + "\n".join(
+        path.read_text() for path in sorted(out.glob("rank*.err")))
+    return [torch.load(out / f"rank{rank}.pt") for rank in range(GUARD_WORLD)]
+
+
+def test_fsdp_per_head_not_a_multiple_of_the_world_size_is_refused_before_any_work(guard_run):
+    for result in guard_run:
+        for key in ("construct", "step"):
+            assert result[key].startswith("ValueError: per_head=3 does not fit a parameter of shape (24, 6)")
+            assert "multiple of the world size 2" in result[key]
+        assert result["step_unchanged"]
+
+
+def test_nan_in_one_rank_shard_stops_every_rank_and_changes_nothing(guard_run):
+    for result in guard_run:
+        assert result["nan"].startswith("FloatingPointError: Muon.step: param group 0, a matrix group")
+        assert result["nan_unchanged"]
+
+
+def test_ddp_per_head_not_a_multiple_of_the_world_size_equals_one_process(guard_run):
+    model = _heads_model()
+    optimizer = _heads_optimizer(model, 3, None)
+    for step_gradients in guard_run[0]["ddp_gradients"]:
+        for p, g in zip(model.parameters(), step_gradients):
+            p.grad = g
+        optimizer.step()
+    for result in guard_run:
+        for got, want in zip(result["ddp_params"], model.parameters()):
+            torch.testing.assert_close(got, want.detach(), rtol=0, atol=ATOL_SAME_GRADIENTS)
+    assert not torch.equal(guard_run[0]["ddp_params"][0], _heads_model()[0].weight.detach())

@@ -15,6 +15,8 @@ from torchnewton.linalg.methods import POLAR_EXPRESS_SAFETY
 from torchnewton.optim import param_groups
 from torchnewton.optim.adamuon import AdaMuon, NorMuon
 from torchnewton.optim.auon import AuON, HybridAuON
+from torchnewton.optim.finite import first_nonfinite_group, nonfinite_groups
+from torchnewton.optim.muon import Muon
 from torchnewton.optim.pion import Pion, paper_highpass_coefficients
 from torchnewton.optim.root import ROOT, clip_outliers, random_matrix_lower_edge, shape_coefficients
 from torchnewton.optim.scaling import adjust_lr_factor
@@ -194,7 +196,7 @@ def test_root_coefficients_are_designed_per_shape_and_cached():
 
 def test_root_step_matches_exact_arithmetic():
     """clip at the 0.9 quantile, Polar Express quintics of the shape on the singular values (SVD)."""
-    shape, lr = (12, 20), 0.05
+    shape = (12, 20)
     G = torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(5))
     G[2, 3] = 40.0  # an outlier
     B = clip_outliers(G[None], 0.9)[0]
@@ -393,3 +395,69 @@ def test_family_designs_are_reused_across_steps():
         pion.step()
     assert shape_coefficients.cache_info().misses == 1
     assert highpass_coefficients.cache_info().misses == 1
+
+
+# ------------------------------------------------------------------- non-finite steps
+
+FAMILY = {"Muon": (Muon, {"lr": 0.02}), **MEMBERS}
+
+
+def _snapshot(model, opt):
+    return [p.detach().clone() for p in model.parameters()], copy.deepcopy(opt.state_dict())
+
+
+def _assert_same(a, b):
+    """Bitwise equal parameters and optimizer state (nested dicts, lists and tensors)."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_same(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_same(x, y)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("where", ["gradient", "momentum", "adamw-gradient"])
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_non_finite_step_raises_naming_the_group_and_changes_nothing(name, where):
+    cls, kwargs = FAMILY[name]
+    model, data = _mlp(), _regression()
+    groups = param_groups(model)
+    groups[0]["name"] = "hidden"
+    opt = cls(groups, adamw_lr=3e-3, **kwargs)
+    _train(model, opt, data, 2)  # momentum and second moments exist
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(data[0]), data[1]).backward()
+    hidden = model[2].weight  # the one matrix of group 0; group 1 is AdamW's
+    if where == "gradient":
+        hidden.grad[3, 5] = float("nan")
+    elif where == "momentum":  # a state already poisoned (e.g. loaded): refused, not propagated
+        opt.state[hidden]["momentum_buffer"][0, 0] = float("inf")
+    else:
+        model[4].bias.grad[1] = float("-inf")
+    before = _snapshot(model, opt)
+    message = ("param group 1, an AdamW group" if where == "adamw-gradient"
+               else "param group 0 \\('hidden'\\), a matrix group")
+    with pytest.raises(FloatingPointError, match=message):
+        opt.step()
+    _assert_same(_snapshot(model, opt), before)
+    if where != "momentum":  # the optimizer goes on once the gradients are finite again
+        losses = _train(model, opt, data, 3)
+        assert all(math.isfinite(v) for v in losses)
+        assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        assert not torch.equal(hidden.detach(), before[0][2])
+
+
+def test_finite_check_confirms_a_norm_overflow_entry_by_entry():
+    """The fused 2-norm of a large float16 gradient overflows; the exact pass clears it."""
+    large = torch.full((65536,), 60000.0, dtype=torch.float16)
+    assert bool(nonfinite_groups([[large]])[0])  # the fused pass flags it ...
+    assert first_nonfinite_group([[large]]) is None  # ... the exact pass does not
+    nan = torch.tensor([1.0, float("nan")])
+    assert first_nonfinite_group([[torch.ones(3)], [large, torch.empty(0)], [torch.ones(2), nan]]) == 2
+    assert first_nonfinite_group([[], [torch.empty(0)]]) is None

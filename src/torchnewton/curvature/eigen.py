@@ -1,7 +1,8 @@
 """Extreme eigenvalues of a symmetric operator by thick-restart Lanczos.
 
-Lanczos with full reorthogonalization builds an orthonormal basis Q (j, n) of a Krylov space and
-the projection H = QᵀAQ (j, j); the Ritz pairs (θ, y = Qᵀs) of H approximate eigenpairs of A,
+Lanczos with full reorthogonalization (``lanczos.lanczos_expand``, the loop stochastic Lanczos
+quadrature uses too) builds an orthonormal basis Q (j, n) of a Krylov space and the projection
+H = QᵀAQ (j, j); the Ritz pairs (θ, y = Qᵀs) of H approximate eigenpairs of A,
 with residual ‖Ay − θy‖ = β |s_j| from the last coupling β. When the basis reaches
 ``krylov_dim`` vectors without convergence, the wanted Ritz vectors are kept and the space is
 rebuilt from them — thick restart (Wu & Simon 2000, "Thick-restart Lanczos method for large
@@ -23,7 +24,8 @@ import torch
 
 from ..core.status import Status
 from ..core.validate import check_method, check_positive
-from .blocks import apply_block, as_square_operator, random_vectors
+from .blocks import as_square_operator, random_vectors
+from .lanczos import LanczosBasis, lanczos_expand
 
 
 @dataclass
@@ -53,13 +55,6 @@ def _wanted(theta: torch.Tensor, which: str) -> torch.Tensor:
     return torch.argsort(theta.abs(), descending=True)
 
 
-def _orthogonal_random(basis: torch.Tensor, op: Any, generator: torch.Generator | None) -> torch.Tensor:
-    r = random_vectors(1, op, generator, "gaussian")[0]
-    for _ in range(2):
-        r = r - basis.T @ (basis @ r)
-    return r / r.norm()
-
-
 def eigenvalues(op: Any, k: int = 5, which: str = "largest", *, tol: float | None = None,
                 krylov_dim: int | None = None, max_products: int | None = None,
                 generator: torch.Generator | None = None) -> EigenResult:
@@ -86,49 +81,20 @@ def eigenvalues(op: Any, k: int = 5, which: str = "largest", *, tol: float | Non
     max_products = max_products if max_products is not None else 50 * dim
     check_positive(max_products, "max_products", integer=True)
 
-    basis = torch.zeros(dim, n, dtype=op.dtype, device=op.device)
-    projected = torch.zeros(dim, dim, dtype=op.dtype, device=op.device)
-    q = random_vectors(1, op, generator, "gaussian")[0]
-    q = q / q.norm()
-    threshold = 10 * torch.finfo(op.dtype).eps * n**0.5
-    scale, beta, j, products = 0.0, 0.0, 0, 0
+    basis = LanczosBasis.start(op, random_vectors(1, op, generator, "gaussian"), dim)
     while True:
-        while j < dim:
-            basis[j] = q
-            w = apply_block(op, q.unsqueeze(0))[0]
-            products += 1
-            h = basis[: j + 1] @ w
-            w = w - basis[: j + 1].T @ h
-            correction = basis[: j + 1] @ w
-            w, h = w - basis[: j + 1].T @ correction, h + correction
-            projected[: j + 1, j] = h
-            projected[j, : j + 1] = h
-            beta = float(w.norm())
-            scale = max(scale, float(h.abs().max()), beta)
-            j += 1
-            if j == n:
-                beta = 0.0  # the basis spans the whole space: the Ritz pairs are exact
-                break
-            if beta <= threshold * scale:
-                beta = 0.0
-                q = _orthogonal_random(basis[:j], op, generator)
-            else:
-                q = w / beta
-        theta, vectors = torch.linalg.eigh(projected[:j, :j])
+        lanczos_expand(op, basis, dim, generator=generator, restart_random=True)
+        j = basis.size
+        theta, vectors = torch.linalg.eigh(basis.projected[0, :j, :j])
         order = _wanted(theta, which)
-        residuals = beta * vectors[j - 1].abs()
+        residuals = basis.residual[0] * vectors[j - 1].abs()
         norm = max(float(theta.abs().max()), torch.finfo(op.dtype).tiny)
         wanted = order[:k]
         converged = residuals[wanted] <= tol * norm
-        if bool(converged.all()) or products >= max_products or j == n:
+        if bool(converged.all()) or basis.products >= max_products or j == n:
             break
         keep = order[: min(dim - 1, k + (dim - k) // 2)]
-        basis[: len(keep)] = vectors[:, keep].T @ basis[:j]
-        projected.zero_()
-        projected[: len(keep), : len(keep)] = torch.diag(theta[keep])
-        j = len(keep)
-        if beta == 0.0:
-            q = _orthogonal_random(basis[:j], op, generator)
-    return EigenResult(eigenvalues=theta[wanted], eigenvectors=vectors[:, wanted].T @ basis[:j],
-                       residual_norms=residuals[wanted], converged=converged, num_products=products,
+        basis.restart(vectors[:, keep].unsqueeze(0), theta[keep].unsqueeze(0))
+    return EigenResult(eigenvalues=theta[wanted], eigenvectors=vectors[:, wanted].T @ basis.vectors[0, :j],
+                       residual_norms=residuals[wanted], converged=converged, num_products=basis.products,
                        status=Status.SUCCESS if bool(converged.all()) else Status.MAX_ITER)

@@ -7,6 +7,8 @@ For a loss L(f) = (1/R) Σ_i ℓ(f_i, y_i) of the model outputs f, R the reducti
   MSE: ℓ = ‖f − y‖² so ∇²L = (2/R) I;
   cross-entropy: ℓ = −log softmax(f)_y so ∇²ℓ = diag(p) − ppᵀ with p = softmax(f), per term;
 * ``gradients``: the unreduced per-term gradients ∇_f ℓ(f, y) (MSE: 2(f − y); CE: p − onehot(y));
+* ``reduced_gradient``: ∇_f L = (1/R)·those, differentiable in f, so that forward-mode AD through
+  it gives ∇²_f L · u without autograd's generic loss backward;
 * ``sample_targets``: y ~ q(·|f), the model's predictive distribution with −log q = ℓ + const
   (MSE: y ~ N(f, ½I); CE: y ~ Categorical(p)), so that E_y[∇ℓ ∇ℓᵀ] = ∇²ℓ — the Fisher equals
   the Gauss–Newton matrix for these losses (Martens 2020, "New insights and perspectives on the
@@ -61,6 +63,10 @@ class OutputLoss(ABC):
     def sample_targets(self, outputs: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
         """``samples`` draws y ~ q(·|f), stacked on a new leading dimension."""
 
+    @abstractmethod
+    def reduced_gradient(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """∇_f L(f, y), the reduction included, as a differentiable function of f."""
+
 
 class MeanSquaredError(OutputLoss):
     def check(self, outputs: torch.Tensor, targets: torch.Tensor, where: str) -> None:
@@ -83,6 +89,9 @@ class MeanSquaredError(OutputLoss):
         noise = torch.randn((samples, *outputs.shape), generator=generator, dtype=outputs.dtype,
                             device=outputs.device)
         return outputs.detach() + math.sqrt(0.5) * noise
+
+    def reduced_gradient(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (outputs - targets) * (2.0 * self.scale(outputs))
 
 
 class CrossEntropy(OutputLoss):
@@ -136,6 +145,11 @@ class CrossEntropy(OutputLoss):
         rows = torch.softmax(outputs.detach(), dim=1).movedim(1, -1).reshape(-1, classes)
         drawn = torch.multinomial(rows, samples, replacement=True, generator=generator)
         return drawn.T.reshape(samples, outputs.shape[0], *outputs.shape[2:])
+
+    def reduced_gradient(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(outputs, dim=1)
+        onehot = torch.nn.functional.one_hot(targets, outputs.shape[1]).to(p.dtype).movedim(-1, 1)
+        return (p - onehot) * self.scale(outputs)
 
 
 def output_loss(loss_function: object) -> OutputLoss:

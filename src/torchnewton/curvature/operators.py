@@ -179,7 +179,9 @@ class HessianOperator(CurvatureOperator):
 
     ``mode='double-backward'`` differentiates ⟨∇L, v⟩ through a gradient graph built once per
     product call (cheapest for one vector); ``'forward-over-reverse'`` is ``torch.func.jvp`` of
-    ``torch.func.grad``, vmapped over a block. ``reduction`` is needed only for a plain function
+    the gradient, vmapped over a block — for a plain ``MSELoss`` / ``CrossEntropyLoss`` (no class
+    weights, no label smoothing, targets in range) the gradient is the model's pullback of the
+    loss's closed-form output gradient. ``reduction`` is needed only for a plain function
     without a ``.reduction`` attribute when data has several batches.
     """
 
@@ -188,11 +190,29 @@ class HessianOperator(CurvatureOperator):
     def __init__(self, model: torch.nn.Module, loss_function: Callable[..., torch.Tensor], data: Any, *,
                  mode: str = "double-backward", reduction: str | None = None):
         self.mode = check_method(mode, self.MODES, "mode")
+        self.output_loss: OutputLoss | None = None
+        if mode == "forward-over-reverse" and type(loss_function) in (torch.nn.MSELoss, torch.nn.CrossEntropyLoss):
+            # exact types only: a subclass may compute something else in its forward
+            try:
+                self.output_loss = output_loss(loss_function)
+            except ValueError:  # class weights, label smoothing: autograd's backward of the loss
+                pass
         super().__init__(model, loss_function, data, reduction=reduction)
 
+    def _check_batch(self, outputs: torch.Tensor, targets: torch.Tensor, where: str) -> None:
+        if self.output_loss is None:
+            return
+        try:
+            self.output_loss.check(outputs, targets, where)
+        except (TypeError, ValueError):  # e.g. ignore_index targets: the loss's own backward handles them
+            self.output_loss = None
+
     def _batch_products(self, inputs: torch.Tensor, targets: torch.Tensor, vectors: Vectors) -> Vectors:
-        product = hessian_double_backward if self.mode == "double-backward" else hessian_forward_over_reverse
-        return product(self.function, self.loss_function, inputs, targets, self.params, vectors)
+        if self.mode == "double-backward":
+            return hessian_double_backward(self.function, self.loss_function, inputs, targets, self.params, vectors)
+        loss_gradient = self.output_loss.reduced_gradient if self.output_loss is not None else None
+        return hessian_forward_over_reverse(self.function, self.loss_function, inputs, targets, self.params,
+                                            vectors, loss_gradient)
 
 
 class _OutputLossOperator(CurvatureOperator):

@@ -18,6 +18,11 @@ repeat on every rank. Two layouts of the parameters, both on ``torch.distributed
   communication: each rank holds whole heads. Chosen by the parameters themselves; needs no
   ``process_group``.
 
+With ``per_head = k`` a row-sharded matrix is viewed as k heads; that view exists only when every
+rank holds whole heads, i.e. when the world size divides k (``check_sharded_heads`` says so before
+a step starts, instead of DTensor failing midway with the momentum already updated). Replicated
+matrices have no such constraint: each head is a unit of its own.
+
 Owners are assigned by longest-processing-time-first on the cost m·n·min(m, n) (Graham, "Bounds on
 multiprocessing timing anomalies", 1969: within 4/3 of the best makespan), deterministically, so
 every rank computes the same plan without communicating. The results equal a single-process step
@@ -70,6 +75,55 @@ def resolve_process_group(process_group: ProcessGroupOption) -> "dist.ProcessGro
         return None
     group = dist.group.WORLD if isinstance(process_group, str) else process_group
     return group if dist.get_world_size(group) > 1 else None
+
+
+def check_sharded_heads(param: Any, per_head: int) -> None:
+    """Raise ``ValueError`` naming ``per_head`` if a sharded (DTensor) parameter cannot be split
+    into ``per_head`` row blocks shard by shard; plain tensors always can.
+
+    Its rows are split by ``torch.chunk`` over the mesh's W ranks; the heads are whole on every
+    rank exactly when W divides per_head (then W divides the rows and each chunk is per_head / W
+    heads). One head (per_head = 1) is the whole matrix, gathered to its owner; columns-sharded
+    matrices keep whole rows, so any per_head fits them.
+    """
+    tensor_module = _dtensor_module()
+    if tensor_module is None or not isinstance(param, tensor_module.DTensor):
+        return
+    dim = _shard_dim(param)
+    world = param.device_mesh.size()
+    if dim == 0 and per_head > 1 and per_head % world:
+        raise ValueError(
+            f"per_head={per_head} does not fit a parameter of shape {tuple(param.shape)} whose rows are "
+            f"sharded over {world} ranks (FSDP2): every rank must hold whole heads, so per_head must be a "
+            f"multiple of the world size {world}; set per_head to a multiple of {world}, or shard this "
+            "parameter along another dimension, or keep it replicated (DDP)")
+
+
+def local_tensor(tensor: Any) -> torch.Tensor:
+    """This rank's part of ``tensor``: the local shard of a DTensor, a plain tensor itself."""
+    tensor_module = _dtensor_module()
+    if tensor_module is not None and isinstance(tensor, tensor_module.DTensor):
+        return tensor.to_local()
+    return tensor
+
+
+def agree_across_shards(flags: torch.Tensor, params: list[Any]) -> torch.Tensor:
+    """``flags`` (any shape, bool) or-ed over the ranks of every mesh that shards one of ``params``.
+
+    A check on local shards sees only this rank's part; every rank must take the same decision
+    (raise, or step and enter the collectives), so the flags are all-reduced (one small
+    collective per mesh). Replicated parameters need none: every rank holds the same values.
+    """
+    tensor_module = _dtensor_module()
+    if tensor_module is None:
+        return flags
+    meshes = {id(p.device_mesh): p.device_mesh for p in params if isinstance(p, tensor_module.DTensor)}
+    if not meshes:
+        return flags
+    agreed = flags.to(torch.int32)
+    for mesh in meshes.values():
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX, group=mesh.get_group())
+    return agreed.bool()
 
 
 def transform_cost(rows: int, cols: int) -> int:

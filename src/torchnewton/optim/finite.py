@@ -1,17 +1,61 @@
-"""The non-finite guard of the curvature optimizers (KFAC, Shampoo, SOAP), and their common step.
+"""The non-finite guard of the optimizers with state (KFAC, Shampoo, SOAP, the Muon family), and
+the common step of the curvature optimizers.
 
-Their state (Kronecker factors, eigenbases, inverse roots) outlives a step: one NaN gradient
-folded into a factor poisons every later preconditioner. So before any state changes, one fused
-check (a single host synchronization) looks at the loss and every gradient; if any is not
-finite the step raises and leaves the parameters and the optimizer state exactly as they were.
+Their state (Kronecker factors, eigenbases, inverse roots, momentum) outlives a step: one NaN
+gradient folded into it poisons every later update. So before any state changes, one fused check
+(a single host synchronization) looks at the loss and every gradient; if any is not finite the
+step raises and leaves the parameters and the optimizer state exactly as they were.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
 from .validate import check_gradient
+
+
+def nonfinite_groups(tensor_groups: Sequence[Sequence[torch.Tensor]], *, exact: bool = False) -> torch.Tensor:
+    """(G,) bool, on the tensors' device: which groups may hold a nan or inf entry. No host sync.
+
+    One fused reduction, the 2-norm of every tensor (``torch._foreach_norm``): a nan or inf entry
+    makes it nan or inf, so a group flagged False is finite. A norm can also overflow (float16
+    tensors of norm above 65504): with ``exact=True`` each flagged tensor is checked entry by
+    entry instead (an elementwise pass per tensor, for confirming a hit; ``first_nonfinite_group``
+    does both).
+
+    Example:
+        >>> nonfinite_groups([[torch.ones(2)], [torch.ones(2), torch.tensor([1.0, float("inf")])]])
+        tensor([False,  True])
+    """
+    # an empty tensor (a rank's empty shard) is finite
+    owners = [g for g, tensors in enumerate(tensor_groups) for t in tensors if t.numel()]
+    tensors = [t for group in tensor_groups for t in group if t.numel()]
+    if not tensors:
+        device = next((t.device for group in tensor_groups for t in group), None)
+        return torch.zeros(len(tensor_groups), dtype=torch.bool, device=device)
+    device = tensors[0].device
+    if exact:
+        bad = torch.stack([~torch.isfinite(t).all().to(device) for t in tensors])
+    else:
+        norms = torch._foreach_norm(tensors)
+        if len({(n.dtype, n.device) for n in norms}) > 1:
+            norms = [n.to(device, torch.float32) for n in norms]
+        bad = ~torch.isfinite(torch.stack(norms))
+    counts = torch.zeros(len(tensor_groups), device=device).index_add_(
+        0, torch.tensor(owners, device=device), bad.float())
+    return counts > 0
+
+
+def first_nonfinite_group(tensor_groups: Sequence[Sequence[torch.Tensor]],
+                          agree: Callable[[torch.Tensor], torch.Tensor] = lambda flags: flags) -> int | None:
+    """Index of the first group with a nan or inf entry, or None: one host synchronization when
+    all are finite, a second (exact) pass only when the fused one flags a group. ``agree`` combines
+    the flags of every rank where each rank checks only its own shards."""
+    if not any(agree(nonfinite_groups(tensor_groups)).tolist()):
+        return None
+    flags = agree(nonfinite_groups(tensor_groups, exact=True)).tolist()
+    return flags.index(True) if any(flags) else None
 
 
 def check_finite_step(loss: Any, tensors: Iterable[torch.Tensor], optimizer: str) -> None:
@@ -25,17 +69,12 @@ def check_finite_step(loss: Any, tensors: Iterable[torch.Tensor], optimizer: str
         ...
         FloatingPointError: SOAP.step: the loss or a gradient has nan or inf entries; ...
     """
-    tensors = list(tensors)
-    # max |x| is nan for a nan entry and inf for an inf one, and cannot overflow as a sum of squares can.
-    peaks = [p.float() for p in torch._foreach_norm(tensors, float("inf"))] if tensors else []
+    checked = list(tensors)
     if isinstance(loss, torch.Tensor):
-        peaks.append(loss.detach().abs().max().float())
+        checked.append(loss.detach() if loss.is_floating_point() else loss.detach().double())
     elif isinstance(loss, (int, float)):
-        peaks.append(torch.tensor(float(loss)))
-    if not peaks:
-        return
-    device = peaks[0].device
-    if not bool(torch.isfinite(torch.stack([p.to(device) for p in peaks])).all()):
+        checked.append(torch.tensor(float(loss)))
+    if first_nonfinite_group([checked]) is not None:
         raise FloatingPointError(
             f"{optimizer}.step: the loss or a gradient has nan or inf entries; the step was not taken "
             "and the optimizer state is unchanged")

@@ -30,7 +30,9 @@ from typing import Any, Callable, Iterable
 import torch
 
 from .adamw import adamw_step, init_adamw_state
-from .distributed import ProcessGroupOption, check_process_group, run_transforms
+from .distributed import (ProcessGroupOption, agree_across_shards, check_process_group, check_sharded_heads,
+                          local_tensor, run_transforms)
+from .finite import first_nonfinite_group
 from .matrices import check_matrix_parameter, matrix_view
 from .momentum import ema_momentum
 from .scaling import ADJUST_LR_RULES, adjust_lr_factor
@@ -118,6 +120,7 @@ class MatrixOptimizer(torch.optim.Optimizer):
             self._check_hyperparameters(group)
             for p in group["params"]:
                 check_matrix_parameter(p, group["per_head"])
+                check_sharded_heads(p, group["per_head"])
         else:
             check_nonnegative("adamw_lr", group["lr"])
             check_betas("adamw_betas", group["betas"])
@@ -166,20 +169,49 @@ class MatrixOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One update of every parameter with a gradient; ``closure`` re-evaluates the loss first."""
+        """One update of every parameter with a gradient; ``closure`` re-evaluates the loss first.
+
+        Raises ``FloatingPointError`` naming the param group, with every parameter and all of the
+        optimizer state unchanged, if a gradient or a momentum buffer has nan or inf entries.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        work = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             for p in params:
                 check_gradient(p, type(self).__name__)
+                if group["use_muon"]:  # per_head may have been changed since the group was added
+                    check_sharded_heads(p, group["per_head"])
+            work.append((group, params))
+        self._check_finite(work)
+        for group, params in work:
             if group["use_muon"]:
                 self._matrix_step(group, params)
             else:
                 self._adamw_step(group, params)
         return loss
+
+    def _check_finite(self, work: list[tuple[dict[str, Any], list[torch.Tensor]]]) -> None:
+        """One fused reduction over the gradients and momentum buffers of all groups, one host sync
+        (and, for sharded parameters, one small all-reduce so that every rank decides alike)."""
+        tensors = []
+        for group, params in work:
+            buffers = [self.state[p]["momentum_buffer"] for p in params
+                       if group["use_muon"] and "momentum_buffer" in self.state[p]]
+            tensors.append([local_tensor(t) for t in [p.grad for p in params] + buffers])
+        params = [p for _, group_params in work for p in group_params]
+        bad = first_nonfinite_group(tensors, lambda flags: agree_across_shards(flags, params))
+        if bad is not None:
+            group = work[bad][0]
+            kind = "a matrix" if group["use_muon"] else "an AdamW"
+            label = f" ({group['name']!r})" if "name" in group else ""
+            raise FloatingPointError(
+                f"{type(self).__name__}.step: param group {bad}{label}, {kind} group, has a gradient "
+                "or momentum with nan or inf entries; the step was not taken: parameters and optimizer "
+                "state are unchanged")
 
     def _matrix_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
         if not params:
