@@ -22,10 +22,12 @@ becomes the quasi-DEER step, as lam grows a vanishing Jacobi step.
 
 Unlike DEER, a damped step does not make the first unconverged state exact, so it loses the
 T-iteration guarantee; ELK with a fixed lam can need more than T iterations on unstable
-dynamics. Here the states before the first residual above ``tol`` (the converged prefix) are
+dynamics. Here the states before the first residual above a threshold (the converged prefix) are
 conditioned on as known (zero variance, zero step) and that first state, the frontier, gets
 ``lam = 0``: it becomes exact, so the prefix grows by at least one state per step and the
-T-iteration guarantee holds again, while the states beyond get the damped filter.
+T-iteration guarantee holds again, while the states beyond get the damped filter. The threshold
+is well below the solve's tolerance (:mod:`.newton` uses ``tol / 64``): a prefix state is never
+moved again, so its residual must already be too small to matter for the states' error.
 """
 from __future__ import annotations
 
@@ -93,17 +95,17 @@ def projective_scan(m: Matrix, v0: Pair, chunk: int | None = None) -> Pair:
     return p, q
 
 
-def elk_filter_step(D: torch.Tensor, rhs: torch.Tensor, damping: torch.Tensor, tol: float) -> torch.Tensor:
+def elk_filter_step(D: torch.Tensor, rhs: torch.Tensor, damping: torch.Tensor, threshold: float) -> torch.Tensor:
     """The quasi-ELK step ``delta`` (filtered mean minus the current states), frontier undamped.
 
     Args:
         D: ``df/dh`` diagonals ``(B, T, d)`` at ``(h_{t-1}, x_t)``; ``D[:, 0]`` is ignored.
         rhs: ``f(h_{t-1}, x_t) - h_t``, ``(B, T, d)``.
         damping: ``lam`` per batch member, ``(B,)``, nonnegative.
-        tol: residual below which a state counts as converged.
+        threshold: residual below which a state counts as converged (and is not moved).
     """
     B, T, d = rhs.shape
-    unconverged = rhs.abs().amax(2) > tol  # (B, T)
+    unconverged = rhs.abs().amax(2) > threshold  # (B, T)
     frontier = torch.where(unconverged.any(1), unconverged.to(torch.int8).argmax(1), T).view(B, 1, 1)
     t = torch.arange(T, device=rhs.device).view(1, T, 1)
     known = t < frontier  # converged prefix: zero variance, zero step

@@ -42,13 +42,21 @@ _DAMPING_INCREASE = 4.0
 # A Newton step cutting the residual less than this factor has hit the rounding floor.
 _STAGNATION = 4.0
 _ERROR_MARGIN = 4.0
+# Residuals below tol * _PREFIX_FRACTION count as converged in the damped step, which then
+# never moves them: they must be small enough not to matter for the states' error.
+_PREFIX_FRACTION = 1.0 / 64.0
+# the linear methods' estimate already sums the geometric series of their future steps
+_LINEAR_ERROR_MARGIN = 2.0
+# iterations over which a linear method's rate is measured
+_WINDOW = 4
 
 
 @dataclass
 class NewtonState:
     """Current states ``h`` (B, T, d), ``rhs = f(h_{t-1}, x_t) - h_t``, the Jacobians there (or
-    None), the residual ``max_t |rhs_t|`` (B,), the one before the last step, and ``gain`` (B,),
-    the amplification ``max|delta| / max|rhs|`` measured by the last linear solve.
+    None), the residual ``max_t |rhs_t|`` (B,), ``recent`` (B, _WINDOW), the residuals before it
+    (oldest first, inf before the first iterations), and ``gain`` (B,),
+    the amplification ``max|delta| / max|rhs|`` (at least 1) measured by the last step.
 
     The buffers are reused: a step overwrites ``rhs`` and ``jac`` and updates ``h`` in place
     (fresh memory the size of the sequence costs more than the arithmetic on it: every page is
@@ -59,13 +67,14 @@ class NewtonState:
     rhs: torch.Tensor
     jac: torch.Tensor | None
     residual: torch.Tensor
-    previous_residual: torch.Tensor
+    recent: torch.Tensor
     gain: torch.Tensor
 
 
 @dataclass
 class DampedState:
-    """States, ``rhs``, diagonal Jacobians and residual as in :class:`NewtonState`."""
+    """States, ``rhs``, diagonal Jacobians, residual, recent residuals and gain as in
+    :class:`NewtonState`."""
 
     h: torch.Tensor
     rhs: torch.Tensor
@@ -73,6 +82,8 @@ class DampedState:
     residual: torch.Tensor
     merit: torch.Tensor  # sum of squared residuals (B,)
     damping: torch.Tensor  # (B,)
+    recent: torch.Tensor
+    gain: torch.Tensor
 
 
 def _terminate_on_residual(problem: RecurrenceProblem, residual: torch.Tensor,
@@ -80,6 +91,43 @@ def _terminate_on_residual(problem: RecurrenceProblem, residual: torch.Tensor,
     finite = torch.isfinite(residual)
     code = torch.where(finite, int(Status.SUCCESS), int(Status.NONFINITE))
     return done | ~finite, code
+
+
+def _converged(problem: RecurrenceProblem, residual: torch.Tensor, recent: torch.Tensor,
+               gain: torch.Tensor, quadratic: bool) -> torch.Tensor:
+    """Residual and estimated state error at most ``tol``, or the rounding floor reached.
+
+    Newton (``quadratic``): the error is about ``gain * residual``, and a step that cut the
+    residual less than ``_STAGNATION`` times has hit the floor. A linearly convergent method
+    (quasi-Newton, damped, Jacobi) with rate ``q`` per iteration still moves the states by about
+    ``gain * residual`` next step and by a geometric series of such steps after it: the error is
+    about ``gain * residual / (1 - q)``. ``q`` is the mean rate over the last ``_WINDOW``
+    iterations: the largest residual can sit on the same time step, or on the same rounded
+    value, for an iteration or two while the error still decays (Jacobi moves its error one step
+    forward per iteration). ``_WINDOW`` iterations without a decrease mark the floor.
+    """
+    if quadratic:
+        floor = residual * _STAGNATION > recent[:, -1]
+        error = _ERROR_MARGIN * gain * residual
+    else:
+        known = torch.isfinite(recent)
+        oldest = known.to(torch.int8).argmax(1)  # first finite column (0 if none)
+        age = (recent.shape[1] - oldest).to(residual.dtype)
+        ratio = (residual / recent.gather(1, oldest[:, None])[:, 0]).nan_to_num(0.0)  # 0/0: exact
+        rate = torch.where(known.any(1), ratio ** (1 / age), 0.0)
+        floor = known.all(1) & (rate >= 1)
+        error = _LINEAR_ERROR_MARGIN * gain * residual / (1 - rate).clamp_min(torch.finfo(residual.dtype).eps)
+    return (residual <= problem.tol) & ((error <= problem.tol) | floor)
+
+
+def _shifted(recent: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``recent`` with ``residual`` appended and the oldest entry dropped."""
+    return torch.cat([recent[:, 1:], residual[:, None]], 1)
+
+
+def _gain(step_size: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``max|delta| / max|rhs|`` of a step, at least 1 (1 where undefined)."""
+    return (step_size / residual).nan_to_num(1.0).clamp_min(1.0)
 
 
 class LinearizedNewton:
@@ -94,25 +142,27 @@ class LinearizedNewton:
     because the new residual may sit where the dynamics are slower than average); one more step
     costs one iteration and, converging quadratically, lands at the rounding floor. A step that
     reduces the residual less than ``_STAGNATION`` times shows that floor has been reached, and
-    then ``residual <= tol`` suffices.
+    then ``residual <= tol`` suffices. quasi-Newton and Jacobi converge linearly, and their
+    estimate also sums the steps still to come (see :func:`_converged`).
     """
 
     def __init__(self, jacobian: str):
         self.jacobian = jacobian
 
-    def _evaluate(self, problem: RecurrenceProblem, h: torch.Tensor, previous_residual: torch.Tensor,
+    def _evaluate(self, problem: RecurrenceProblem, h: torch.Tensor, recent: torch.Tensor,
                   gain: torch.Tensor, reuse: NewtonState | None = None) -> NewtonState:
         out = None if reuse is None else (reuse.rhs, reuse.jac)
         rhs, jac, residual = problem.residual_and_jacobian(h, self.jacobian, out)
-        return NewtonState(h, rhs, jac, residual, previous_residual, gain)
+        return NewtonState(h, rhs, jac, residual, recent, gain)
 
     def init(self, problem: RecurrenceProblem, h: torch.Tensor) -> NewtonState:
-        inf = h.new_full((h.shape[0],), math.inf)
-        return self._evaluate(problem, h, inf, torch.ones_like(inf))
+        recent = h.new_full((h.shape[0], _WINDOW), math.inf)
+        return self._evaluate(problem, h, recent, h.new_ones(h.shape[0]))
 
     def step(self, problem: RecurrenceProblem, state: NewtonState, running: torch.Tensor) -> NewtonState:
         if state.jac is None:
-            return self._evaluate(problem, state.h + state.rhs, state.residual, state.gain, state)
+            return self._evaluate(problem, state.h + state.rhs, _shifted(state.recent, state.residual), state.gain,
+                                  state)
         structure = problem.structure if self.jacobian == "full" else "diagonal"
         # delta overwrites rhs, and h is updated in place where members are running: no
         # sequence-sized allocation per step
@@ -124,20 +174,18 @@ class LinearizedNewton:
             # the Jacobi step for those members: f(h_{t-1}, x_t) - h_t again, as rhs is overwritten
             jacobi = problem.residual_and_jacobian(state.h, "none")[0]
             delta = torch.where(finite.view(-1, 1, 1), delta, jacobi)
-        gain = (step_size / state.residual).nan_to_num(1.0).clamp_min(1.0) if self.jacobian == "full" \
-            else state.gain
+        gain = _gain(step_size, state.residual)
         h = state.h
         if bool(running.all()):
             h.add_(delta)
         else:  # a frozen member's states must not change
             h.add_(torch.where(running.view(-1, 1, 1), delta, 0.0))
-        return self._evaluate(problem, h, state.residual, torch.where(finite, gain, 1.0), state)
+        return self._evaluate(problem, h, _shifted(state.recent, state.residual), torch.where(finite, gain, 1.0),
+                              state)
 
     def terminate(self, problem: RecurrenceProblem, state: NewtonState) -> tuple[torch.Tensor, torch.Tensor]:
-        r = state.residual
-        floor = r * _STAGNATION > state.previous_residual
-        small_error = _ERROR_MARGIN * state.gain * r <= problem.tol
-        return _terminate_on_residual(problem, r, (r <= problem.tol) & (small_error | floor))
+        done = _converged(problem, state.residual, state.recent, state.gain, self.jacobian == "full")
+        return _terminate_on_residual(problem, state.residual, done)
 
     def record(self, problem: RecurrenceProblem, state: NewtonState) -> dict[str, Any]:
         return {"residual": state.residual.clone(), "gain": state.gain.clone()}
@@ -158,20 +206,23 @@ class DampedNewton:
     def init(self, problem: RecurrenceProblem, h: torch.Tensor) -> DampedState:
         rhs, jac, residual = problem.residual_and_jacobian(h, "diagonal")
         damping = torch.full((h.shape[0],), float(self.initial_damping), dtype=h.dtype, device=h.device)
-        return DampedState(h, rhs, jac, residual, rhs.square().flatten(1).sum(1), damping)
+        return DampedState(h, rhs, jac, residual, rhs.square().flatten(1).sum(1), damping,
+                           h.new_full((h.shape[0], _WINDOW), math.inf), torch.ones_like(residual))
 
     def step(self, problem: RecurrenceProblem, state: DampedState, running: torch.Tensor) -> DampedState:
-        delta = elk_filter_step(state.jac, state.rhs, state.damping, problem.tol)
+        delta = elk_filter_step(state.jac, state.rhs, state.damping, problem.tol * _PREFIX_FRACTION)
         problem.counters.nlinsolve += 1
         h = state.h + delta
         rhs, jac, residual = problem.residual_and_jacobian(h, "diagonal")
         merit = rhs.square().flatten(1).sum(1)
         factor = torch.where(merit < state.merit, _DAMPING_DECREASE, _DAMPING_INCREASE)
         damping = (state.damping * factor).clamp(max=1.0 / torch.finfo(h.dtype).eps)
-        return DampedState(h, rhs, jac, residual, merit, damping)
+        return DampedState(h, rhs, jac, residual, merit, damping, _shifted(state.recent, state.residual),
+                           _gain(max_abs(delta), state.residual))
 
     def terminate(self, problem: RecurrenceProblem, state: DampedState) -> tuple[torch.Tensor, torch.Tensor]:
-        return _terminate_on_residual(problem, state.residual, state.residual <= problem.tol)
+        done = _converged(problem, state.residual, state.recent, state.gain, quadratic=False)
+        return _terminate_on_residual(problem, state.residual, done)
 
     def record(self, problem: RecurrenceProblem, state: DampedState) -> dict[str, Any]:
         return {"residual": state.residual.clone(), "damping": state.damping.clone()}

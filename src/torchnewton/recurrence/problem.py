@@ -8,8 +8,17 @@ one batched call of the cell on ``(B*T, d)`` rows.
 
 Cells follow the batched-rows contract: ``f(h, x)`` takes ``(N, d)`` and ``(N, m)`` and returns
 ``(N, d)``, row i depending only on row i. Structured cells (see :mod:`.cells`) provide their own
-Jacobian; for any other cell the dense Jacobian comes from ``torch.func.jacrev`` of the sum over
-rows, which by row independence is the per-row Jacobian.
+Jacobian. Any other cell may *declare* the structure of its Jacobian, with an attribute
+``jacobian_structure`` (``"diagonal"``, ``"block-diagonal"`` with ``block_size``, or ``"dense"``)
+or ``solve(..., jacobian=...)``; its Jacobians then come from as few reverse-mode products as the
+structure allows (:mod:`.autodiff`: one for a diagonal, k for k x k blocks, d for a dense one).
+An undeclared cell is dense.
+
+Example::
+
+    >>> def cell(h, x):                       # elementwise in h: a diagonal Jacobian
+    ...     return torch.tanh(0.9 * h + x)
+    >>> cell.jacobian_structure = "diagonal"
 """
 from __future__ import annotations
 
@@ -19,10 +28,16 @@ from typing import Any, Callable
 import torch
 
 from ..core.counters import Counters
-from . import native
+from . import autodiff, native
 
-# Elements (rows x Jacobian width) per block of the blocked evaluation: a few hundred KB.
+# Elements (rows x state size) per block of the blocked evaluation: a few hundred KB. A dense
+# block Jacobian is d times larger, but it is d autograd products over blocks of this size,
+# and smaller blocks would multiply the number of those calls (their overhead dominated).
 _BLOCK_ELEMENTS = 2 ** 17
+
+# Declared Jacobian structures (the cell attribute ``jacobian_structure`` or ``solve(jacobian=)``)
+# and the storage each maps to.
+STRUCTURE_NAMES = {"diagonal": "diagonal", "block-diagonal": "block", "block": "block", "dense": "dense"}
 
 Linearize = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -36,12 +51,39 @@ def is_structured(cell: Any) -> bool:
 def dense_jacobian(transition: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h: torch.Tensor,
                    u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``f(h, u)`` (N, d) and its per-row state Jacobians (N, d, d) by reverse-mode autodiff."""
-    def summed(h_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = transition(h_rows, u)
-        return out.sum(0), out
+    return autodiff.dense_jacobian(transition, h, u)
 
-    jac, out = torch.func.jacrev(summed, has_aux=True)(h)
-    return out, jac.permute(1, 0, 2)
+
+def structure_name(value: Any, argument: str) -> str:
+    """The internal name (``"diagonal"``, ``"block"``, ``"dense"``) of a declared structure."""
+    if not isinstance(value, str) or value not in STRUCTURE_NAMES:
+        valid = ", ".join(repr(v) for v in STRUCTURE_NAMES)
+        raise ValueError(f"unknown {argument} {value!r}; valid values: {valid}")
+    return STRUCTURE_NAMES[value]
+
+
+def declared_structure(cell: Any, jacobian: str, d: int) -> tuple[str, int]:
+    """(structure, block size) of a cell's Jacobian: the ``jacobian`` argument when it names a
+    structure, else the cell's ``jacobian_structure`` attribute, else dense."""
+    if jacobian in STRUCTURE_NAMES:
+        structure = STRUCTURE_NAMES[jacobian]
+    else:
+        declared = getattr(cell, "jacobian_structure", None)
+        if declared is None:
+            if jacobian == "structured":
+                raise ValueError("jacobian='structured' needs a cell with its own Jacobian "
+                                 "(jacobian_structure, transition_and_jacobian, preprocess) or a declared "
+                                 f"jacobian_structure; {type(cell).__name__} has none, use jacobian='auto' "
+                                 "or 'dense'")
+            return "dense", d
+        structure = structure_name(declared, "cell.jacobian_structure")
+    if structure != "block":
+        return structure, 1 if structure == "diagonal" else d
+    k = getattr(cell, "block_size", None)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or d % k:
+        raise ValueError(f"a block-diagonal Jacobian needs cell.block_size, a positive integer dividing the "
+                         f"state size {d}; got {k!r}")
+    return structure, k
 
 
 def max_abs(x: torch.Tensor) -> torch.Tensor:
@@ -74,23 +116,35 @@ class RecurrenceProblem:
     # the cell's fused CPU kernels (see :mod:`.native`), used where they apply
     fused: Callable[..., None] | None = None
     fused_vjp: Callable[..., Any] | None = None
+    # the Jacobians' diagonals (N, d) without the full Jacobian, where that is cheaper than
+    # ``linearize`` and ``diagonal_of`` (dense Jacobians)
+    linearize_diagonal: Linearize | None = None
 
     @classmethod
     def from_cell(cls, cell: Callable[..., torch.Tensor], h0: torch.Tensor, xs: torch.Tensor, *,
                   jacobian: str, tol: float) -> "RecurrenceProblem":
-        """Wrap ``cell``. ``jacobian`` is ``"auto"``, ``"structured"`` or ``"dense"``."""
+        """Wrap ``cell``. ``jacobian`` is ``"auto"``, ``"structured"``, ``"dense"`` or a declared
+        structure (``"diagonal"``, ``"block-diagonal"``), as in :func:`.solve.solve`."""
+        d = h0.shape[-1]
         if is_structured(cell):
             us = cell.preprocess(xs)
             transition = cell.transition
             if jacobian == "dense":
-                return cls(transition, lambda h, u: dense_jacobian(transition, h, u), "dense", h0, us, tol)
+                return cls(transition, lambda h, u: autodiff.dense_jacobian(transition, h, u), "dense", h0, us, tol,
+                           linearize_diagonal=lambda h, u: autodiff.dense_jacobian_diagonal(transition, h, u))
+            if jacobian in STRUCTURE_NAMES and STRUCTURE_NAMES[jacobian] != cell.jacobian_structure:
+                raise ValueError(f"jacobian={jacobian!r} contradicts the cell's own {cell.jacobian_structure!r} "
+                                 f"Jacobian ({type(cell).__name__}); use jacobian='auto'")
             return cls(transition, cell.transition_and_jacobian, cell.jacobian_structure, h0, us, tol,
                        fused=native.cell_kernel(cell, h0.dtype), fused_vjp=native.cell_vjp(cell, h0.dtype))
-        if jacobian == "structured":
-            raise ValueError("jacobian='structured' needs a cell with its own Jacobian "
-                             "(jacobian_structure, transition_and_jacobian, preprocess); "
-                             f"{type(cell).__name__} has none, use jacobian='auto' or 'dense'")
-        return cls(cell, lambda h, u: dense_jacobian(cell, h, u), "dense", h0, xs, tol)
+        structure, k = declared_structure(cell, jacobian, d)
+        if structure == "dense":
+            # quasi-Newton's diagonals by d products, keeping one entry of each: never (N, d, d)
+            diagonal = lambda h, u: autodiff.dense_jacobian_diagonal(cell, h, u)  # noqa: E731
+        else:
+            diagonal = None
+        return cls(cell, lambda h, u: autodiff.cell_jacobian(cell, h, u, structure, k), structure, h0, xs, tol,
+                   linearize_diagonal=diagonal)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -114,9 +168,7 @@ class RecurrenceProblem:
         B, T, d = h.shape
         self.counters.nfev += 1
         self.counters.njev += int(kind != "none")
-        # a dense Jacobian has d entries per state entry; small blocks count as one
-        width = d * d if kind == "full" and self.structure == "dense" else d
-        rows = max(1, _BLOCK_ELEMENTS // (B * width))
+        rows = max(1, _BLOCK_ELEMENTS // (B * d))
         rhs, jac = out if out is not None else (torch.empty_like(h), None)
         if self.fused is not None and native.applies(self.h0, h, self.us, rhs):
             if kind != "none" and jac is None:
@@ -132,9 +184,10 @@ class RecurrenceProblem:
             if kind == "none":
                 out = self.transition(prev, u)
             else:
-                out, block_jac = self.linearize(prev, u)
+                direct = kind == "diagonal" and self.linearize_diagonal is not None
+                out, block_jac = (self.linearize_diagonal if direct else self.linearize)(prev, u)
                 block_jac = block_jac.reshape(B, t1 - t0, *block_jac.shape[1:])
-                if kind == "diagonal":
+                if kind == "diagonal" and not direct:
                     block_jac = diagonal_of(block_jac, self.structure)
                 if jac is None:
                     jac = h.new_empty(B, T, *block_jac.shape[2:])

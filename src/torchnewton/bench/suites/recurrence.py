@@ -6,9 +6,10 @@ Three comparisons, all in one process with the same thread setting:
    solved by ``solve(method="newton")`` vs ``run_sequential`` of the same cell (a Python loop,
    input projections precomputed) and vs torch.nn.GRU (C++ loop) holding the *same function*:
    ``DiagonalGRUCell.to_torch_gru()`` puts the diagonal recurrent weights into dense ``weight_hh``.
-2. The dense path: a full-weight ``torch.nn.GRUCell`` wrapped as a generic cell (dense ``torch.func``
+2. The dense path: a full-weight ``torch.nn.GRUCell`` wrapped as a generic cell (dense autograd
    Jacobians, O(d^3) scans) vs its own sequential loop and vs torch.nn.GRU with the same weights.
 3. Newton iteration counts.
+4. User-defined cells at T = 64k, warm and first call in a fresh process (:mod:`.recurrence_generic`).
 
 Forward runs under ``torch.no_grad``; forward+backward differentiates ``sum(w * h)`` for a fixed
 random ``w`` with respect to the cell's parameters (implicit adjoint for the parallel solve,
@@ -30,6 +31,7 @@ from torch import nn
 from ... import recurrence
 from ...recurrence import DiagonalCIFGLSTMCell, DiagonalGRUCell, native, run_sequential, solve
 from ..suite import BenchContext, Section, code_fingerprint, markdown_table, median_time, torch_threads
+from .recurrence_generic import run_generic
 
 GOAL_SPEEDUP = 10.0
 THREADS = 1
@@ -306,11 +308,13 @@ def run(ctx: BenchContext) -> Section:
                 for case in ctx.track(structured, desc="recurrence: structured cells")]
         dense_rows = [cache.get(("dense", *case), lambda: _dense_case(ctx, *case))
                       for case in ctx.track(dense, desc="recurrence: dense path")]
+        generic_markdown, generic_figures = run_generic(ctx)
     plots = _plots(ctx, rows)
     kernels = native.available(torch.float32)
     return Section(title="recurrence: parallel Newton over time (DEER)",
-                   markdown=_markdown(rows, dense_rows, machine_threads, kernels, cache.reused),
-                   figures={"structured": rows, "dense": dense_rows, "threads": THREADS,
+                   markdown=_markdown(rows, dense_rows, machine_threads, kernels, cache.reused) + "\n\n"
+                   + generic_markdown,
+                   figures={"structured": rows, "dense": dense_rows, **generic_figures, "threads": THREADS,
                             "machine_threads": machine_threads, "goal_speedup": GOAL_SPEEDUP,
                             "native_kernels": kernels, "rows_reused": cache.reused},
                    plots=plots)
@@ -363,7 +367,7 @@ def _markdown(rows: list[dict[str, Any]], dense_rows: list[dict[str, Any]], mach
                   r["sequential_forward_s"], r["speedup_forward_all"], r["parallel_forward_backward_all_s"],
                   r["sequential_forward_backward_s"], r["speedup_forward_backward_all"]] for r in rows]
         lines += [markdown_table(header, table), ""]
-    lines += ["### Dense path (full-weight torch.nn.GRUCell as a generic cell, torch.func Jacobians)", ""]
+    lines += ["### Dense path (full-weight torch.nn.GRUCell as a generic cell, autograd Jacobians)", ""]
     header = ["T", "d", "B", "nit", "newton fwd", "seq fwd", "nn.GRU fwd", "seq / newton", "nn.GRU / newton",
               "newton fwd+bwd", "seq fwd+bwd", "nn.GRU fwd+bwd", "max rel diff vs nn.GRU"]
     table = []

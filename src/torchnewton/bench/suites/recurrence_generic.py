@@ -1,0 +1,157 @@
+"""Benchmark part: user-defined cells (not the library's), T = 64k, warm and first call in a fresh process.
+
+Two cells a user would write as an ``nn.Module``, d = 24, m = 4, float32, one thread:
+
+* diagonal: ``h' = z h + (1 - z) tanh(a h + c)`` with ``(z, c)`` from a linear map of x,
+  declared ``jacobian_structure = "diagonal"`` (one autograd product per Jacobian);
+* dense: the Elman cell ``h' = tanh(W h + U x + b)`` with ``||W||_2 = 0.9``, nothing declared
+  (d products per Jacobian, O(d^3) scans for newton; d products per diagonal for quasi-newton).
+
+Warm: each method's solve vs the sequential loop of the same cell in this process (medians of
+CPU time, one thread: on a shared machine other processes' load inflates wall time). Cold: the
+first ``solve`` in a fresh Python process (after ``import torch, torchnewton``), the time a user
+waits the first time, vs the loop there; the subprocess also reports whether ``torch._dynamo``
+was imported.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...recurrence import run_sequential, solve
+from ..suite import BenchContext, markdown_table
+
+T, D, M = 64_000, 24, 4
+GOALS = {"diagonal": 10.0, "dense": 3.0}
+METHODS = {"diagonal": ("newton", "quasi-newton", "jacobi"), "dense": ("newton", "quasi-newton", "jacobi")}
+# quick mode (budget 25 s): dense quasi-newton (d products per iteration, slow) is left to --full
+QUICK_METHODS = {"diagonal": ("newton", "quasi-newton", "jacobi"), "dense": ("newton", "jacobi")}
+
+
+class UserDiagonalCell(nn.Module):
+    """A gated cell elementwise in h, with its structure declared."""
+
+    jacobian_structure = "diagonal"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(M, 2 * D)
+        self.a = nn.Parameter(torch.empty(D).uniform_(-1, 1))
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        g, c = self.proj(x).chunk(2, -1)
+        z = torch.sigmoid(g)
+        return z * h + (1 - z) * torch.tanh(self.a * h + c)
+
+
+class UserDenseCell(nn.Module):
+    """An Elman cell, nothing declared: dense Jacobians."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w_h = nn.Linear(D, D, bias=False)
+        self.w_x = nn.Linear(M, D)
+        with torch.no_grad():
+            self.w_h.weight.mul_(0.9 / torch.linalg.matrix_norm(self.w_h.weight, 2))
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.w_h(h) + self.w_x(x))
+
+
+def problem(kind: str, seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    cell = UserDiagonalCell() if kind == "diagonal" else UserDenseCell()
+    xs = torch.randn(1, T, M, generator=torch.Generator().manual_seed(seed + 1))
+    return cell, torch.zeros(1, D), xs
+
+
+_COLD = """
+import json, sys, time
+t0 = time.process_time()
+import torch
+torch.set_num_threads(1)
+from torchnewton.bench.suites.recurrence_generic import problem
+from torchnewton.recurrence import run_sequential, solve
+cell, h0, xs = problem({kind!r}, {seed})
+with torch.no_grad():
+    start = time.process_time()
+    {call}
+    first = time.process_time() - start
+print(json.dumps({{"first_s": first, "dynamo": 'torch._dynamo' in sys.modules}}))
+"""
+
+
+def _cold(kind: str, seed: int, call: str) -> dict[str, Any]:
+    script = _COLD.format(kind=kind, seed=seed, call=call)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"cold-start subprocess failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cpu_time(fn: Any, repeats: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.process_time()
+        out = fn()
+        times.append(time.process_time() - start)
+    return min(times), out
+
+
+def _case(kind: str, seed: int, quick: bool) -> dict[str, Any]:
+    cell, h0, xs = problem(kind, seed)
+    row: dict[str, Any] = {"cell": kind, "T": T, "d": D}
+    with torch.no_grad():
+        loop_s, ref = _cpu_time(lambda: run_sequential(cell, h0, xs), 1)
+        row["loop_s"] = loop_s
+        for method in (QUICK_METHODS if quick else METHODS)[kind]:
+            # one solve before timing, except where one costs seconds in quick mode (this process has
+            # imported and run the library already; nothing is compiled on the dense path)
+            cheap = kind == "diagonal" and method != "jacobi" or kind == "dense" and method == "jacobi"
+            if cheap or not quick:
+                solve(cell, h0, xs, method=method)
+            repeats = 1 if quick or (kind == "dense" and method != "jacobi") else 3
+            t, res = _cpu_time(lambda: solve(cell, h0, xs, method=method), repeats)
+            row[method] = {"s": t, "speedup": loop_s / t, "nit": int(res.nit.max()),
+                           "success": bool(res.success.all()),
+                           "rel_err": float((res.h - ref).abs().max() / ref.abs().max())}
+    cold = _cold(kind, seed, "solve(cell, h0, xs)")
+    # the loop compiles and imports nothing: quick mode compares with the warm loop
+    cold_loop = loop_s if quick else _cold(kind, seed, "run_sequential(cell, h0, xs)")["first_s"]
+    row.update(cold_newton_s=cold["first_s"], cold_loop_s=cold_loop, dynamo_imported=cold["dynamo"],
+               cold_speedup=cold_loop / cold["first_s"])
+    return row
+
+
+def run_generic(ctx: BenchContext) -> tuple[str, dict[str, Any]]:
+    """Rows for the user-defined diagonal and dense cells: markdown and figures."""
+    rows = [_case(kind, ctx.seed, ctx.quick) for kind in ctx.track(("diagonal", "dense"), desc="recurrence: user cells")]
+    header = ["cell", "method", "nit", "solve (s)", "loop (s)", "loop / solve", "goal", "rel err vs loop", "success"]
+    table = []
+    for r in rows:
+        for method in (m for m in METHODS[r["cell"]] if m in r):
+            m = r[method]
+            table.append([r["cell"], method, m["nit"], m["s"], r["loop_s"], f"{m['speedup']:.1f}x",
+                          f">= {GOALS[r['cell']]:.0f}x: {'met' if m['speedup'] >= GOALS[r['cell']] else 'NOT met'}",
+                          f"{m['rel_err']:.1e}", m["success"]])
+    cold = [[r["cell"], r["cold_newton_s"], r["cold_loop_s"], f"{r['cold_speedup']:.2f}x",
+             "met" if r["cold_speedup"] >= 1 else "NOT met", r["dynamo_imported"]] for r in rows]
+    markdown = "\n".join([
+        f"### User-defined cells (T = {T:,}, d = {D}, float32, 1 thread)", "",
+        "A diagonal cell declaring `jacobian_structure = \"diagonal\"` and an undeclared dense Elman cell, "
+        "written as plain `nn.Module`s. Warm: process CPU time of `solve(cell, h0, xs, method=...)` vs "
+        "`run_sequential` in this process (best of 1-3 runs). Goals: >= 10x the loop for the diagonal cell, "
+        ">= 3x for the dense cell.", "",
+        markdown_table(header, table), "",
+        "First call in a fresh process (CPU time of the first `solve` with the default method in its own "
+        "subprocess after imports, vs the loop: also a first call in a fresh process with `--full`, the warm "
+        "loop in quick mode; goal: no slower than the loop):", "",
+        markdown_table(["cell", "first solve (s)", "first loop (s)", "loop / solve", "goal", "torch._dynamo imported"],
+                       cold), ""])
+    return markdown, {"user_cells": rows}
