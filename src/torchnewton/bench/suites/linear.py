@@ -1,0 +1,24 @@
+"""`torchnewton bench linear`: sequences of linear systems.
+
+(a) :mod:`.linear_skr`: SKR-style neural-operator data generation — Darcy flow and
+    convection–diffusion systems solved independently by scipy (CG / GMRES), torchnewton and
+    PyAMG, and by torchnewton in SKR order with Krylov recycling (deflated CG / GCRO-DR):
+    products with A and wall time to 1e-8 relative residual.
+(b) :mod:`.linear_sor`: the "Learning to Relax" SOR sequence — bandit-chosen ω against the best
+    fixed ω in hindsight, ω = 1 and Young's optimum.
+
+Quick mode uses small grids and few systems; ``--full`` uses 200 systems of 128² unknowns per family.
+"""
+from __future__ import annotations
+
+from ..suite import BenchContext, Section
+from .linear_skr import run_skr
+from .linear_sor import run_sor
+
+
+def run(ctx: BenchContext) -> Section:
+    skr_markdown, skr_figures, skr_plots = run_skr(ctx)
+    sor_markdown, sor_figures, sor_plots = run_sor(ctx)
+    return Section(title="linear: Krylov recycling with SKR ordering, bandit-tuned SOR",
+                   markdown="\n\n".join([skr_markdown, sor_markdown]),
+                   figures={"skr": skr_figures, "sor": sor_figures}, plots=skr_plots + sor_plots)

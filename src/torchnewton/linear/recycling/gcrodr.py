@@ -1,0 +1,180 @@
+"""GCRO-DR: restarted GMRES that deflates a recycled subspace, for a sequence of nonsymmetric systems.
+
+Parks, de Sturler, Mackey, Johnson & Maiti, "Recycling Krylov subspaces for sequences of linear
+systems", SIAM J. Sci. Comput. 28 (2006). With a recycled basis U (k, n) and C = A M⁻¹ U
+orthonormal (right preconditioning, so the operator is A M⁻¹ and x = x₀ + M⁻¹u), each cycle runs
+s = m − k Arnoldi steps of (I − CᵀC) A M⁻¹:
+
+    (I − CᵀC) A M⁻¹ Vₛᵀ = Vₛ₊₁ᵀ H̄,   B = C A M⁻¹ Vₛᵀ,
+    A M⁻¹ [U; Vₛ]ᵀ = [C; Vₛ₊₁]ᵀ G,   G = [[I, B], [0, H̄]].
+
+Because the top block of G is the identity, min ‖r − Ŵᵀ G y‖ splits: z minimizes ‖βe₁ − H̄z‖
+(GMRES's Givens recurrence) and y_U = C r − B z. After each cycle U is replaced by the k
+harmonic Ritz vectors of smallest magnitude, the solutions of Gᵀ G p = θ Gᵀ Ŵ V̂ᵀ p; with
+GP = QR, the new pair Y R⁻¹, Qᵀ Ŵ keeps A M⁻¹ U = Cᵀ, C orthonormal. For a new matrix only
+C = A M⁻¹ U (k products) and its QR are recomputed.
+
+Rows are vectors here: V is (s+1, n), U and C are (k, n).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from ...core.status import Status
+from ..iterative.common import Counted
+from ..iterative.nonsymmetric import GivensLeastSquares
+
+
+@dataclass
+class CycleOutcome:
+    x: torch.Tensor
+    r: torch.Tensor
+    U: torch.Tensor
+    C: torch.Tensor
+    steps: int
+    estimate: float
+
+
+def smallest_harmonic_ritz(lhs: np.ndarray, rhs: np.ndarray, k: int) -> np.ndarray:
+    """Real basis (m, ≤k) of the eigenvectors of lhs p = θ rhs p with smallest |θ|; a complex
+    pair contributes its real and imaginary parts."""
+    theta, vectors = scipy.linalg.eig(lhs, rhs)
+    magnitude = np.where(np.isfinite(theta), np.abs(theta), np.inf)
+    columns: list[np.ndarray] = []
+    taken = np.zeros(len(theta), dtype=bool)
+    for i in np.argsort(magnitude, kind="stable"):
+        if len(columns) >= k or not np.isfinite(magnitude[i]):
+            break
+        if taken[i]:
+            continue
+        taken[i] = True
+        v = vectors[:, i]
+        if abs(theta[i].imag) > 1e-12 * max(abs(theta[i]), 1e-300):
+            columns.extend([v.real, v.imag])
+            partner = np.argmin(np.abs(theta - np.conj(theta[i])) + taken * np.inf)
+            taken[partner] = True
+        else:
+            columns.append(v.real)
+    if not columns:
+        return np.zeros((lhs.shape[0], 0))
+    P = np.stack(columns[:k], axis=1)
+    return np.linalg.qr(P)[0]  # any basis of the span will do; an orthonormal one is stable
+
+
+def project_new_matrix(ops: Counted, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a new A (or M), rebuild C = A M⁻¹ U orthonormal and rescale U so that A M⁻¹ Uᵀ = Cᵀ."""
+    AU = ops.A_rows(ops.M(U))
+    Q, R = torch.linalg.qr(AU.T)
+    keep = R.diagonal().abs() > 1e-12 * R.diagonal().abs().max().clamp(min=1e-300)
+    if not bool(keep.all()):  # a recycled direction A maps (numerically) into the others: drop it
+        U, AU = U[keep], AU[keep]
+        Q, R = torch.linalg.qr(AU.T)
+    U = torch.linalg.solve_triangular(R.T, U, upper=False)
+    return U, Q.T.contiguous()
+
+
+def cycle(ops: Counted, x: torch.Tensor, r: torch.Tensor, U: torch.Tensor | None, C: torch.Tensor | None,
+          m: int, k: int, tol: float, budget: int) -> CycleOutcome:
+    """One GCRO-DR cycle from (x, r); at most ``budget`` products with A."""
+    n = r.shape[0]
+    kk = 0 if C is None else C.shape[0]
+    s = max(1, min(m - kk, budget, n - kk))
+    c_r = C @ r if C is not None else r.new_zeros(0)
+    rp = r - c_r @ C if C is not None else r
+    beta = float(rp.norm())
+    V = r.new_zeros(s + 1, n)
+    V[0] = rp / max(beta, 1e-300)
+    Bmat = r.new_zeros(kk, s)
+    lsq = GivensLeastSquares(beta)
+    H = np.zeros((s + 1, s))
+    steps, estimate = 0, beta
+    tiny = torch.finfo(r.dtype).tiny
+    for j in range(s):
+        w = ops.A(ops.M(V[j].unsqueeze(0)))[0]
+        if C is not None:
+            bj = C @ w
+            w = w - bj @ C
+            Bmat[:, j] = bj
+        basis = V[: j + 1]
+        h = basis @ w
+        w = w - h @ basis
+        correction = basis @ w
+        w = w - correction @ basis
+        h = h + correction
+        h_next = w.norm()
+        V[j + 1] = w / h_next.clamp(min=tiny)
+        column = h.tolist() + [float(h_next)]
+        H[: j + 2, j] = column
+        steps = j + 1
+        lucky = column[-1] <= 1e3 * tiny
+        estimate = lsq.add_column(column)
+        if not np.isfinite(estimate) or estimate <= tol or lucky:
+            break
+    z = lsq.solve(steps, r.dtype).to(r.device)
+    y_u = c_r - Bmat[:, :steps] @ z if C is not None else None
+    direction = z @ V[:steps]
+    if U is not None:
+        direction = direction + y_u @ U
+    x = x + ops.M(direction.unsqueeze(0))[0]
+    Hbar = torch.from_numpy(H[: steps + 1, :steps]).to(r)
+    r = rp - (Hbar @ z) @ V[: steps + 1]
+    # harmonic Ritz update of the recycled pair over V̂ = [U; Vₛ], Ŵ = [C; Vₛ₊₁]
+    size = kk + steps
+    G = np.zeros((size + 1, size))
+    G[:kk, :kk] = np.eye(kk)
+    G[:kk, kk:] = Bmat[:, :steps].cpu().numpy()
+    G[kk:, kk:] = H[: steps + 1, :steps]
+    WV = np.zeros((size + 1, size))
+    WV[kk:kk + steps, kk:] = np.eye(steps)
+    if U is not None:
+        WV[:kk, :kk] = (C @ U.T).cpu().numpy()
+        WV[kk:, :kk] = (V[: steps + 1] @ U.T).cpu().numpy()
+    finite = np.all(np.isfinite(G)) and np.all(np.isfinite(WV))
+    P = smallest_harmonic_ritz(G.T @ G, G.T @ WV, min(k, size)) if finite and k > 0 else np.zeros((size, 0))
+    if not np.all(np.isfinite(P)) or P.shape[1] == 0:
+        return CycleOutcome(x, r, U if U is not None else r.new_zeros(0, n), C if C is not None else r.new_zeros(0, n), steps, estimate)
+    Q, R = np.linalg.qr(G @ P)
+    Vhat = torch.cat([U, V[:steps]]) if U is not None else V[:steps]
+    What = torch.cat([C, V[: steps + 1]]) if C is not None else V[: steps + 1]
+    Y = torch.from_numpy(P.T).to(r) @ Vhat
+    U_new = torch.linalg.solve_triangular(torch.from_numpy(R.T).to(r), Y, upper=False)
+    C_new = torch.from_numpy(Q.T).to(r) @ What
+    return CycleOutcome(x, r, U_new, C_new, steps, estimate)
+
+
+def gcrodr(ops: Counted, b: torch.Tensor, x: torch.Tensor, U: torch.Tensor | None, *, m: int, k: int,
+           tol: float, maxiter: int, reuse_C: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, int, Status, float]:
+    """Solve A x = b (1-D b, x) to ‖b − Ax‖ ≤ tol with GCRO-DR(m, k), starting from the recycled
+    U (or plain GMRES(m) for the first system). Returns (x, U, C, iterations, status, ‖r‖)."""
+    r = b - ops.A(x.unsqueeze(0))[0] if bool(x.any()) else b.clone()
+    C = reuse_C
+    if U is not None and U.shape[0] > 0 and C is None:
+        U, C = project_new_matrix(ops, U)
+    if U is not None and U.shape[0] == 0:
+        U = C = None
+    if C is not None and U is not None:
+        c_r = C @ r
+        x = x + ops.M((c_r @ U).unsqueeze(0))[0]
+        r = r - c_r @ C
+    nit = 0
+    while True:
+        rnorm = float(r.norm())
+        if not np.isfinite(rnorm):
+            return x, U, C, nit, Status.NONFINITE, rnorm
+        if rnorm <= tol:
+            r_true = b - ops.A(x.unsqueeze(0))[0]
+            rnorm = float(r_true.norm())
+            if rnorm <= tol:
+                return x, U, C, nit, Status.SUCCESS, rnorm
+            r = r_true  # rounding drift: go on from the true residual
+        if nit >= maxiter:
+            return x, U, C, nit, Status.MAX_ITER, rnorm
+        out = cycle(ops, x, r, U, C, m, k, tol, maxiter - nit)
+        x, r, nit = out.x, out.r, nit + out.steps
+        if out.U.shape[0] > 0:
+            U, C = out.U, out.C
