@@ -1,0 +1,98 @@
+"""Part (e) of `torchnewton bench fixed_point`: layer-parallel evaluation of a trained residual MLP.
+
+A stack of L = 24 residual blocks g_l(h) = W₂ tanh(W₁h + b₁) + b₂ (width 16, hidden 32) after a
+fixed input projection of scikit-learn's digits (64 → 16), trained for the same number of Adam
+steps, same seed and learning rate, to regress the one-hot labels with a linear readout: once
+plain and once with SNLP's regularizer (weight 1, one Identity-Newton sweep matched to the
+sequential trace). For each model, on 256 held-out digits (float32): the number of
+Identity-Newton (IDN) and exact Newton sweeps until the output is within 1e-5 relative of the
+sequential forward, and the wall time of those sweeps against the sequential forward (median of
+repeats, same process, interleaved).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...nn.residual_stack import LayerParallelResidualStack
+from ..suite import BenchContext, markdown_table, median_time, torch_threads
+
+REL = 1e-5
+DEPTH, WIDTH, HIDDEN = 24, 16, 32
+
+
+def _data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
+    y = torch.nn.functional.one_hot(torch.tensor(digits.target), 10).float()
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x), generator=g)
+    projection = torch.randn(64, WIDTH, generator=g) / 8.0
+    x = x @ projection
+    train, test = order[:-256], order[-256:]
+    return x[train], y[train], x[test], y[test]
+
+
+def _train(x: torch.Tensor, y: torch.Tensor, weight: float, steps: int, seed: int):
+    torch.manual_seed(seed)
+    blocks = [nn.Sequential(nn.Linear(WIDTH, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, WIDTH)) for _ in range(DEPTH)]
+    stack, readout = LayerParallelResidualStack(blocks), nn.Linear(WIDTH, 10)
+    optimizer = torch.optim.Adam(list(stack.parameters()) + list(readout.parameters()), lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        batch = torch.randint(len(x), (128,), generator=g)
+        optimizer.zero_grad()
+        loss = (readout(stack(x[batch], method="sequential")) - y[batch]).square().mean()
+        if weight:
+            loss = loss + weight * stack.snlp_regularizer(x[batch], sweeps=1)
+        loss.backward()
+        optimizer.step()
+    return stack, readout
+
+
+def _sweeps_to(stack: LayerParallelResidualStack, x: torch.Tensor, reference: torch.Tensor, method: str) -> int:
+    for k in range(1, stack.depth + 1):
+        if float((stack(x, sweeps=k, method=method) - reference).norm() / reference.norm()) <= REL:
+            return k
+    return stack.depth + 1  # not reached (float32 rounding)
+
+
+def run_residual_stack(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
+    steps = 80 if ctx.quick else 600
+    repeats = 3 if ctx.quick else 15
+    x_train, y_train, x_test, y_test = _data(ctx.seed)
+    figures: dict[str, Any] = {"depth": DEPTH, "width": WIDTH, "rel": REL, "steps": steps, "models": {}}
+    rows = []
+    with torch_threads(1), torch.no_grad():
+        for name, weight in (("plain", 0.0), ("SNLP-regularized", 1.0)):
+            with torch.enable_grad():
+                stack, readout = _train(x_train, y_train, weight, steps, ctx.seed)
+            reference = stack(x_test, method="sequential")
+            accuracy = float((readout(reference).argmax(1) == y_test.argmax(1)).float().mean())
+            one_sweep = float((stack(x_test, sweeps=1) - reference).norm() / reference.norm())
+            entry = {"accuracy": accuracy, "one_sweep_relative_error": one_sweep, "methods": {}}
+            sequential_time, _ = median_time(lambda: stack(x_test, method="sequential"), repeats=repeats)
+            for method in ("identity-newton", "newton"):
+                k = _sweeps_to(stack, x_test, reference, method)
+                # Newton's dense Jacobians (JVPs) make each sweep costly: fewer repeats in quick mode
+                reps = 1 if ctx.quick and method == "newton" else repeats
+                seconds, _ = median_time(lambda: stack(x_test, sweeps=min(k, DEPTH), method=method), repeats=reps,
+                                         warmup=0 if reps == 1 else 1)
+                entry["methods"][method] = {"sweeps": k, "seconds": seconds, "speedup": sequential_time / seconds}
+                rows.append([name, accuracy, one_sweep, method, k, seconds * 1e3, sequential_time * 1e3,
+                             sequential_time / seconds])
+            entry["sequential_seconds"] = sequential_time
+            figures["models"][name] = entry
+    markdown = "\n".join([
+        f"### (e) Layer-parallel residual stack (SNLP): sweeps to {REL:g} relative of the sequential forward",
+        f"Residual MLP, {DEPTH} blocks of width {WIDTH}, trained {steps} Adam steps on digits with and without the "
+        "SNLP regularizer; 256 test digits, float32, one thread. Sweeps > depth means not reached.",
+        "",
+        markdown_table(["model", "accuracy", "1-sweep rel. error", "method", "sweeps", "time ms",
+                        "sequential ms", "speedup"], rows)])
+    return markdown, figures, []
