@@ -34,6 +34,7 @@ class Result:
     nlinsolve: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    method: Any = None  # the method that produced the answer where a solve may try several (root)
 
     def __getattr__(self, name: str) -> Any:
         extras = self.__dict__.get("extras", {})
@@ -44,7 +45,7 @@ class Result:
     def __repr__(self) -> str:
         lines = []
         for f in fields(self):
-            if f.name in ("history", "extras"):
+            if f.name in ("history", "extras") or (f.name == "method" and self.method is None):
                 continue
             lines.append(f"{f.name:>9}: {_short(getattr(self, f.name))}")
         for k, v in self.extras.items():

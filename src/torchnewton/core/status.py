@@ -18,6 +18,8 @@ class Status(IntEnum):
     NEGATIVE_CURVATURE = 8
     RUNNING = 9
     CALLBACK_STOP = 10
+    LOCALLY_INFEASIBLE = 11
+    UNBOUNDED = 12
 
     def __str__(self) -> str:
         return self.name
@@ -39,4 +41,7 @@ _MESSAGES = {
     Status.NEGATIVE_CURVATURE: "negative curvature direction found",
     Status.RUNNING: "not yet terminated",
     Status.CALLBACK_STOP: "stopped by the callback before convergence",
+    Status.LOCALLY_INFEASIBLE: "converged to a stationary point of the constraint violation that is not feasible "
+                               "(locally infeasible)",
+    Status.UNBOUNDED: "the objective appears unbounded below on the feasible set",
 }

@@ -51,12 +51,17 @@ _CURVATURES = {
 _DEFAULT_SEARCH = {"bfgs": "wolfe", "l-bfgs": "wolfe"}
 
 
-def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str = "trust-exact", args: tuple = (),
+def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str | None = None, args: tuple = (),
              jac: Callable[..., torch.Tensor] | None = None, hess: Callable[..., torch.Tensor] | None = None,
              hessp: Callable[..., torch.Tensor] | None = None, tol: float | None = None, max_iter: int = 1000,
              options: dict[str, Any] | None = None, callback: Callable[[Any], Any] | None = None,
-             batch: bool = False, record_history: bool = False) -> Result:
+             batch: bool = False, record_history: bool = False, constraints: Any = None,
+             bounds: Any = None) -> Result:
     """Minimize f: Rⁿ → R by a Newton-type method, stopping when ‖∇f(x)‖∞ ≤ tol·max(1, |f(x)|).
+
+    With ``constraints`` or ``bounds`` the problem is constrained and goes to
+    :func:`~torchnewton.solvers.constrained.entry.minimize_constrained` (methods ``"sqp"``, the
+    default there, and ``"interior-point"``); everything below is about the unconstrained case.
 
     Methods (case-insensitive), each a Newton model m(s) = f + gᵀs + ½sᵀHs globalized differently:
 
@@ -108,7 +113,12 @@ def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str 
         >>> res.success, res.x.round(decimals=8)
         (True, tensor([1., 1.], dtype=torch.float64))
     """
-    key = check_method(method, METHODS)
+    if constraints is not None or bounds is not None:
+        from ..constrained.entry import minimize_constrained
+        return minimize_constrained(fun, x0, method=method or "sqp", constraints=constraints, bounds=bounds,
+                                    args=args, jac=jac, hess=hess, hessp=hessp, tol=tol, max_iter=max_iter,
+                                    options=options, callback=callback, batch=batch, record_history=record_history)
+    key = check_method(method or "trust-exact", METHODS)
     for name, value in (("fun", fun), ("jac", jac), ("hess", hess), ("hessp", hessp), ("callback", callback)):
         check_callable(value, name)
     check_positive(max_iter, "max_iter", integer=True, allow_zero=True)

@@ -1,0 +1,338 @@
+"""Primal-dual interior point for equalities, inequalities and bounds (Ipopt's formulation).
+
+Every inequality row c_l ≤ cᵢ(x) ≤ c_u gets a slack: cᵢ(x) − sᵢ = 0 with c_l ≤ sᵢ ≤ c_u, so with
+y = (x, s) the problem is  min f(x) s.t. h(y) = 0, L ≤ y ≤ U.  For a barrier parameter μ > 0,
+Newton's method on the perturbed KKT conditions
+
+    ∇f + J_hᵀλ − z_L + z_U = 0,   h(y) = 0,   (y − L)z_L = μ,   (U − y)z_U = μ
+
+reduces, after eliminating Δz, to the same KKT system as SQP with W + Σ,
+Σ = z_L/(y − L) + z_U/(U − y) (:mod:`.kkt`, with inertia correction). The step then takes
+(Wächter & Biegler 2006, "On the implementation of an interior-point filter line-search
+algorithm"; Nocedal & Wright ch. 19):
+
+* fraction to the boundary: y + αΔy ≥ L + (1 − τ)(y − L) (and for U, z), τ = max(0.99, 1 − μ);
+* where the longest step is rejected, one second-order correction −J_y⁺h(y + α_maxΔy) of it
+  (against the Maratos effect of curved constraints: HS59 took steps of α ≈ 1e-3 without it);
+* a backtracking line search on the ℓ₂ merit φ_μ(y) + π‖h(y)‖, π raised so that the step is a
+  descent direction (Nocedal & Wright (18.36)) and above 1.1‖λ⁺‖₂ (exactness of the penalty);
+* z kept within [μ/(κ(y − L)), κμ/(y − L)], κ = 1e10 (Ipopt's safeguard);
+* μ ← max(tol/10, min(0.2μ, μ^1.5)) once the barrier problem is solved to 10μ (``"monotone"``,
+  Fiacco–McCormick), or μ = σ·(mean complementarity) with the LOQO centering
+  σ = 0.1·min(0.05(1 − ξ)/ξ, 2)³, ξ = min/mean complementarity (``"adaptive"``, Vanderbei &
+  Shanno 1999).
+
+The iterate starts pushed inside its bounds by ``bound_push``·max(1, |bound|) (Ipopt's κ₁).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ...core.status import Status
+from ...globalize.linesearch import armijo
+from ...linear.batched import matvec, rmatvec
+from .kkt import KKTSolver
+from .problem import ConstrainedProblem
+from .spec import ConstraintSpec
+from .termination import KKTFields, KKTTermination, infeasibility_measure, multiplier_scale, track_progress
+
+BARRIER_RULES = ("monotone", "adaptive")
+_KAPPA_SIGMA = 1e10
+
+
+@dataclass
+class InteriorPointState(KKTFields):
+    s: torch.Tensor  # slacks of the inequality rows (B, p)
+    lam: torch.Tensor  # (B, m)
+    z_lower: torch.Tensor  # (B, n + p), zero where the bound is infinite
+    z_upper: torch.Tensor
+    g: torch.Tensor
+    c: torch.Tensor  # c(x) (B, m)
+    J: torch.Tensor
+    barrier: torch.Tensor  # μ (B,)
+    penalty: torch.Tensor  # π (B,)
+    delta: torch.Tensor
+    step_norm: torch.Tensor
+    inner_iterations: torch.Tensor
+
+
+class InteriorPoint:
+    def __init__(self, termination: KKTTermination, kkt: KKTSolver, spec: ConstraintSpec, *,
+                 barrier: str = "monotone", barrier_init: float = 0.1, bound_push: float = 1e-2,
+                 accuracy: float = 0.1, sharpen: float = 1.0, c1: float = 1e-4, max_backtracks: int = 40):
+        self.termination, self.kkt, self.spec = termination, kkt, spec
+        self.rule, self.mu0, self.push = barrier, barrier_init, bound_push
+        self.accuracy, self.sharpen, self.c1, self.max_backtracks = accuracy, sharpen, c1, max_backtracks
+        equality = spec.lower == spec.upper
+        mixed = equality.any(0) & ~equality.all(0)
+        if bool(mixed.any()):
+            raise ValueError(f"constraint rows {mixed.nonzero().flatten().tolist()} are equalities for some "
+                             "members of the batch and inequalities for others; keep each row one kind")
+        self.equality = equality.all(0)  # (m,)
+        self.rows = (~self.equality).nonzero().flatten()  # inequality rows, one slack each
+        m, p = spec.m, self.rows.numel()
+        self.selector = spec.lower.new_zeros(m, p)
+        self.selector[self.rows, torch.arange(p)] = 1.0
+        self.target = torch.where(self.equality, spec.lower, torch.zeros_like(spec.lower))
+        self.L = torch.cat([spec.x_lower, spec.lower[:, self.rows]], -1)
+        self.U = torch.cat([spec.x_upper, spec.upper[:, self.rows]], -1)
+        self.has_L, self.has_U = torch.isfinite(self.L), torch.isfinite(self.U)
+
+    # ---- pieces ---------------------------------------------------------------------------
+    def _h(self, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return c - self.target - s @ self.selector.T
+
+    def _jacobian_y(self, J: torch.Tensor) -> torch.Tensor:
+        return torch.cat([J, -self.selector.expand(J.shape[0], -1, -1)], -1)
+
+    def _gaps(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        one = torch.ones_like(y)
+        return torch.where(self.has_L, y - self.L, one), torch.where(self.has_U, self.U - y, one)
+
+    def _barrier_value(self, f: torch.Tensor, y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        lower, upper = self._gaps(y)
+        logs = torch.where(self.has_L, torch.log(lower), 0.0).sum(-1) + torch.where(self.has_U, torch.log(upper), 0.0).sum(-1)
+        inside = ((lower > 0) | ~self.has_L).all(-1) & ((upper > 0) | ~self.has_U).all(-1)
+        return torch.where(inside, f - mu * logs, torch.full_like(f, float("nan")))
+
+    def _push(self, y: torch.Tensor) -> torch.Tensor:
+        """Move y strictly inside [L, U] (Ipopt's bound_push and bound_frac rules)."""
+        width = torch.where(self.has_L & self.has_U, self.U - self.L, torch.full_like(y, float("inf")))
+        push_L = torch.minimum(self.push * torch.clamp(self.L.abs(), min=1.0), self.push * width)
+        push_U = torch.minimum(self.push * torch.clamp(self.U.abs(), min=1.0), self.push * width)
+        y = torch.where(self.has_L, torch.maximum(y, self.L + push_L), y)
+        return torch.where(self.has_U, torch.minimum(y, self.U - push_U), y)
+
+    # ---- protocol -------------------------------------------------------------------------
+    def init(self, problem: ConstrainedProblem, x0: torch.Tensor) -> InteriorPointState:
+        n = x0.shape[-1]
+        _, c0 = problem.values(x0)
+        y = self._push(torch.cat([x0, c0[:, self.rows]], -1))
+        x = y[:, :n]
+        f, g, c, J = problem.evaluate(x)
+        batch = x.shape[0]
+        zl = self.has_L.to(x.dtype)
+        zu = self.has_U.to(x.dtype)
+        Jy = self._jacobian_y(J)
+        grad_y = torch.cat([g, g.new_zeros(batch, self.rows.numel())], -1) - zl + zu
+        lam = -matvec(torch.linalg.pinv(Jy.transpose(-1, -2)), grad_y) if problem.m else g.new_zeros(batch, 0)
+        if problem.m:  # Ipopt discards a least-squares estimate this large
+            lam = torch.where(lam.abs().amax(-1, keepdim=True) > 1e3, torch.zeros_like(lam), lam)
+        zeros = x.new_zeros(batch)
+        long = torch.zeros(batch, dtype=torch.long, device=x.device)
+        return self._fields(x, y[:, n:], lam, zl, zu, f, g, c, J, torch.full_like(zeros, self.mu0),
+                            torch.ones_like(zeros), zeros, torch.full_like(zeros, float("inf")), long, long, long,
+                            torch.full_like(zeros, float("inf")), long)
+
+    def _fields(self, x, s, lam, zl, zu, f, g, c, J, mu, penalty, delta, step_norm, inner, count, failure,
+                best, stall):
+        n = x.shape[-1]
+        y = torch.cat([x, s], -1)
+        dual = torch.cat([g, g.new_zeros(g.shape[0], s.shape[-1])], -1) + rmatvec(self._jacobian_y(J), lam) - zl + zu
+        h = self._h(c, s)
+        lower, upper = self._gaps(y)
+        complementarity = torch.cat([torch.where(self.has_L, lower * zl, 0.0),
+                                     torch.where(self.has_U, upper * zu, 0.0)], -1).abs().amax(-1)
+        violation = h.abs().amax(-1) if h.shape[-1] else torch.zeros_like(f)
+        stationary = self._infeasibility(x, c, J) <= self.termination.infeasibility_tol
+        optimality, scale = dual.abs().amax(-1), multiplier_scale(lam, zl, zu)
+        error = torch.maximum(torch.maximum(optimality / scale, violation), complementarity)
+        best, stall = track_progress(best, stall, error, x, step_norm)
+        return InteriorPointState(
+            x=x, f=f, optimality=optimality, violation=violation, complementarity=complementarity,
+            multiplier_scale=scale, infeasible_count=torch.where(stationary, count + 1, torch.zeros_like(count)),
+            failure=failure, best_error=best, stall_count=stall,
+            s=s, lam=lam, z_lower=zl, z_upper=zu, g=g, c=c, J=J, barrier=mu, penalty=penalty, delta=delta,
+            step_norm=step_norm, inner_iterations=inner)
+
+    def _true_violation(self, c: torch.Tensor) -> torch.Tensor:
+        return c - torch.minimum(torch.maximum(c, self.spec.lower), self.spec.upper)
+
+    def _infeasibility(self, x: torch.Tensor, c: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
+        """‖P(Jᵀv)‖∞/‖v‖∞ (inf where ‖v‖∞ ≤ tol), P dropping components that push x out through an active bound."""
+        v = self._true_violation(c)
+        size = v.abs().amax(-1) if v.shape[-1] else torch.zeros_like(x[:, 0])
+        if v.shape[-1] == 0:
+            return torch.full_like(size, float("inf"))
+        grad = rmatvec(J, v)
+        n = x.shape[-1]
+        near_L = self.has_L[:, :n] & (x - self.spec.x_lower <= 1e-6 * torch.clamp(self.spec.x_lower.abs(), min=1.0))
+        near_U = self.has_U[:, :n] & (self.spec.x_upper - x <= 1e-6 * torch.clamp(self.spec.x_upper.abs(), min=1.0))
+        grad = torch.where((near_L & (grad > 0)) | (near_U & (grad < 0)), torch.zeros_like(grad), grad)
+        infeasible = size > self.termination.tol
+        return torch.where(infeasible, grad.abs().amax(-1) / size.clamp(min=torch.finfo(size.dtype).tiny),
+                           torch.full_like(size, float("inf")))
+
+    def step(self, problem: ConstrainedProblem, state: InteriorPointState, running: torch.Tensor) -> InteriorPointState:
+        x, s, lam, zl, zu, mu = state.x, state.s, state.lam, state.z_lower, state.z_upper, state.barrier
+        batch, n = x.shape
+        p = s.shape[-1]
+        y = torch.cat([x, s], -1)
+        N = n + p
+        lower, upper = self._gaps(y)
+        H = problem.lagrangian_hessian(x, lam)
+        W = H.new_zeros(batch, N, N)
+        W[:, :n, :n] = H
+        sigma_L = torch.where(self.has_L, zl / lower, 0.0)
+        sigma_U = torch.where(self.has_U, zu / upper, 0.0)
+        W_sigma = W + torch.diag_embed(sigma_L + sigma_U)
+        Jy = self._jacobian_y(state.J)
+        h = self._h(state.c, s)
+        mu_col = mu.unsqueeze(-1)
+        grad_y = torch.cat([state.g, state.g.new_zeros(batch, p)], -1)
+        grad_barrier = grad_y - torch.where(self.has_L, mu_col / lower, 0.0) + torch.where(self.has_U, mu_col / upper, 0.0)
+        r_x = grad_barrier + rmatvec(Jy, lam)
+        kkt_norm = torch.cat([r_x, h], -1).norm(dim=-1)
+        theta = torch.clamp(kkt_norm ** self.sharpen, max=self.accuracy) if self.sharpen > 0 else \
+            torch.full_like(kkt_norm, self.accuracy)
+        solve = self.kkt.solve(W_sigma, Jy, -r_x, -h, state.delta, theta)
+        dy, dlam = solve.dx, solve.dlam
+        dzl = torch.where(self.has_L, mu_col / lower - zl - sigma_L * dy, 0.0)
+        dzu = torch.where(self.has_U, mu_col / upper - zu + sigma_U * dy, 0.0)
+        tau = torch.clamp(1 - mu, min=0.99).unsqueeze(-1)
+        alpha_max = self._fraction_to_boundary(torch.where(self.has_L, lower, float("inf")), dy, tau)
+        alpha_max = torch.minimum(alpha_max, self._fraction_to_boundary(torch.where(self.has_U, upper, float("inf")), -dy, tau))
+        alpha_z = torch.minimum(self._fraction_to_boundary(torch.where(self.has_L, zl, float("inf")), dzl, tau),
+                                self._fraction_to_boundary(torch.where(self.has_U, zu, float("inf")), dzu, tau))
+        # ℓ₂ merit φ_μ + π‖h‖ and its penalty (Nocedal & Wright (18.36), ρ = 0.1)
+        h_norm = h.norm(dim=-1)
+        linear = (grad_barrier * dy).sum(-1)
+        curvature = torch.clamp((dy * matvec(W_sigma, dy)).sum(-1), min=0.0)
+        needed = (linear + 0.5 * curvature) / (0.9 * h_norm).clamp(min=torch.finfo(x.dtype).tiny)
+        # exactness: a minimizer of φ_μ + π‖h‖ is feasible only if π > ‖λ‖₂ (the dual norm); below it
+        # the line search trades violation for objective step after step (HS59)
+        needed = torch.maximum(needed, 1.1 * (lam + dlam).norm(dim=-1))
+        penalty = torch.where((h_norm > 0) & (needed > state.penalty), torch.maximum(needed + 1.0, 2 * state.penalty),
+                              state.penalty)
+        slope = linear - penalty * h_norm
+        phi0 = self._barrier_value(state.f, y, mu) + penalty * h_norm
+        phi0 = phi0 + 10 * torch.finfo(x.dtype).eps * phi0.abs().clamp(min=1.0)
+        active = running & (slope < 0) & torch.isfinite(slope)
+
+        def phi(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """(merit, packed (f, c)): the accepted trial's values become the next iterate's."""
+            trial = y + alpha.unsqueeze(-1) * dy
+            f_t, c_t = problem.values(trial[:, :n])
+            value = self._barrier_value(f_t, trial, mu) + penalty * self._h(c_t, trial[:, n:]).norm(dim=-1)
+            return value, torch.cat([f_t.unsqueeze(-1), c_t], -1)
+
+        packed0 = torch.cat([state.f.unsqueeze(-1), state.c], -1)
+        threshold = phi0 + self.c1 * alpha_max * slope
+        phi_full, packed_full = phi(alpha_max)
+        moved = active & torch.isfinite(phi_full) & (phi_full <= threshold)
+        alpha = torch.where(moved, alpha_max, torch.zeros_like(alpha_max))
+        packed = torch.where(moved.unsqueeze(-1), packed_full, packed0)
+        shift = torch.zeros_like(y)
+        pending = active & ~moved
+        if problem.m and bool(pending.any()):
+            # second-order correction (Wächter & Biegler 2006 §2.4): y + α_max·Δy − J_y⁺h(y + α_max·Δy),
+            # kept only if it respects the fraction to the boundary
+            y_full = y + alpha_max.unsqueeze(-1) * dy
+            correction = -matvec(torch.linalg.pinv(Jy), torch.nan_to_num(self._h(packed_full[:, 1:], y_full[:, n:])))
+            y_soc = y_full + correction
+            lower_soc, upper_soc = self._gaps(y_soc)
+            inside = (~self.has_L | (lower_soc >= (1 - tau) * lower)).all(-1) & \
+                (~self.has_U | (upper_soc >= (1 - tau) * upper)).all(-1)
+            f_s, c_s = problem.values(y_soc[:, :n])
+            phi_soc = self._barrier_value(f_s, y_soc, mu) + penalty * self._h(c_s, y_soc[:, n:]).norm(dim=-1)
+            ok = pending & inside & torch.isfinite(phi_soc) & (phi_soc <= threshold)
+            alpha = torch.where(ok, alpha_max, alpha)
+            shift = torch.where(ok.unsqueeze(-1), correction, shift)
+            packed = torch.where(ok.unsqueeze(-1), torch.cat([f_s.unsqueeze(-1), c_s], -1), packed)
+            moved, pending = moved | ok, pending & ~ok
+        failure = torch.where(running & ~active, int(Status.STALLED), state.failure)
+        if bool(pending.any()):
+            search = armijo(phi, phi0, slope, alpha0=0.5 * alpha_max, c1=self.c1, max_steps=self.max_backtracks,
+                            active=pending, aux0=packed0)
+            ok = pending & search.success
+            alpha = torch.where(ok, search.alpha, alpha)
+            packed = torch.where(ok.unsqueeze(-1), search.aux, packed)
+            failure = torch.where(pending & ~search.success, int(Status.LINESEARCH_FAILED), failure)
+            moved = moved | ok
+        alpha = alpha.unsqueeze(-1)
+        y_new = y + alpha * dy + shift
+        lam_new = lam + alpha * dlam
+        az = torch.where(moved, alpha_z, torch.zeros_like(alpha_z)).unsqueeze(-1)
+        zl_new, zu_new = zl + az * dzl, zu + az * dzu
+        lower_new, upper_new = self._gaps(y_new)
+        zl_new = torch.where(self.has_L, torch.clamp(torch.minimum(zl_new, _KAPPA_SIGMA * mu_col / lower_new),
+                                                     min=0.0).maximum(mu_col / (_KAPPA_SIGMA * lower_new)), 0.0)
+        zu_new = torch.where(self.has_U, torch.clamp(torch.minimum(zu_new, _KAPPA_SIGMA * mu_col / upper_new),
+                                                     min=0.0).maximum(mu_col / (_KAPPA_SIGMA * upper_new)), 0.0)
+        x_new = y_new[:, :n]
+        f, c = packed[:, 0], packed[:, 1:]
+        g, J = state.g, state.J
+        if bool(moved.any()):  # derivatives at the accepted point only; its values come from the search
+            g_new, J_new = problem.derivatives(x_new)
+            g = torch.where(moved.unsqueeze(-1), g_new, g)
+            J = torch.where(moved.view(-1, 1, 1), J_new, J)
+        jammed = (alpha.squeeze(-1) < 1e-2).unsqueeze(-1)
+        y_new = torch.cat([x_new, torch.where(jammed, self._reset_slacks(y_new[:, n:], c), y_new[:, n:])], -1)
+        new = self._fields(x_new, y_new[:, n:], lam_new, zl_new, zu_new, f, g, c, J, mu, penalty, solve.delta,
+                           alpha.squeeze(-1) * dy.norm(dim=-1), state.inner_iterations + solve.iterations,
+                           state.infeasible_count, failure, state.best_error, state.stall_count)
+        new.barrier = self._next_barrier(new, y_new)
+        return new
+
+    def _reset_slacks(self, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Move a one-sided slack to c(x) where that lowers both the barrier and ‖h‖ (after a short step).
+
+        A slack sᵢ ≥ L with cᵢ(x) > sᵢ gains barrier and loses violation by sᵢ ← cᵢ(x) (likewise
+        below an upper limit); without this, the fraction-to-the-boundary rule can pin a slack
+        that the linearization drives toward its bound, and the steps shrink to nothing (HS64). Only after a
+        step shorter than 1e-2: at full steps h = 0 exactly would make the nonsmooth ‖h‖ term of the merit
+        reject every later step (a Maratos effect).
+        """
+        n = self.spec.x_lower.shape[-1]
+        rows = c[:, self.rows]
+        lower, upper = self.has_L[:, n:], self.has_U[:, n:]
+        s = torch.where(lower & ~upper & (rows > s), rows, s)
+        return torch.where(upper & ~lower & (rows < s), rows, s)
+
+    @staticmethod
+    def _fraction_to_boundary(gap: torch.Tensor, direction: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        """Largest α ≤ 1 with gap + α·direction ≥ (1 − τ)·gap for every component."""
+        limits = torch.where(direction < 0, -tau * gap / torch.where(direction < 0, direction, -1.0),
+                             torch.full_like(gap, float("inf")))
+        return torch.clamp(limits.amin(-1), max=1.0) if gap.shape[-1] else gap.new_ones(gap.shape[0])
+
+    def _next_barrier(self, state: InteriorPointState, y: torch.Tensor) -> torch.Tensor:
+        mu = state.barrier
+        floor = self.termination.tol / 10
+        lower, upper = self._gaps(y)
+        products = torch.cat([torch.where(self.has_L, lower * state.z_lower, float("nan")),
+                              torch.where(self.has_U, upper * state.z_upper, float("nan"))], -1)
+        count = (~torch.isnan(products)).sum(-1)
+        if self.rule == "adaptive":
+            mean = torch.nan_to_num(products).sum(-1) / count.clamp(min=1)
+            smallest = torch.nan_to_num(products, nan=float("inf")).amin(-1)
+            xi = (smallest / mean.clamp(min=torch.finfo(mu.dtype).tiny)).clamp(max=1.0)
+            centering = 0.1 * torch.clamp(0.05 * (1 - xi) / xi.clamp(min=1e-12), max=2.0) ** 3
+            new = torch.clamp(centering * mean, min=floor)
+            return torch.where(count > 0, new, torch.full_like(mu, floor))
+        deviation = torch.nan_to_num((products - mu.unsqueeze(-1)).abs()).amax(-1)
+        error = torch.maximum(torch.maximum(state.optimality / state.multiplier_scale, state.violation), deviation)
+        solved = error <= 10 * mu
+        return torch.where(solved, torch.clamp(torch.minimum(0.2 * mu, mu ** 1.5), min=floor), mu)
+
+    def terminate(self, problem: ConstrainedProblem, state: InteriorPointState):
+        return self.termination(problem, state)
+
+    def multipliers(self, state: InteriorPointState) -> tuple[torch.Tensor, torch.Tensor]:
+        """(λ (B, m), z (B, n)) in the convention ∇f + Jᵀλ + z = 0."""
+        n = state.x.shape[-1]
+        return state.lam, state.z_upper[:, :n] - state.z_lower[:, :n]
+
+    def violation(self, problem: ConstrainedProblem, state: InteriorPointState) -> torch.Tensor:
+        v = self._true_violation(state.c)
+        return v.abs().amax(-1) if v.shape[-1] else torch.zeros_like(state.f)
+
+    def jacobian(self, state: InteriorPointState) -> torch.Tensor:
+        return state.J
+
+    def record(self, problem: ConstrainedProblem, state: InteriorPointState) -> dict:
+        return {"fun": state.f.clone(), "optimality": state.optimality.clone(), "violation": state.violation.clone(),
+                "complementarity": state.complementarity.clone(), "barrier": state.barrier.clone(),
+                "step_norm": state.step_norm.clone()}

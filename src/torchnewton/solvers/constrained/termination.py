@@ -1,0 +1,115 @@
+"""When a constrained solve stops, and why: the KKT test, infeasibility and unboundedness.
+
+A member succeeds when all three KKT residuals are small:
+
+* optimality ‖∇f + Jᵀλ + z‖∞ ≤ tol·s_d, with the multiplier scale of Ipopt
+  s_d = max(100, (‖λ‖₁ + ‖z‖₁)/(m + n))/100 (large multipliers make cancellation inexact);
+* violation ‖c(x) − Π_[c_l, c_u](c(x))‖∞ ≤ tol (absolute; bounds on x are kept exactly);
+* complementarity max_i |sᵢzᵢ| ≤ tol (interior point only; zero for SQP).
+
+It fails with
+
+* ``INFEASIBLE`` / ``LOCALLY_INFEASIBLE``: the violation v is not small but the iterate is a
+  stationary point of ½‖v‖² (‖Jᵀv‖∞ ≤ infeasibility_tol·‖v‖∞) at two consecutive
+  iterations. That is a proof of infeasibility when the constraints are affine (a convex
+  violation), reported ``INFEASIBLE``; otherwise only a local one, ``LOCALLY_INFEASIBLE``;
+* ``UNBOUNDED``: a feasible iterate with f < −``unbounded`` or ‖x‖∞ > ``unbounded`` (1e15 by
+  default: beyond it a float64 iterate cannot resolve unit changes, and Newton steps along a
+  direction of recession stop growing there);
+* ``STALLED``: for ``patience`` (25) consecutive iterations the steps were short
+  (‖Δx‖ ≤ 1e-6(1 + ‖x‖)) and the KKT error max(optimality/s_d, violation, complementarity)
+  stayed above 0.9 of its best value: a degenerate problem (LICQ failing at the solution), or a
+  line search that only accepts tiny steps, ends with an honest status instead of running to the
+  iteration limit or a caller's time limit (long steps through a region where the KKT error
+  does not fall are progress, not stagnation);
+* ``NONFINITE``: f or x not finite; or the failure code a step recorded (``LINESEARCH_FAILED``,
+  ``SINGULAR``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ...core.status import Status
+
+
+@dataclass
+class KKTFields:
+    """The fields every constrained state carries for the termination test (batched, dim 0)."""
+
+    x: torch.Tensor
+    f: torch.Tensor
+    optimality: torch.Tensor
+    violation: torch.Tensor
+    complementarity: torch.Tensor
+    multiplier_scale: torch.Tensor
+    infeasible_count: torch.Tensor  # consecutive iterations at a stationary point of the violation
+    failure: torch.Tensor
+    best_error: torch.Tensor  # smallest KKT error so far (B,)
+    stall_count: torch.Tensor  # consecutive short steps without a tenth off best_error (B,)
+
+
+def multiplier_scale(*multipliers: torch.Tensor) -> torch.Tensor:
+    """Ipopt's s_d = max(100, mean |multiplier|)/100 over all given (B, k) multiplier tensors."""
+    total = sum(m.abs().sum(-1) for m in multipliers)
+    count = max(sum(m.shape[-1] for m in multipliers), 1)
+    return torch.clamp(total / count, min=100.0) / 100.0
+
+
+def track_progress(best: torch.Tensor, count: torch.Tensor, error: torch.Tensor, x: torch.Tensor,
+                   step_norm: torch.Tensor, *, factor: float = 0.9, short: float = 1e-6
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(best⁺, count⁺): consecutive short steps that left the error above ``factor``·best."""
+    improved = (error <= factor * best) | (step_norm > short * (1 + x.norm(dim=-1)))
+    best = torch.minimum(best, error)
+    return best, torch.where(improved, torch.zeros_like(count), count + 1)
+
+
+def infeasibility_measure(J: torch.Tensor, violation: torch.Tensor) -> torch.Tensor:
+    """‖Jᵀv‖∞ / ‖v‖∞ (inf where v = 0): zero at an infeasible stationary point of ½‖v‖², while
+    near a feasible point with J of full rank it stays near the smallest singular value of J."""
+    if violation.shape[-1] == 0:
+        return violation.new_full((violation.shape[0],), float("inf"))
+    gradient = (J.transpose(-1, -2) @ violation.unsqueeze(-1)).squeeze(-1)
+    size = violation.abs().amax(-1)
+    return torch.where(size > 0, gradient.abs().amax(-1) / size.clamp(min=torch.finfo(size.dtype).tiny),
+                       torch.full_like(size, float("inf")))
+
+
+@dataclass
+class KKTTermination:
+    tol: float
+    infeasibility_tol: float
+    unbounded: float = 1e15
+    patience: int = 25
+
+    def __call__(self, problem, state: KKTFields) -> tuple[torch.Tensor, torch.Tensor]:
+        tol = self.tol
+        converged = (state.optimality <= tol * state.multiplier_scale) & (state.violation <= tol) & \
+            (state.complementarity <= tol)
+        nonfinite = ~torch.isfinite(state.f) | ~torch.isfinite(state.x).all(-1)
+        infeasible = ~converged & (state.infeasible_count >= 2)
+        unbounded = ~converged & (state.violation <= tol) & \
+            ((state.f < -self.unbounded) | (state.x.abs().amax(-1) > self.unbounded))
+        failed = ~converged & (state.failure != 0)
+        stalled = ~converged & (state.stall_count >= self.patience)
+        status = torch.full_like(state.failure, int(Status.RUNNING))
+        status = torch.where(stalled, int(Status.STALLED), status)
+        status = torch.where(failed, state.failure, status)
+        status = torch.where(infeasible, self._infeasible_code(problem, state, infeasible), status)
+        status = torch.where(unbounded, int(Status.UNBOUNDED), status)
+        status = torch.where(nonfinite, int(Status.NONFINITE), status)
+        status = torch.where(converged, int(Status.SUCCESS), status)
+        return converged | nonfinite | infeasible | unbounded | failed | stalled, status
+
+    @staticmethod
+    def _infeasible_code(problem, state: KKTFields, infeasible: torch.Tensor) -> torch.Tensor:
+        code = torch.full_like(state.failure, int(Status.LOCALLY_INFEASIBLE))
+        if not bool(infeasible.any()) or problem.m == 0:
+            return code
+        generator = torch.Generator(device=state.x.device).manual_seed(0)
+        weights = torch.randn(state.x.shape[0], problem.m, dtype=state.x.dtype, device=state.x.device,
+                              generator=generator)
+        curvature = problem.constraint_curvature(state.x, weights).abs().amax((-1, -2))
+        return torch.where(curvature == 0, int(Status.INFEASIBLE), code)

@@ -1,0 +1,111 @@
+"""The fixes of the second pass: adaptive ν of the merit, LDLᵀ inertia, stagnation status, reuse of trial values."""
+import math
+
+import pytest
+import torch
+
+from torchnewton.core.status import Status
+from torchnewton.solvers.constrained.kkt import KKTSolver, block_eigenvalues
+from torchnewton.solvers.constrained.merit import update_penalty
+from torchnewton.solvers.constrained.spec import NonlinearConstraint
+from torchnewton.solvers.objective.minimize import minimize
+
+D = torch.float64
+
+
+def _hs56():
+    """HS56 (Hock & Schittkowski 1981): degenerate start (c(x0) ≈ 2e-8, indefinite ∇²L), f* = −3.456."""
+    a, b = math.asin(math.sqrt(1 / 4.2)), math.asin(math.sqrt(5 / 7.2))
+
+    def c(x):
+        s = torch.sin(x[3:6]) ** 2
+        return torch.stack([x[0] - 4.2 * s[0], x[1] - 4.2 * s[1], x[2] - 4.2 * s[2],
+                            x[0] + 2 * x[1] + 2 * x[2] - 7.2 * torch.sin(x[6]) ** 2])
+
+    x0 = torch.tensor([1.0, 1.0, 1.0, a, a, a, b], dtype=D)
+    return (lambda x: -x[0] * x[1] * x[2]), c, x0
+
+
+def test_sqp_solves_hs56_from_its_nearly_feasible_start():
+    # with ν fixed the penalty μ climbed to ~1e15 at the first step (q = ‖c‖² ≈ 1e-16) and the
+    # line search crawled until any time limit; lowering ν instead gives a Newton descent step
+    f, c, x0 = _hs56()
+    res = minimize(f, x0, constraints={"type": "eq", "fun": c}, tol=1e-9, max_iter=60)
+    assert res.success and res.method == "sqp", res.status
+    assert abs(float(res.fun) + 3.456) < 1e-8
+    assert res.nit < 30
+
+
+def test_update_penalty_lowers_nu_when_c_vanishes():
+    # q = 0 (feasible), a < 0 (descent without ν), b large (inertia correction): ν must drop, μ stay
+    mu, nu = torch.tensor([1.0]), torch.tensor([0.1])
+    a, b, q, g2 = torch.tensor([-1.0]), torch.tensor([50.0]), torch.tensor([0.0]), torch.tensor([1.0])
+    mu_new, nu_new, descent = update_penalty(mu, nu, a, b, q, g2)
+    assert bool(descent) and float(mu_new) == 1.0
+    assert a + nu_new * b - mu_new * q <= -0.5 * (nu_new * g2 + mu_new * q)
+    assert float(nu_new) < 0.1
+
+
+@pytest.mark.parametrize("size", [2, 3, 6, 11])
+def test_block_eigenvalues_give_the_inertia_of_eigh(size):
+    generator = torch.Generator().manual_seed(size)
+    A = torch.randn(300, size, size, dtype=D, generator=generator)
+    A = A + A.mT
+    LD, pivots, _ = torch.linalg.ldl_factor_ex(A)
+    values = block_eigenvalues(LD, pivots)
+    exact = torch.linalg.eigvalsh(A)
+    assert torch.equal((values > 0).sum(-1), (exact > 0).sum(-1))
+    assert torch.equal((values < 0).sum(-1), (exact < 0).sum(-1))
+    assert bool((pivots < 0).any())  # 2×2 blocks were exercised
+
+
+def test_direct_kkt_solve_matches_dense_solve_and_pinv_fallback():
+    generator = torch.Generator().manual_seed(0)
+    n, m = 5, 2
+    W = torch.randn(3, n, n, dtype=D, generator=generator)
+    W = W @ W.mT + torch.eye(n, dtype=D)
+    J = torch.randn(3, m, n, dtype=D, generator=generator)
+    J[2, 1] = J[2, 0]  # member 2: dependent constraints, K singular
+    r_x, r_c = torch.randn(3, n, dtype=D, generator=generator), torch.randn(3, m, dtype=D, generator=generator)
+    r_c[2, 1] = r_c[2, 0]  # consistent, so the least-squares step solves it
+    step = KKTSolver().solve(W, J, r_x, r_c, torch.zeros(3, dtype=D))
+    K = torch.cat([torch.cat([W, J.mT], -1), torch.cat([J, torch.zeros(3, m, m, dtype=D)], -1)], -2)
+    rhs = torch.cat([r_x, r_c], -1)
+    z = torch.cat([step.dx, step.dlam], -1)
+    assert torch.allclose(z[:2], torch.linalg.solve(K[:2], rhs[:2]), atol=1e-10)
+    assert torch.allclose(z[2], torch.linalg.pinv(K[2]) @ rhs[2], atol=1e-10)
+    assert torch.equal(step.status, torch.zeros(3, dtype=torch.long))
+
+
+def test_degenerate_problem_stops_stalled_not_at_max_iter():
+    # min x₂ s.t. x₁² + x₂² = 0 ... LICQ fails at the only feasible point (0, 0) and there is no
+    # multiplier: the KKT error cannot fall below a floor, so the solve must end STALLED (or with
+    # another failure status) long before max_iter, and never SUCCESS
+    res = minimize(lambda x: x[1], torch.tensor([1.0, 1.0], dtype=D),
+                   constraints={"type": "eq", "fun": lambda x: x[0] ** 2 + x[1] ** 2}, tol=1e-12, max_iter=2000)
+    assert not res.success
+    assert res.status != Status.MAX_ITER and res.nit < 500, (res.status, res.nit)
+
+
+def test_accepted_trial_values_are_reused():
+    # a quadratic with a linear equality: one full Newton step solves it; f is called at x0 and
+    # at the trial only, and ∇f twice — the accepted trial's values are the new iterate's
+    calls = {"f": 0, "g": 0, "c": 0, "J": 0}
+
+    def counted(key, fn):
+        def wrapped(*args):
+            calls[key] += 1
+            return fn(*args)
+        return wrapped
+
+    target = torch.tensor([1.0, 2.0, 3.0], dtype=D)
+    con = NonlinearConstraint(counted("c", lambda x: x.sum(-1, keepdim=True)), 1.0, 1.0,
+                              jac=counted("J", lambda x: torch.ones(1, 3, dtype=D)),
+                              hess=lambda x, v: torch.zeros(3, 3, dtype=D))
+    res = minimize(counted("f", lambda x: ((x - target) ** 2).sum()), torch.zeros(3, dtype=D), constraints=con,
+                   jac=counted("g", lambda x: 2 * (x - target)), hess=lambda x: 2 * torch.eye(3, dtype=D), tol=1e-10)
+    assert res.success and res.nit == 1
+    assert torch.allclose(res.x, target - (target.sum() - 1) / 3)
+    # f and c: once each by the entry point's input checks, at x0, at the trial; ∇f and J at x0
+    # and at the trial — nothing re-evaluated at the accepted point
+    assert calls == {"f": 3, "g": 2, "c": 3, "J": 2}, calls
