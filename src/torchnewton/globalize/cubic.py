@@ -20,21 +20,24 @@ from __future__ import annotations
 
 import torch
 
+from .members import ops_for
 from .secular import EigenHessian, solve_secular
 
 
 def cubic_step(eig: EigenHessian, g: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """The global minimizer of the cubic model, per member (B, n); σ (B,) > 0."""
+    o = ops_for(g)
+    sigma = o.value(sigma)
     tiny = torch.finfo(g.dtype).tiny
 
-    def target(lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        safe = lam.clamp(min=tiny)
-        return sigma / safe, -sigma / (safe * safe)
+    def target(lam):
+        safe = o.clamp(lam, min=tiny)
+        return o.divide(sigma, safe), o.divide(-sigma, safe * safe)
 
     # ‖s(λ)‖ ≤ ‖g‖/(λ + λ₁): λ(λ + λ₁) ≥ σ‖g‖ guarantees σ‖s(λ)‖ ≤ λ
-    lowest = eig.values[:, 0]
-    upper = 0.5 * (-lowest + torch.sqrt(lowest * lowest + 4 * sigma * g.norm(dim=-1)))
-    interior_allowed = torch.zeros_like(sigma, dtype=torch.bool)
+    lowest = o.value(eig.values[:, 0])
+    upper = 0.5 * (-lowest + o.sqrt(lowest * lowest + 4 * sigma * o.value(g.norm(dim=-1))))
+    interior_allowed = o.full(o.isfinite(sigma), False)
     return solve_secular(eig, g, target, upper * (1 + 1e-6) + tiny, interior_allowed=interior_allowed).step
 
 

@@ -19,9 +19,12 @@ step keeps the accuracy of a QR solve (it never forms JᵀJ, whose condition num
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+from .members import lean, ops_of
 
 
 def levenberg_marquardt_step(J: torch.Tensor, F: torch.Tensor, damping: torch.Tensor,
@@ -72,6 +75,10 @@ class ScaledJacobian:
         ``finite``) instead of aborting the batched SVD for everyone."""
         scaled = J / scale.unsqueeze(-2)
         finite = torch.isfinite(scaled).all(-1).all(-1) & torch.isfinite(F).all(-1)
+        if lean(J) and bool(finite):  # one finite member: nothing to mask
+            U, sigma, Vh = torch.linalg.svd(scaled, full_matrices=False)
+            significant = sigma > sigma[..., :1] * torch.finfo(sigma.dtype).eps * max(J.shape[-2:])
+            return cls(sigma, Vh.transpose(-1, -2), (U * F.unsqueeze(-1)).sum(-2), scale, significant)
         U, sigma, Vh = torch.linalg.svd(torch.where(finite.view(-1, 1, 1), scaled, torch.zeros_like(scaled)),
                                         full_matrices=False)
         c = (U * torch.where(finite.unsqueeze(-1), F, torch.zeros_like(F)).unsqueeze(-1)).sum(-2)
@@ -113,9 +120,41 @@ class ScaledJacobian:
         """‖D⁻¹JᵀF‖ = ‖diag(σ) c‖."""
         return (self.singular * self.coefficients).norm(dim=-1)
 
+    def spectrum(self) -> "ScaledSpectrum":
+        """The one member of a batch of one as Python floats (the lean path)."""
+        return ScaledSpectrum(self.singular[0].tolist(), self.coefficients[0].tolist(),
+                              self.significant[0].tolist(), bool(self.full_rank))
 
-def levenberg_marquardt_parameter(jac: ScaledJacobian, radius: torch.Tensor, previous: torch.Tensor,
-                                  iterations: int = 10) -> torch.Tensor:
+
+@dataclass
+class ScaledSpectrum:
+    """σ, c and the significance mask of one member as Python numbers: the O(k) sums a λ search
+    repeats cost a few hundred nanoseconds each instead of a dozen torch calls. Same formulas
+    as :class:`ScaledJacobian`, summed in order (equal to round-off)."""
+
+    singular: list[float]
+    coefficients: list[float]
+    significant: list[bool]
+    full_rank: bool
+
+    def scaled_norm(self, damping: float) -> tuple[float, float]:
+        norm2 = slope = 0.0
+        for sigma, c, significant in zip(self.singular, self.coefficients, self.significant):
+            if damping > 0 or significant:
+                weight = sigma / (sigma * sigma + damping) if sigma * sigma + damping != 0 else 0.0
+                w = weight * c
+                norm2 += w * w
+                if weight > 0:
+                    slope += w * w * weight / sigma
+        return math.sqrt(norm2), slope
+
+    def scaled_gradient_norm(self) -> float:
+        return math.sqrt(sum((s * c) * (s * c) for s, c in zip(self.singular, self.coefficients)))
+
+
+def levenberg_marquardt_parameter(jac: ScaledJacobian | ScaledSpectrum, radius: torch.Tensor | float,
+                                  previous: torch.Tensor | float, iterations: int = 10,
+                                  dtype: torch.dtype = torch.float64) -> torch.Tensor | float:
     """λ ≥ 0 with ‖D p(λ)‖ ≤ 1.1 Δ, and λ = 0 or ‖D p(λ)‖ ≥ 0.9 Δ: Moré (1978), Algorithm 5.5.
 
     λ = 0 when the Gauss–Newton step satisfies ‖q(0)‖ ≤ 1.1 Δ. Otherwise φ(λ) = ‖q(λ)‖ − Δ is
@@ -124,34 +163,39 @@ def levenberg_marquardt_parameter(jac: ScaledJacobian, radius: torch.Tensor, pre
     iterate from λ = 0 (a lower bound by convexity; 0 for a rank-deficient J), u = ‖D⁻¹JᵀF‖/Δ.
     The search starts from ``previous`` (the λ of the last step, clipped to the bracket), which is
     why a rejected step's next λ usually needs one or two updates. The 10 % tolerance on ‖q‖ is
-    Moré's: the trust region only needs the length roughly. Batched, every member its own λ.
+    Moré's: the trust region only needs the length roughly. Batched, every member its own λ;
+    given ``radius`` and ``previous`` as Python floats, λ of one problem as a float (``dtype`` is
+    then the problem's, whose smallest normal number guards the divisions).
     """
-    tiny = torch.finfo(radius.dtype).tiny
-    zero = torch.zeros_like(radius)
+    o = ops_of(radius)
+    if not o.batched and isinstance(jac, ScaledJacobian):
+        jac = jac.spectrum()
+    tiny = torch.finfo(jac.singular.dtype if o.batched else dtype).tiny
+    zero = o.full(radius, 0.0)
     gauss_newton_norm, gauss_newton_slope = jac.scaled_norm(zero)
     phi0 = gauss_newton_norm - radius
     settled = phi0 <= 0.1 * radius
-    newton_from_zero = phi0 / radius * gauss_newton_norm**2 / gauss_newton_slope.clamp(min=tiny)
-    lower = torch.where(jac.full_rank & (gauss_newton_slope > 0), newton_from_zero, zero)
+    newton_from_zero = phi0 / radius * (gauss_newton_norm * gauss_newton_norm) / o.clamp(gauss_newton_slope, min=tiny)
+    lower = o.where(jac.full_rank & (gauss_newton_slope > 0), newton_from_zero, zero)
     gradient_norm = jac.scaled_gradient_norm()
     upper = gradient_norm / radius
-    upper = torch.where(upper > 0, upper, tiny / torch.clamp(radius, max=0.1))
-    lam = torch.minimum(torch.maximum(previous, lower), upper)
-    lam = torch.where(lam == 0, gradient_norm / gauss_newton_norm.clamp(min=tiny), lam)
+    upper = o.where(upper > 0, upper, tiny / o.clamp(radius, max=0.1))
+    lam = o.minimum(o.maximum(previous, lower), upper)
+    lam = o.where(lam == 0, gradient_norm / o.clamp(gauss_newton_norm, min=tiny), lam)
     last_phi = phi0
     for iteration in range(iterations):
-        if bool(settled.all()):
+        if o.all(settled):
             break
-        lam = torch.where(lam == 0, torch.clamp(1e-3 * upper, min=tiny), lam)
+        lam = o.where(lam == 0, o.clamp(1e-3 * upper, min=tiny), lam)
         norm, slope = jac.scaled_norm(lam)
         phi = norm - radius
         # rank-deficient J with lower = 0: when φ went negative and keeps decreasing, λ is already
         # past the root and the step is short enough; stop there (MINPACK's lmpar does the same)
-        settled = settled | (phi.abs() <= 0.1 * radius) | ((lower == 0) & (phi <= last_phi) & (last_phi < 0))
+        settled = settled | (abs(phi) <= 0.1 * radius) | ((lower == 0) & (phi <= last_phi) & (last_phi < 0))
         settled = settled | (iteration == iterations - 1)
-        correction = phi / radius * norm**2 / slope.clamp(min=tiny)
-        lower = torch.where(phi > 0, torch.maximum(lower, lam), lower)
-        upper = torch.where(phi < 0, torch.minimum(upper, lam), upper)
-        lam = torch.where(settled, lam, torch.maximum(lower, lam + correction))
+        correction = phi / radius * (norm * norm) / o.clamp(slope, min=tiny)
+        lower = o.where(phi > 0, o.maximum(lower, lam), lower)
+        upper = o.where(phi < 0, o.minimum(upper, lam), upper)
+        lam = o.where(settled, lam, o.maximum(lower, lam + correction))
         last_phi = phi
-    return torch.where(phi0 <= 0.1 * radius, zero, lam)
+    return o.where(phi0 <= 0.1 * radius, zero, lam)

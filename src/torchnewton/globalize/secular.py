@@ -31,10 +31,13 @@ first test "H ≻ 0 by Cholesky and ‖H⁻¹g‖ ≤ r" decides interior steps,
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from .members import FloatOps, lean, ops_for
 
 Target = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # λ -> (1/r(λ), d(1/r)/dλ)
 
@@ -52,6 +55,9 @@ class EigenHessian:
         """Decompose H; a member with non-finite entries gets NaN eigenvalues (its steps are then
         rejected as non-finite) instead of aborting the batched eigh for everyone."""
         finite = torch.isfinite(H).all(-1).all(-1)
+        if lean(H) and bool(finite):  # one finite member: nothing to mask
+            values, vectors = torch.linalg.eigh(H)
+            return cls(values, vectors, H)
         eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
         values, vectors = torch.linalg.eigh(torch.where(finite.view(-1, 1, 1), H, eye))
         return cls(torch.where(finite.unsqueeze(-1), values, torch.full_like(values, float("nan"))), vectors, H)
@@ -80,8 +86,8 @@ class EigenHessian:
 @dataclass
 class SecularSolution:
     step: torch.Tensor  # (B, n)
-    shift: torch.Tensor  # (B,) λ
-    hard_case: torch.Tensor  # (B,) bool
+    shift: torch.Tensor | float  # (B,) λ (a float on the lean path)
+    hard_case: torch.Tensor | bool  # (B,) bool
 
 
 def _inverse_norm(c2: torch.Tensor, values: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,88 +99,117 @@ def _inverse_norm(c2: torch.Tensor, values: torch.Tensor, lam: torch.Tensor) -> 
     return norm2.rsqrt(), slope * norm2.rsqrt() ** 3
 
 
-def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, upper: torch.Tensor, *,
-                  interior_allowed: torch.Tensor, iterations: int = 60) -> SecularSolution:
+def _inverse_norm_of_member(c2: list[float], values: list[float], tiny: float) -> Callable[[float], tuple[float, float]]:
+    """``_inverse_norm`` of one member on Python floats (the lean path; equal to round-off)."""
+    def at(lam: float) -> tuple[float, float]:
+        norm2 = slope = 0.0
+        for ci, vi in zip(c2, values):
+            d = vi + lam
+            norm2 += FloatOps.divide(ci, d * d)
+            slope += FloatOps.divide(ci, d * d * d)
+        inverse = 1 / math.sqrt(max(norm2, tiny)) if not math.isnan(norm2) else math.nan
+        return inverse, slope * inverse * inverse * inverse
+
+    return at
+
+
+def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, upper: torch.Tensor | float, *,
+                  interior_allowed: torch.Tensor | bool, iterations: int = 60) -> SecularSolution:
     """Solve 1/‖s(λ)‖ = 1/r(λ) on (max(0, −λ₁), ``upper``], batched.
 
     ``inverse_target(λ)`` returns 1/r(λ) and its derivative; ``upper`` (B,) is a shift where
     ‖s‖ ≤ r is known to hold. Members in ``interior_allowed`` whose Newton step s(0) already
     satisfies ‖s(0)‖ ≤ r(0) with H ≻ 0 get λ = 0 (the unconstrained trust-region step).
+    For one problem on the CPU (``globalize.members.lean``) the per-member scalars — ``upper``,
+    ``interior_allowed``, λ, what ``inverse_target`` takes and returns — are Python numbers and
+    the O(n) sums of the Newton iteration on λ run on Python lists; the step stays a tensor.
     """
+    o = ops_for(g)
+    tiny, eps = torch.finfo(g.dtype).tiny, torch.finfo(g.dtype).eps
     values = eig.values
-    scale = values.abs().amax(-1).clamp(min=torch.finfo(g.dtype).tiny)
+    scale = o.clamp(o.value(values.abs().amax(-1)), min=tiny)
     c = eig.coordinates(g)
     c2 = c * c
-    delta = torch.finfo(g.dtype).eps ** 0.75 * scale  # how close to −λ₁ the shift may get
-    lowest = values[:, 0]
+    if o.batched:
+        norm_at = lambda lam: _inverse_norm(c2, values, lam)
+    else:
+        norm_at = _inverse_norm_of_member(c2[0].tolist(), values[0].tolist(), tiny)
+    delta = eps ** 0.75 * scale  # how close to −λ₁ the shift may get
+    lowest = o.value(values[:, 0])
     # H ≻ 0 (λ₁ > 0, however small): the root lies in [0, upper] and λ = 0 may be the answer; only
     # an indefinite or singular H needs the shift kept off the pole at −λ₁
-    lower = torch.where(lowest > 0, torch.zeros_like(lowest), -lowest + delta)
-    upper = torch.maximum(upper, lower)
-    inv_norm_lo, _ = _inverse_norm(c2, values, lower)
+    lower = o.where(lowest > 0, o.full(lowest, 0.0), -lowest + delta)
+    upper = o.maximum(upper, lower)
+    inv_norm_lo, _ = norm_at(lower)
     inv_r_lo, _ = inverse_target(lower)
     at_lower = inv_norm_lo >= inv_r_lo  # ‖s(lower)‖ ≤ r(lower): no root above the lower end
     interior = at_lower & interior_allowed & (lower == 0)
-    newton_step = None
-    if eig.matrix is not None and bool(interior_allowed.any()):
+    newton_step, factored = None, None
+    if eig.matrix is not None and o.any(interior_allowed):
         # Moré–Sorensen's first test, on H itself: Cholesky succeeds and ‖H⁻¹g‖ ≤ r(0); it
         # overrides the eigenpairs, whose smallest values may be rounding noise
-        inv_r0, _ = inverse_target(torch.zeros_like(lowest))
-        newton_step, factored = _cholesky_step(eig.matrix, g, torch.zeros_like(lowest))
-        factored = factored & interior_allowed
-        newton_inside = factored & (newton_step.norm(dim=-1) * inv_r0 <= 1)
-        interior = newton_inside | (interior & ~factored)
-        at_lower = newton_inside | torch.where(factored & (lower == 0), newton_inside, at_lower)
+        inv_r0, _ = inverse_target(o.full(lowest, 0.0))
+        newton_step, factored = _cholesky_step(eig.matrix, g, torch.zeros_like(g[:, 0]))
+        factored = o.value(factored)
+        allowed_and_factored = factored & interior_allowed
+        newton_inside = allowed_and_factored & (o.value(newton_step.norm(dim=-1)) * inv_r0 <= 1)
+        interior = newton_inside | (interior & o.not_(allowed_and_factored))
+        at_lower = newton_inside | o.where(allowed_and_factored & (lower == 0), newton_inside, at_lower)
     # λ₁ < 0 within the eigensolver's backward error n·ε·‖H‖, with g ⟂ v₁ to within √ε‖g‖: the
     # model has neither curvature nor slope along v₁, and completing the step along it would
     # follow noise (the model predicts a decrease f cannot show, so the step is rejected until
     # the radius collapses); s(lower) minimizes the model to that accuracy. With a real slope
     # along v₁ (a flat valley) the completion is kept: it makes real progress
-    eps = torch.finfo(g.dtype).eps
-    negligible = (lowest >= -values.shape[-1] * eps * scale) & (c[:, 0].abs() <= eps**0.5 * g.norm(dim=-1))
-    hard = at_lower & ~interior & ~negligible
-    flat = at_lower & ~interior & negligible
-    lo, hi = lower.clone(), upper.clone()
-    lam = upper.clone()
+    c_first = o.value(c[:, 0])
+    negligible = (lowest >= -values.shape[-1] * eps * scale) & (abs(c_first) <= eps ** 0.5 * o.value(g.norm(dim=-1)))
+    hard = at_lower & o.not_(interior) & o.not_(negligible)
+    flat = at_lower & o.not_(interior) & negligible
+    lo, hi = o.copy(lower), o.copy(upper)
+    lam = o.copy(upper)
     settled = interior | hard | flat
-    tolerance = torch.finfo(g.dtype).eps ** 0.75
+    tolerance = eps ** 0.75
     for iteration in range(iterations):
         # Newton on ψ converges in a few steps; stop once every member has
-        if iteration % 4 == 0 and bool(settled.all()):
+        if (iteration % 4 == 0 or not o.batched) and o.all(settled):
             break
-        inv_norm, d_inv_norm = _inverse_norm(c2, values, lam)
+        inv_norm, d_inv_norm = norm_at(lam)
         inv_r, d_inv_r = inverse_target(lam)
         psi = inv_norm - inv_r
-        settled = settled | (psi.abs() <= tolerance * inv_r) | (hi - lo <= tolerance * hi)
+        settled = settled | (abs(psi) <= tolerance * inv_r) | (hi - lo <= tolerance * hi)
         # ψ is increasing: a positive value means λ is above the root
-        hi = torch.where(psi > 0, lam, hi)
-        lo = torch.where(psi <= 0, lam, lo)
-        newton = lam - psi / (d_inv_norm - d_inv_r).clamp(min=torch.finfo(g.dtype).tiny)
-        inside = torch.isfinite(newton) & (newton > lo) & (newton < hi)
-        lam = torch.where(settled, lam, torch.where(inside, newton, 0.5 * (lo + hi)))
-    lam = torch.where(interior, torch.zeros_like(lam), torch.where(hard | flat, lower, lam))
-    d = values + lam.unsqueeze(-1)
+        hi = o.where(psi > 0, lam, hi)
+        lo = o.where(psi <= 0, lam, lo)
+        newton = lam - o.divide(psi, o.clamp(d_inv_norm - d_inv_r, min=tiny))
+        inside = o.isfinite(newton) & (newton > lo) & (newton < hi)
+        lam = o.where(settled, lam, o.where(inside, newton, 0.5 * (lo + hi)))
+    lam = o.where(interior, o.full(lam, 0.0), o.where(hard | flat, lower, lam))
+    d = values + o.column(lam)
     coefficients = -c / torch.where(d.abs() > 0, d, torch.ones_like(d))
     step = eig.expand(coefficients)
     # hard case: move along v₁ until ‖s‖ = r(λ), on the side where gᵀv₁ τ ≤ 0
     inv_r_hard, _ = inverse_target(lam)
-    radius = 1 / inv_r_hard.clamp(min=torch.finfo(g.dtype).tiny)
-    v1 = eig.vectors[..., 0]
-    sv = (step * v1).sum(-1)
-    root = torch.sqrt(torch.clamp(sv * sv + radius**2 - (step * step).sum(-1), min=0))
-    # the two roots of ‖s + τv₁‖ = r have opposite signs (‖s‖ ≤ r): take the one with τ·gᵀv₁ ≤ 0
-    tau = torch.where(c[:, 0] > 0, -sv - root, -sv + root)
-    step = torch.where(hard.unsqueeze(-1), step + tau.unsqueeze(-1) * v1, step)
+    radius = 1 / o.clamp(inv_r_hard, min=tiny)
+    if o.any(hard):
+        v1 = eig.vectors[..., 0]
+        sv = o.value((step * v1).sum(-1))
+        root = o.sqrt(o.clamp(sv * sv + radius * radius - o.value((step * step).sum(-1)), min=0))
+        # the two roots of ‖s + τv₁‖ = r have opposite signs (‖s‖ ≤ r): take the one with τ·gᵀv₁ ≤ 0
+        tau = o.where(c_first > 0, -sv - root, -sv + root)
+        step = o.where(hard, step + o.column(tau) * v1, step)
     if eig.matrix is not None:
         # the eigenbasis located λ; solve (H + λI)s = −g accurately where H + λI ≻ 0 numerically
-        accurate, ok = _cholesky_step(eig.matrix, g, lam)
+        if o.batched or not (interior and newton_step is not None):
+            accurate, ok = _cholesky_step(eig.matrix, g, o.pack(lam, g[:, 0]))
+            ok = o.value(ok)
+        else:  # λ = 0: the factorization above already solved it
+            accurate, ok = newton_step, factored
         if newton_step is not None:
-            accurate = torch.where(interior.unsqueeze(-1), newton_step, accurate)
+            accurate = o.where(interior, newton_step, accurate)
         # λ from the eigenpairs may be slightly off: never exceed the target length
-        norm = accurate.norm(dim=-1)
-        accurate = accurate * torch.clamp(radius / norm.clamp(min=torch.finfo(g.dtype).tiny), max=1.0).unsqueeze(-1)
-        use = ok & ~hard & torch.isfinite(accurate).all(-1)
-        step = torch.where(use.unsqueeze(-1), accurate, step)
+        norm = o.value(accurate.norm(dim=-1))
+        accurate = accurate * o.column(o.clamp(radius / o.clamp(norm, min=tiny), max=1.0))
+        use = ok & o.not_(hard) & o.value(torch.isfinite(accurate).all(-1))
+        step = o.where(use, accurate, step)
     return SecularSolution(step=step, shift=lam, hard_case=hard)
 
 

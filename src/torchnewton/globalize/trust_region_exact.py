@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import torch
 
+from .members import ops_for
 from .secular import EigenHessian, solve_secular
 
 
 def exact_trust_region_step(eig: EigenHessian, g: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     """The global minimizer of the quadratic model inside ‖s‖ ≤ Δ, per member (B, n)."""
+    o = ops_for(g)
+    radius = o.value(radius)
     inverse_radius = 1 / radius
 
-    def target(lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return inverse_radius.expand_as(lam), torch.zeros_like(lam)
+    def target(lam):
+        if o.batched:
+            return inverse_radius.expand_as(lam), torch.zeros_like(lam)
+        return inverse_radius, 0.0
 
     # ‖s(λ)‖ ≤ ‖g‖/(λ₁ + λ) ≤ Δ once λ ≥ ‖g‖/Δ − λ₁
-    upper = g.norm(dim=-1) / radius - eig.values[:, 0]
-    interior_allowed = torch.ones_like(radius, dtype=torch.bool)
+    upper = o.value(g.norm(dim=-1)) / radius - o.value(eig.values[:, 0])
+    interior_allowed = o.full(o.isfinite(radius), True)
     return solve_secular(eig, g, target, upper * (1 + 1e-6) + torch.finfo(g.dtype).tiny,
                          interior_allowed=interior_allowed).step

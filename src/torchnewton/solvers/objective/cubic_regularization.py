@@ -20,6 +20,7 @@ import torch
 
 from ...core.status import Status
 from ...globalize.cubic import cubic_model_decrease, cubic_step
+from ...globalize.members import lean, ops_for
 from ...globalize.secular import EigenHessian
 from ...globalize.rounding import rounding_safe_ratio
 from .problem import ObjectiveProblem
@@ -60,25 +61,30 @@ class AdaptiveCubicRegularization:
         age = state.age
         refresh = age >= self.lazy
         if bool(refresh.any()):
-            eig = EigenHessian.of(problem.hessian(x)).where(refresh, eig)
+            fresh = EigenHessian.of(problem.hessian(x))
+            eig = fresh if lean(x) else fresh.where(refresh, eig)
             problem.counters.nlinsolve += 1
             age = torch.where(refresh, torch.zeros_like(age), age)
         s = cubic_step(eig, g, state.sigma)
         predicted = cubic_model_decrease(eig, g, state.sigma, s)
         f_trial = problem.value(x + s)
-        rho = rounding_safe_ratio(state.f, f_trial, predicted)
+        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
+        o = ops_for(x)
+        sigma_old = o.value(state.sigma)
+        rho = rounding_safe_ratio(o.value(state.f), o.value(f_trial), o.value(predicted), dtype=x.dtype)
         accept = rho >= self.eta1
-        x_new = torch.where(accept.unsqueeze(-1), x + s, x)
-        g_new = torch.where(accept.unsqueeze(-1), problem.gradient(x_new), g) if bool(accept.any()) else g
-        sigma = torch.where(rho >= self.eta2, torch.clamp(0.5 * state.sigma, min=self.min_sigma),
-                            torch.where(accept, state.sigma, 2 * state.sigma))
+        x_new = o.where(accept, x + s, x)
+        g_new = o.where(accept, problem.gradient(x_new), g) if o.any(accept) else g
+        sigma = o.where(rho >= self.eta2, o.clamp(0.5 * sigma_old, min=self.min_sigma),
+                        o.where(accept, sigma_old, 2 * sigma_old))
         # σ beyond 1/ε: no step of representable length decreases f any more
         stalled = sigma > 1 / torch.finfo(x.dtype).eps
-        failure = torch.where(stalled, torch.full_like(state.failure, int(Status.STALLED)), state.failure)
-        step_norm = torch.where(accept, s.norm(dim=-1), torch.zeros_like(state.f))
-        return replace(state, x=x_new, f=torch.where(accept, f_trial, state.f), g=g_new, step_norm=step_norm,
-                       failure=failure, sigma=sigma, eigenvalues=eig.values, eigenvectors=eig.vectors,
-                       hessian=eig.matrix, age=age + accept.long())
+        failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
+        step_norm = o.where(accept, o.value(s.norm(dim=-1)), 0.0)
+        return replace(state, x=x_new, f=o.where(accept, f_trial, state.f), g=g_new,
+                       step_norm=o.pack(step_norm, state.step_norm), failure=o.pack(failure, state.failure),
+                       sigma=o.pack(sigma, state.sigma), eigenvalues=eig.values, eigenvectors=eig.vectors,
+                       hessian=eig.matrix, age=o.pack(o.value(age) + accept, age))
 
     def terminate(self, problem: ObjectiveProblem, state: CubicState):
         return self.termination(state)

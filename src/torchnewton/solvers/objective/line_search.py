@@ -13,6 +13,7 @@ approximate Wolfe conditions). Accepted values may thus exceed f by at most δ.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -20,6 +21,7 @@ from typing import Callable
 import torch
 
 from ...core.status import Status
+from ...globalize.members import lean
 from ...globalize.linesearch import armijo
 from ...globalize.wolfe import strong_wolfe
 from .problem import ObjectiveProblem
@@ -27,6 +29,7 @@ from .state import ObjectiveState, initial_fields, record
 
 Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
 SEARCHES = ("armijo", "wolfe")
+_TRUE, _FALSE = torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)
 
 
 @dataclass
@@ -49,6 +52,8 @@ class LineSearch:
 
     def __call__(self, problem: ObjectiveProblem, state: ObjectiveState, d: torch.Tensor,
                  alpha0: torch.Tensor | float = 1.0) -> SearchOutcome:
+        if lean(state.x):
+            return self._search_one(problem, state, d, alpha0)
         x, g = state.x, state.g
         slope = (g * d).sum(-1)
         descent = (slope < 0) & torch.isfinite(slope)
@@ -74,6 +79,38 @@ class LineSearch:
         return SearchOutcome(x=x + step, f=torch.where(ok, f_new, state.f),
                              g=torch.where(ok.unsqueeze(-1), g_new, g), step=step, ok=ok)
 
+    def _search_one(self, problem: ObjectiveProblem, state: ObjectiveState, d: torch.Tensor,
+                    alpha0: torch.Tensor | float) -> SearchOutcome:
+        """The same search for one problem: the rules run on Python floats (``globalize.members``)
+        and the tensors are touched only to evaluate f and ∇f along x + αd."""
+        x, g = state.x, state.g
+        slope = float((g * d).sum())
+        if not (slope < 0 and math.isfinite(slope)):
+            d, slope = -g, -float((g * g).sum())
+        f0 = float(state.f)
+        phi0 = f0 + 10 * torch.finfo(x.dtype).eps * max(abs(f0), 1.0)
+        if self.kind == "wolfe":
+            def phi(alpha: float):
+                f, grad = problem.value_and_grad(x + alpha * d)
+                return float(f), float((grad * d).sum()), (f, grad)
+
+            found = strong_wolfe(phi, phi0, slope, (state.f, g), alpha0=float(alpha0), c1=self.c1, c2=self.c2,
+                                 max_steps=self.max_steps, active=slope < 0, dtype=x.dtype)
+            f_new, g_new = found.aux
+        else:
+            def phi(alpha: float):
+                f = problem.value(x + alpha * d)
+                return float(f), f
+
+            found = armijo(phi, phi0, slope, alpha0=float(alpha0), c1=self.c1, max_steps=self.max_steps,
+                           active=slope < 0, aux0=state.f)
+            f_new = found.aux
+            g_new = problem.gradient(x + found.alpha * d) if found.success else g
+        if not found.success:
+            return SearchOutcome(x=x, f=state.f, g=g, step=torch.zeros_like(d), ok=_FALSE)
+        step = found.alpha * d
+        return SearchOutcome(x=x + step, f=f_new, g=g_new, step=step, ok=_TRUE)
+
 
 @dataclass
 class LineSearchMinimizer(ABC):
@@ -98,7 +135,10 @@ class LineSearchMinimizer(ABC):
     def step(self, problem: ObjectiveProblem, state: ObjectiveState, running: torch.Tensor) -> ObjectiveState:
         d = self.direction(problem, state)
         outcome = self.search(problem, state, d, alpha0=self.initial_step(state))
-        failure = torch.where(outcome.ok, state.failure, torch.full_like(state.failure, int(Status.LINESEARCH_FAILED)))
+        if lean(state.x):
+            failure = state.failure if outcome.ok is _TRUE else torch.full_like(state.failure, int(Status.LINESEARCH_FAILED))
+        else:
+            failure = torch.where(outcome.ok, state.failure, torch.full_like(state.failure, int(Status.LINESEARCH_FAILED)))
         moved = replace(state, x=outcome.x, f=outcome.f, g=outcome.g, step_norm=outcome.step.norm(dim=-1),
                         failure=failure)
         return self.update(problem, state, moved, outcome)

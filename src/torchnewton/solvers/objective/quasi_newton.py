@@ -11,11 +11,13 @@ along −∇f; only a failure from the steepest-descent restart is final.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
 
-from .line_search import LineSearchMinimizer, SearchOutcome
+from ...globalize.members import lean
+from .line_search import _FALSE, _TRUE, LineSearchMinimizer, SearchOutcome
 from .problem import ObjectiveProblem
 from .state import ObjectiveState
 
@@ -69,6 +71,8 @@ class BFGS(LineSearchMinimizer):
         return -torch.einsum("bij,bj->bi", state.inverse_hessian, state.g)
 
     def update(self, problem: ObjectiveProblem, old: BFGSState, new: BFGSState, outcome: SearchOutcome) -> BFGSState:
+        if lean(old.x):
+            return self._update_one(old, new, outcome)
         s, y, sy, usable = _curvature_pairs(old, outcome)
         H = old.inverse_hessian
         eye = torch.eye(s.shape[-1], dtype=s.dtype, device=s.device)
@@ -76,13 +80,38 @@ class BFGS(LineSearchMinimizer):
         # the first pair rescales the identity before it is updated (N&W eq. 6.20)
         H = torch.where(old.has_memory.view(-1, 1, 1), H, (sy / yy).view(-1, 1, 1) * eye)
         rho = torch.where(usable, 1 / torch.where(usable, sy, torch.ones_like(sy)), torch.zeros_like(sy))
-        left = eye - rho.view(-1, 1, 1) * torch.einsum("bi,bj->bij", s, y)
-        updated = left @ H @ left.transpose(-1, -2) + rho.view(-1, 1, 1) * torch.einsum("bi,bj->bij", s, s)
+        updated = _inverse_update(H, s, y, rho.view(-1, 1, 1), eye)
         H = torch.where(usable.view(-1, 1, 1), updated, old.inverse_hessian)
         reset, failure = _restart(new, outcome, old.has_memory)
         H = torch.where(reset.view(-1, 1, 1), eye.expand_as(H), H)
         has_memory = (old.has_memory | usable) & ~reset
         return replace(new, inverse_hessian=H, has_memory=has_memory, failure=failure)
+
+    def _update_one(self, old: BFGSState, new: BFGSState, outcome: SearchOutcome) -> BFGSState:
+        """The same update for one problem, its decisions taken on Python floats."""
+        ok, has_memory = bool(outcome.ok), bool(old.has_memory)
+        if not ok:
+            if not has_memory:
+                return new
+            # restart along −∇f: drop the memory, clear the search failure
+            eye = torch.eye(old.x.shape[-1], dtype=old.x.dtype).expand_as(old.inverse_hessian)
+            return replace(new, inverse_hessian=eye, has_memory=_FALSE, failure=torch.zeros_like(new.failure))
+        s, y = outcome.step, outcome.g - old.g
+        sy, s_norm, y_norm = float((s * y).sum()), float(s.norm()), float(y.norm())
+        if not (sy > torch.finfo(s.dtype).eps * s_norm * y_norm and math.isfinite(sy)):
+            return new
+        eye = torch.eye(s.shape[-1], dtype=s.dtype)
+        H = old.inverse_hessian
+        if not has_memory:
+            H = sy / max(float((y * y).sum()), torch.finfo(s.dtype).tiny) * eye
+        return replace(new, inverse_hessian=_inverse_update(H, s, y, 1 / sy, eye), has_memory=_TRUE)
+
+
+def _inverse_update(H: torch.Tensor, s: torch.Tensor, y: torch.Tensor, rho: torch.Tensor | float,
+                    eye: torch.Tensor) -> torch.Tensor:
+    """Hₖ₊₁ = (I − ρsyᵀ) Hₖ (I − ρysᵀ) + ρssᵀ."""
+    left = eye - rho * torch.einsum("bi,bj->bij", s, y)
+    return left @ H @ left.transpose(-1, -2) + rho * torch.einsum("bi,bj->bij", s, s)
 
 
 @dataclass

@@ -7,14 +7,19 @@ which this rule implies); capping it by |f(x₀)| keeps an objective that is unb
 iterate, value or gradient ends the member with ``Status.NONFINITE``, whatever else holds, so a
 NaN objective is never reported as a success; a method's own failure code (line search failed,
 trust region collapsed) ends it otherwise.
+
+For one problem on the CPU (the loop's lean path) the same test runs on Python floats and
+returns ``(done, status)`` as a bool and an int.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ...core.status import Status
+from ...globalize.members import lean
 from .state import ObjectiveState
 
 
@@ -22,7 +27,9 @@ from .state import ObjectiveState
 class GradientTermination:
     tol: float
 
-    def __call__(self, state: ObjectiveState) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, state: ObjectiveState) -> tuple[torch.Tensor, torch.Tensor] | tuple[bool, int]:
+        if lean(state.x):
+            return self._one(state)
         finite = torch.isfinite(state.f) & torch.isfinite(state.g).all(-1) & torch.isfinite(state.x).all(-1)
         scale = torch.clamp(torch.minimum(state.f.abs(), state.f_initial.abs()), min=1.0)
         success = finite & (state.g.abs().amax(-1) <= self.tol * scale)
@@ -31,3 +38,13 @@ class GradientTermination:
         status = torch.where(success, code(Status.SUCCESS), state.failure)
         status = torch.where(finite, status, code(Status.NONFINITE))
         return success | failed | ~finite, status
+
+    def _one(self, state: ObjectiveState) -> tuple[bool, int]:
+        f, g_max = float(state.f), float(state.g.abs().amax())
+        # the largest magnitude is NaN or Inf exactly when some entry is
+        if not (math.isfinite(f) and math.isfinite(g_max) and math.isfinite(float(state.x.abs().amax()))):
+            return True, int(Status.NONFINITE)
+        if g_max <= self.tol * max(min(abs(f), abs(float(state.f_initial))), 1.0):
+            return True, int(Status.SUCCESS)
+        failure = int(state.failure)
+        return failure != 0, failure

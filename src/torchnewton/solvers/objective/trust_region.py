@@ -26,12 +26,14 @@ import torch
 from ...core.status import Status
 from ...globalize.secular import EigenHessian
 from ...globalize.rounding import rounding_safe_ratio
-from ...globalize.trust_region import update_radius
+from ...globalize.members import lean, ops_for
+from ...globalize.radius import update_radius
 from ...globalize.trust_region_exact import exact_trust_region_step
 from ...linear import cg
 from .problem import ObjectiveProblem
 from .state import ObjectiveState, initial_fields, record
 
+_TRUE, _FALSE = torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)
 Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -67,20 +69,25 @@ class TrustRegionMinimizer(ABC):
         """(step s, predicted decrease −m(s), state with any curvature it computed)."""
 
     def step(self, problem: ObjectiveProblem, state: TrustRegionState, running: torch.Tensor) -> TrustRegionState:
+        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
+        o = ops_for(state.x)
         s, predicted, state = self.subproblem(problem, state)
         x = state.x
         f_trial = problem.value(x + s)
-        rho = rounding_safe_ratio(state.f, f_trial, predicted)
+        f = o.value(state.f)
+        rho = rounding_safe_ratio(f, o.value(f_trial), o.value(predicted), dtype=x.dtype)
         accept = rho > self.eta
-        x_new = torch.where(accept.unsqueeze(-1), x + s, x)
-        g_new = torch.where(accept.unsqueeze(-1), problem.gradient(x_new), state.g) if bool(accept.any()) else state.g
-        step_norm = s.norm(dim=-1)
-        radius = update_radius(state.radius, rho, step_norm, max_radius=self.max_radius)
-        stalled = ~accept & (radius <= torch.finfo(x.dtype).eps * torch.clamp(x.norm(dim=-1), min=1.0))
-        failure = torch.where(stalled, torch.full_like(state.failure, int(Status.STALLED)), state.failure)
-        return self.moved(replace(state, x=x_new, f=torch.where(accept, f_trial, state.f), g=g_new,
-                                  step_norm=torch.where(accept, step_norm, torch.zeros_like(step_norm)),
-                                  radius=radius, failure=failure), accept)
+        x_new = o.where(accept, x + s, x)
+        g_new = o.where(accept, problem.gradient(x_new), state.g) if o.any(accept) else state.g
+        step_norm = o.value(s.norm(dim=-1))
+        radius = update_radius(o.value(state.radius), rho, step_norm, max_radius=self.max_radius)
+        x_norm = o.value(x.norm(dim=-1))
+        stalled = o.not_(accept) & (radius <= torch.finfo(x.dtype).eps * o.clamp(x_norm, min=1.0))
+        failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
+        return self.moved(replace(state, x=x_new, f=o.where(accept, f_trial, state.f), g=g_new,
+                                  step_norm=o.pack(o.where(accept, step_norm, 0.0), state.step_norm),
+                                  radius=o.pack(radius, state.radius), failure=o.pack(failure, state.failure)),
+                          accept)
 
     def moved(self, state: TrustRegionState, accept: torch.Tensor) -> TrustRegionState:
         """Hook: invalidate curvature kept for the old iterate."""
@@ -105,15 +112,18 @@ class ExactTrustRegion(TrustRegionMinimizer):
     def subproblem(self, problem: ObjectiveProblem, state: ExactTrustRegionState):
         eig = EigenHessian(state.eigenvalues, state.eigenvectors, state.hessian)
         if not bool(state.fresh.all()):
-            eig = eig.where(state.fresh, EigenHessian.of(problem.hessian(state.x)))
+            fresh = EigenHessian.of(problem.hessian(state.x))
+            eig = fresh if lean(state.x) else eig.where(state.fresh, fresh)
             problem.counters.nlinsolve += 1
         s = exact_trust_region_step(eig, state.g, state.radius)
         predicted = -((state.g * s).sum(-1) + 0.5 * eig.quadratic(s))
         state = replace(state, eigenvalues=eig.values, eigenvectors=eig.vectors, hessian=eig.matrix,
-                        fresh=torch.ones_like(state.fresh))
+                        fresh=_TRUE if lean(state.x) else torch.ones_like(state.fresh))
         return s, predicted, state
 
-    def moved(self, state: ExactTrustRegionState, accept: torch.Tensor) -> ExactTrustRegionState:
+    def moved(self, state: ExactTrustRegionState, accept: torch.Tensor | bool) -> ExactTrustRegionState:
+        if isinstance(accept, bool):
+            return replace(state, fresh=_FALSE) if accept else state
         return replace(state, fresh=state.fresh & ~accept)
 
 

@@ -32,6 +32,7 @@ import torch
 
 from ...core.status import Status
 from ...globalize.damping import ScaledJacobian, levenberg_marquardt_parameter
+from ...globalize.members import ops_for, ops_of
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
 from ...linear.batched import matvec, rmatvec
@@ -62,9 +63,11 @@ class LevenbergMarquardt:
 
     def init(self, problem: ResidualProblem, x0: torch.Tensor) -> LevenbergMarquardtState:
         F, J = problem.linearize(x0)
-        scale = _column_norms(J)
+        norms = J.norm(dim=-2)
+        scale = _nonzero(norms)
         fields = initial_state(x0, F, rmatvec(J, F))
         fields["scale"] = scale
+        cosine, saturated = _first_order(norms, F.norm(dim=-1), fields["grad"], scale)
         x_norm = (scale * x0).norm(dim=-1)
         radius = self.initial_radius * torch.where(x_norm > 0, x_norm, torch.ones_like(x_norm))
         batch = x0.shape[0]
@@ -72,68 +75,78 @@ class LevenbergMarquardt:
         fields["failure"] = _nonfinite(decomposition, fields["failure"])
         return LevenbergMarquardtState(
             **fields, J=J, scaling=scale, radius=radius, damping=torch.zeros_like(radius),
-            gradient_cosine=_gradient_cosine(J, F, fields["grad"]), saturated=_saturated(J, F, fields["grad"], scale),
+            gradient_cosine=cosine, saturated=saturated,
             first_step=torch.ones(batch, dtype=torch.bool, device=x0.device),
             singular=decomposition.singular, vectors=decomposition.vectors,
             coefficients=decomposition.coefficients, significant=decomposition.significant)
 
     def step(self, problem: ResidualProblem, state: LevenbergMarquardtState, running: torch.Tensor) -> LevenbergMarquardtState:
+        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
+        o = ops_for(state.x)
         x, F, J, scale = state.x, state.F, state.J, state.scaling
+        tiny, eps = torch.finfo(x.dtype).tiny, torch.finfo(x.dtype).eps
         decomposition = ScaledJacobian(state.singular, state.vectors, state.coefficients, scale, state.significant)
-        damping = levenberg_marquardt_parameter(decomposition, state.radius, state.damping)
-        p, p_norm = decomposition.step(damping)
+        damping = levenberg_marquardt_parameter(decomposition, o.value(state.radius), o.value(state.damping),
+                                                dtype=x.dtype)
+        p, p_norm = decomposition.step(o.pack(damping, state.damping))
+        p_norm = o.value(p_norm)
         problem.counters.nlinsolve += 1
-        radius = torch.where(state.first_step, torch.minimum(state.radius, p_norm), state.radius)
+        first_step = o.value(state.first_step)
+        radius = o.where(first_step, o.minimum(o.value(state.radius), p_norm), o.value(state.radius))
         x_trial = x + p
         F_trial = problem.residual(x_trial)
-        F_norm, trial_norm = F.norm(dim=-1), F_trial.norm(dim=-1)
-        tiny = torch.finfo(x.dtype).tiny
-        safe_norm = F_norm.clamp(min=tiny)
-        finite = torch.isfinite(trial_norm)
+        F_norm, trial_norm = o.value(F.norm(dim=-1)), o.value(F_trial.norm(dim=-1))
+        safe_norm = o.clamp(F_norm, min=tiny)
+        finite = o.isfinite(trial_norm)
         # a trial ten times worse (or non-finite) counts as actred = −1, as in MINPACK: no overflow
-        actual = torch.where(finite & (0.1 * trial_norm < F_norm), 1 - (trial_norm / safe_norm) ** 2,
-                             -torch.ones_like(trial_norm))
-        model_term = (matvec(J, p).norm(dim=-1) / safe_norm) ** 2
-        damping_term = damping * (p_norm / safe_norm) ** 2
+        relative = trial_norm / safe_norm
+        actual = o.where(finite & (0.1 * trial_norm < F_norm), 1 - relative * relative, -1.0)
+        model = o.value(matvec(J, p).norm(dim=-1)) / safe_norm
+        step_ratio = p_norm / safe_norm
+        model_term, damping_term = model * model, damping * (step_ratio * step_ratio)
         predicted = model_term + 2 * damping_term
         directional = -(model_term + damping_term)  # ½ d/dt ‖F + tJp‖²/‖F‖² at t = 0
-        ratio = torch.where(predicted > 0, actual / torch.where(predicted > 0, predicted, torch.ones_like(predicted)),
-                            torch.zeros_like(predicted))
+        ratio = o.where(predicted > 0, actual / o.where(predicted > 0, predicted, 1.0), 0.0)
         radius, damping = _update_radius(radius, damping, p_norm, ratio, actual, directional,
-                                         worse=~finite | (0.1 * trial_norm >= F_norm))
+                                         worse=o.not_(finite) | (0.1 * trial_norm >= F_norm))
         accept = ratio >= self.accept_ratio
-        col = accept.unsqueeze(-1)
-        x_new = torch.where(col, x_trial, x)
-        F_new = torch.where(col, F_trial, F)
-        J_new, new_scale, fresh = J, scale, decomposition
-        if bool(accept.any()):
-            J_new = torch.where(accept.view(-1, 1, 1), problem.jacobian(x_new), J)
-            new_scale = torch.maximum(scale, _column_norms(J_new))
+        x_new, F_new = o.where(accept, x_trial, x), o.where(accept, F_trial, F)
+        J_new, new_scale, fresh, grad, cost = J, scale, decomposition, state.grad, state.cost
+        column_norms, cosine, saturated = state.scale, state.gradient_cosine, state.saturated
+        if o.any(accept):
+            J_new = o.where(accept, problem.jacobian(x_new), J)
+            norms = J_new.norm(dim=-2)
+            new_scale = torch.maximum(scale, _nonzero(norms))
             fresh = ScaledJacobian.of(J_new, F_new, new_scale)
-            keep = ~accept
-            fresh = ScaledJacobian(*(torch.where(keep.view(keep.shape + (1,) * (new.dim() - 1)), old, new)
-                                     for old, new in ((decomposition.singular, fresh.singular),
-                                                      (decomposition.vectors, fresh.vectors),
-                                                      (decomposition.coefficients, fresh.coefficients),
-                                                      (scale, fresh.scale),
-                                                      (decomposition.significant, fresh.significant))))
-        grad = rmatvec(J_new, F_new)
-        reduction = torch.where(0.5 * ratio <= 1, torch.maximum(actual.abs(), predicted),
-                                torch.full_like(ratio, float("inf")))
-        x_norm = (new_scale * x_new).norm(dim=-1)
+            grad = rmatvec(J_new, F_new)
+            F_new_norm = F_new.norm(dim=-1)
+            cost = o.where(accept, 0.5 * (F_new_norm * F_new_norm), state.cost)
+            column_norms = o.where(accept, _nonzero(norms), state.scale)
+            new_cosine, new_saturated = _first_order(norms, F_new_norm, grad, new_scale)
+            cosine = o.where(accept, new_cosine, state.gradient_cosine)
+            saturated = o.where(accept, new_saturated, state.saturated)
+            if o.batched:
+                keep = ~accept
+                fresh = ScaledJacobian(*(torch.where(keep.view(keep.shape + (1,) * (new.dim() - 1)), old, new)
+                                         for old, new in ((decomposition.singular, fresh.singular),
+                                                          (decomposition.vectors, fresh.vectors),
+                                                          (decomposition.coefficients, fresh.coefficients),
+                                                          (scale, fresh.scale),
+                                                          (decomposition.significant, fresh.significant))))
+        reduction = o.where(0.5 * ratio <= 1, o.maximum(abs(actual), predicted), float("inf"))
+        x_norm = o.value((new_scale * x_new).norm(dim=-1))
         # Δ at the rounding level of x: no representable step is left (MINPACK's info = 7)
-        stalled = radius <= torch.finfo(x.dtype).eps * x_norm
-        failure = torch.where(stalled, torch.full_like(state.failure, int(Status.STALLED)), state.failure)
+        stalled = radius <= eps * x_norm
+        failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
         # stalling because every trial point was NaN/Inf is a non-finite failure, not a plateau
-        failure = torch.where(stalled & ~finite, torch.full_like(failure, int(Status.NONFINITE)), failure)
-        failure = _nonfinite(fresh, failure)
-        return replace(state, x=x_new, F=F_new, J=J_new, cost=0.5 * F_new.norm(dim=-1) ** 2, grad=grad,
-                       step_norm=radius, reduction=reduction, failure=failure, scaling=new_scale,
-                       scale=torch.where(col, _column_norms(J_new), state.scale),
-                       radius=radius, damping=damping,
-                       gradient_cosine=torch.where(accept, _gradient_cosine(J_new, F_new, grad), state.gradient_cosine),
-                       saturated=torch.where(accept, _saturated(J_new, F_new, grad, new_scale), state.saturated),
-                       first_step=state.first_step & ~accept, singular=fresh.singular,
+        failure = o.where(stalled & o.not_(finite), int(Status.NONFINITE), failure)
+        failure = o.where(o.value(fresh.finite), failure, int(Status.NONFINITE))
+        return replace(state, x=x_new, F=F_new, J=J_new, cost=cost, grad=grad,
+                       step_norm=o.pack(radius, state.step_norm), reduction=o.pack(reduction, state.reduction),
+                       failure=o.pack(failure, state.failure), scaling=new_scale, scale=column_norms,
+                       radius=o.pack(radius, state.radius), damping=o.pack(damping, state.damping),
+                       gradient_cosine=cosine, saturated=saturated,
+                       first_step=o.pack(first_step & o.not_(accept), state.first_step), singular=fresh.singular,
                        vectors=fresh.vectors, coefficients=fresh.coefficients, significant=fresh.significant)
 
     def terminate(self, problem: ResidualProblem, state: LevenbergMarquardtState):
@@ -143,24 +156,23 @@ class LevenbergMarquardt:
         return record(state)
 
 
-def _update_radius(radius: torch.Tensor, damping: torch.Tensor, p_norm: torch.Tensor, ratio: torch.Tensor,
-                   actual: torch.Tensor, directional: torch.Tensor, worse: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """MINPACK's radius update (Moré 1978, §4), per member.
+def _update_radius(radius, damping, p_norm, ratio, actual, directional, worse):
+    """MINPACK's radius update (Moré 1978, §4), per member: (B,) tensors or one member's floats.
 
     Poor fit (ρ ≤ ¼): Δ ← μ·min(Δ, 10‖Dp‖) and λ ← λ/μ, with μ = ½ for a decrease, else the
     minimizer of the quadratic through the relative decrease at 0 and 1 along p (slope
     ``directional``) clipped to [1/10, ½]; 1/10 for a trial ten times worse or non-finite.
     Good fit (ρ ≥ ¾) or a Gauss–Newton step (λ = 0): Δ ← 2‖Dp‖, λ ← λ/2.
     """
+    o = ops_of(radius)
     denominator = directional + 0.5 * actual
-    interpolated = 0.5 * directional / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
-    mu = torch.where(actual >= 0, torch.full_like(ratio, 0.5), interpolated)
-    mu = torch.where(worse | (mu < 0.1) | ~torch.isfinite(mu), torch.full_like(mu, 0.1), mu)
+    interpolated = 0.5 * directional / o.where(denominator != 0, denominator, 1.0)
+    mu = o.where(actual >= 0, 0.5, interpolated)
+    mu = o.where(worse | (mu < 0.1) | o.not_(o.isfinite(mu)), 0.1, mu)
     poor = ratio <= 0.25
-    good = ~poor & ((damping == 0) | (ratio >= 0.75))
-    new_radius = torch.where(poor, mu * torch.minimum(radius, 10 * p_norm), torch.where(good, 2 * p_norm, radius))
-    new_damping = torch.where(poor, damping / mu, torch.where(good, 0.5 * damping, damping))
+    good = o.not_(poor) & ((damping == 0) | (ratio >= 0.75))
+    new_radius = o.where(poor, mu * o.minimum(radius, 10 * p_norm), o.where(good, 2 * p_norm, radius))
+    new_damping = o.where(poor, damping / mu, o.where(good, 0.5 * damping, damping))
     return new_radius, new_damping
 
 
@@ -170,30 +182,27 @@ def _nonfinite(decomposition: ScaledJacobian, failure: torch.Tensor) -> torch.Te
     return torch.where(decomposition.finite, failure, torch.full_like(failure, int(Status.NONFINITE)))
 
 
-def _gradient_cosine(J: torch.Tensor, F: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """maxⱼ |Jⱼᵀ F| / (‖Jⱼ‖ ‖F‖) over the nonzero columns (0 for F = 0)."""
-    column = J.norm(dim=-2) * F.norm(dim=-1, keepdim=True)
-    return torch.where(column > 0, grad.abs() / torch.where(column > 0, column, torch.ones_like(column)),
-                       torch.zeros_like(grad)).amax(-1)
+def _first_order(norms: torch.Tensor, F_norm: torch.Tensor, grad: torch.Tensor,
+                 scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the gradient cosine maxⱼ |Jⱼᵀ F| / (‖Jⱼ‖ ‖F‖) over the nonzero columns (0 for F = 0),
+    whether some column has saturated), from the column norms ‖Jⱼ‖ and ‖F‖.
 
-
-def _saturated(J: torch.Tensor, F: torch.Tensor, grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Whether some column j has vanished, ‖Jⱼ‖ ≤ ε·dⱼ (dⱼ its largest norm so far), while the
-    residual still correlates with it: |Jⱼᵀ F| / (‖Jⱼ‖ ‖F‖) > ε^¼.
-
-    Such a column is below the rounding level of the scaled Jacobian, so the damped steps ignore
-    it and become tiny although the point is not stationary in that parameter (NIST BOXBOD from
-    its first start: b₂ runs to 111, ‖J_b₂‖ ≈ 1e-46, the cosine stays 0.64). The threshold ε^¼
-    (1.2e-4 in float64) separates that from a column that vanished at a stationary point, where
-    the cosine is rounding noise.
+    Saturated: column j has vanished, ‖Jⱼ‖ ≤ ε·dⱼ (dⱼ its largest norm so far), while the
+    residual still correlates with it, cosine > ε^¼. Such a column is below the rounding level of
+    the scaled Jacobian, so the damped steps ignore it and become tiny although the point is not
+    stationary in that parameter (NIST BOXBOD from its first start: b₂ runs to 111,
+    ‖J_b₂‖ ≈ 1e-46, the cosine stays 0.64). The threshold ε^¼ (1.2e-4 in float64) separates that
+    from a column that vanished at a stationary point, where the cosine is rounding noise.
     """
-    norms = J.norm(dim=-2)
-    column = norms * F.norm(dim=-1, keepdim=True)
-    cosine = grad.abs() / torch.where(column > 0, column, torch.ones_like(column))
-    vanished = (norms > 0) & (norms <= torch.finfo(J.dtype).eps * scale)
-    return (vanished & (column > 0) & (cosine > torch.finfo(J.dtype).eps ** 0.25)).any(-1)
+    column = norms * F_norm.unsqueeze(-1)
+    positive = column > 0
+    cosine = torch.where(positive, grad.abs() / torch.where(positive, column, torch.ones_like(column)),
+                         torch.zeros_like(grad))
+    eps = torch.finfo(norms.dtype).eps
+    vanished = (norms > 0) & (norms <= eps * scale)
+    return cosine.amax(-1), (vanished & positive & (cosine > eps ** 0.25)).any(-1)
 
 
-def _column_norms(J: torch.Tensor) -> torch.Tensor:
-    norms = J.norm(dim=-2)
+def _nonzero(norms: torch.Tensor) -> torch.Tensor:
+    """Column norms as scales: 1 for a zero column."""
     return torch.where(norms > 0, norms, torch.ones_like(norms))

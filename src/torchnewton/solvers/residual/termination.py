@@ -1,26 +1,32 @@
-"""Termination rules for residual methods: F(x) = 0 for root finding, scipy's rules for least squares."""
+"""Termination rules for residual methods: F(x) = 0 for root finding, scipy's rules for least squares.
+
+The rules read per-member scalars through ``globalize.members``: (B,) tensors for a batch,
+Python numbers for one problem on the CPU (the loop's lean path), where they return
+``(done, status)`` as a bool and an int.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ...core.status import Status
+from ...globalize.members import ops_for
 from .state import ResidualState
 
 
-def _failures(state: ResidualState, success: torch.Tensor,
-              failure: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _failures(o: Any, state: ResidualState, success: Any, failure: Any = None) -> tuple[Any, Any]:
     """Combine success with the honest failure codes (``state.failure`` unless ``failure`` is
     given): non-finite beats everything."""
-    nonfinite = ~torch.isfinite(state.cost) | ~torch.isfinite(state.x).all(-1)
-    failure = state.failure if failure is None else failure
+    nonfinite = o.not_(o.isfinite(o.value(state.cost))) | o.not_(o.value(torch.isfinite(state.x).all(-1)))
+    failure = o.value(state.failure) if failure is None else failure
     failed = failure != 0
     # a member that failed on a singular system reports SINGULAR, not the symptom
-    failure = torch.where(state.regularized & failed & (failure != int(Status.NONFINITE)),
-                          int(Status.SINGULAR), failure)
-    status = torch.where(success, int(Status.SUCCESS), failure)
-    status = torch.where(nonfinite, int(Status.NONFINITE), status)
+    failure = o.where(o.value(state.regularized) & failed & (failure != int(Status.NONFINITE)),
+                      int(Status.SINGULAR), failure)
+    status = o.where(success, int(Status.SUCCESS), failure)
+    status = o.where(nonfinite, int(Status.NONFINITE), status)
     done = nonfinite | success | failed
     return done, status
 
@@ -31,9 +37,10 @@ class RootTermination:
 
     tol: float
 
-    def __call__(self, state: ResidualState) -> tuple[torch.Tensor, torch.Tensor]:
-        success = state.F.abs().amax(-1) <= self.tol
-        return _failures(state, success & torch.isfinite(state.cost))
+    def __call__(self, state: ResidualState) -> tuple[Any, Any]:
+        o = ops_for(state.x)
+        success = o.value(state.F.abs().amax(-1)) <= self.tol
+        return _failures(o, state, success & o.isfinite(o.value(state.cost)))
 
 
 @dataclass
@@ -57,15 +64,18 @@ class LeastSquaresTermination:
     gtol: float
     scaled: bool = False
 
-    def __call__(self, state: ResidualState) -> tuple[torch.Tensor, torch.Tensor]:
-        first_order = state.gradient_cosine if self.scaled else state.grad.abs().amax(-1)
+    def __call__(self, state: ResidualState) -> tuple[Any, Any]:
+        o = ops_for(state.x)
+        first_order = o.value(state.gradient_cosine if self.scaled else state.grad.abs().amax(-1))
         gradient_small = first_order <= self.gtol
-        small_change = (state.reduction <= self.ftol) | \
-            (state.step_norm <= self.xtol * (self.xtol + (state.scale * state.x).norm(dim=-1)))
-        zero = state.cost <= torch.finfo(state.cost.dtype).tiny
-        finite = torch.isfinite(state.cost)
+        small_change = (o.value(state.reduction) <= self.ftol) | \
+            (o.value(state.step_norm) <= self.xtol * (self.xtol + o.value((state.scale * state.x).norm(dim=-1))))
+        cost = o.value(state.cost)
+        zero = cost <= torch.finfo(state.cost.dtype).tiny
+        finite = o.isfinite(cost)
         if not self.scaled:
-            return _failures(state, (gradient_small | small_change | zero) & finite)
-        success = (gradient_small | (small_change & ~state.saturated) | zero) & finite
-        stalled = small_change & state.saturated & ~success & (state.failure == 0)
-        return _failures(state, success, torch.where(stalled, int(Status.STALLED), state.failure))
+            return _failures(o, state, (gradient_small | small_change | zero) & finite)
+        saturated = o.value(state.saturated)
+        success = (gradient_small | (small_change & o.not_(saturated)) | zero) & finite
+        stalled = small_change & saturated & o.not_(success) & (o.value(state.failure) == 0)
+        return _failures(o, state, success, o.where(stalled, int(Status.STALLED), o.value(state.failure)))

@@ -1,0 +1,180 @@
+"""Per-member arithmetic, written once, run on a batch tensor or on one problem's Python floats.
+
+The globalization rules (Armijo backtracking, the strong-Wolfe search) are state machines over
+per-member scalars: step lengths, values, slopes, flags. Written against the small vocabulary
+here, one implementation serves both
+
+* a batch: (B,) tensors, masks combined with ``torch.where`` (no Python branching per member);
+* a single problem on the CPU: Python floats and bools, where a branch costs nanoseconds and a
+  torch call on a one-element tensor costs microseconds — the lean path of the loop.
+
+Both follow IEEE double arithmetic in the same order, so in float64 the two paths take bitwise
+the same decisions (in float32 the float path rounds less often: round-off apart, the same).
+Divisions are always guarded by the callers (a Python float raises on division by zero), and
+squares are written ``v * v`` (``**`` on a Python float raises on overflow where a tensor gives inf).
+A method's step reads its per-member scalars with ``ops.value`` (a (B,) tensor as is; the one
+member's Python number on the lean path) and stores them back with ``ops.pack``.
+
+Example:
+    >>> ops = ops_of(2.0); ops.where(ops.isfinite(2.0) & (2.0 > 1.0), 1.0, 0.0)
+    1.0
+    >>> ops = ops_of(torch.tensor([2.0, float("nan")])); ops.where(ops.isfinite(torch.tensor([2.0, float("nan")])), 1.0, 0.0)
+    tensor([1., 0.])
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+def lean(x: torch.Tensor) -> bool:
+    """Whether the batch ``x`` (B, ...) takes the lean path: one problem on the CPU, where reading
+    a scalar back costs no device synchronization."""
+    return x.shape[0] == 1 and x.device.type == "cpu"
+
+
+class FloatOps:
+    """One problem: Python floats and bools."""
+
+    batched = False
+
+    @staticmethod
+    def where(condition: bool, a: Any, b: Any) -> Any:
+        return a if condition else b
+
+    @staticmethod
+    def not_(m: bool) -> bool:
+        return not m
+
+    @staticmethod
+    def any(m: bool) -> bool:
+        return bool(m)
+
+    @staticmethod
+    def all(m: bool) -> bool:
+        return bool(m)
+
+    @staticmethod
+    def isfinite(v: float) -> bool:
+        return math.isfinite(v)
+
+    @staticmethod
+    def minimum(a: float, b: float) -> float:
+        return a if a <= b or math.isnan(a) else b
+
+    @staticmethod
+    def maximum(a: float, b: float) -> float:
+        return a if a >= b or math.isnan(a) else b
+
+    @staticmethod
+    def clamp(v: float, min: float | None = None, max: float | None = None) -> float:
+        if min is not None and v < min:
+            v = min
+        if max is not None and v > max:
+            v = max
+        return v
+
+    @staticmethod
+    def sqrt(v: float) -> float:
+        return math.sqrt(v) if v >= 0 else math.nan
+
+    @staticmethod
+    def sign(v: float) -> float:
+        return 1.0 if v > 0 else (-1.0 if v < 0 else 0.0 * v)
+
+    @staticmethod
+    def full(like: Any, value: Any) -> Any:
+        return value
+
+    @staticmethod
+    def copy(v: Any) -> Any:
+        return v
+
+    @staticmethod
+    def column(v: Any) -> Any:
+        return v
+
+    @staticmethod
+    def divide(a: float, b: float) -> float:
+        """a / b with IEEE semantics (±inf, nan) where Python would raise on b = 0."""
+        if b != 0:
+            return a / b
+        return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+    @staticmethod
+    def value(t: torch.Tensor) -> Any:
+        """The one member's entry of a (1,) tensor, as a Python float, int or bool."""
+        return t.item()
+
+    @staticmethod
+    def pack(v: Any, like: torch.Tensor) -> torch.Tensor:
+        """A member's scalar back into a (1,) tensor of ``like``'s dtype (for the state)."""
+        return like.new_full((1,), v)
+
+
+class TensorOps:
+    """A batch: (B,) tensors and bool masks."""
+
+    batched = True
+
+    @staticmethod
+    def where(condition: torch.Tensor, a: Any, b: Any) -> torch.Tensor:
+        if isinstance(a, torch.Tensor) and a.dim() > condition.dim():
+            condition = condition.view(condition.shape + (1,) * (a.dim() - condition.dim()))
+        return torch.where(condition, a, b)
+
+    not_ = staticmethod(torch.logical_not)
+    isfinite = staticmethod(torch.isfinite)
+    minimum = staticmethod(torch.minimum)
+    maximum = staticmethod(torch.maximum)
+    clamp = staticmethod(torch.clamp)
+    sign = staticmethod(torch.sign)
+
+    @staticmethod
+    def sqrt(v: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(v)
+
+    @staticmethod
+    def any(m: torch.Tensor) -> bool:
+        return bool(m.any())
+
+    @staticmethod
+    def all(m: torch.Tensor) -> bool:
+        return bool(m.all())
+
+    @staticmethod
+    def full(like: torch.Tensor, value: Any) -> torch.Tensor:
+        return torch.full_like(like, value)
+
+    @staticmethod
+    def copy(v: torch.Tensor) -> torch.Tensor:
+        return v.clone()
+
+    @staticmethod
+    def column(v: torch.Tensor) -> torch.Tensor:
+        """A per-member scalar (B,) broadcast against per-member vectors (B, n)."""
+        return v.unsqueeze(-1)
+
+    @staticmethod
+    def divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a / b
+
+    @staticmethod
+    def value(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    @staticmethod
+    def pack(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return v
+
+
+def ops_for(x: torch.Tensor) -> type[FloatOps] | type[TensorOps]:
+    """The arithmetic of the members of the batch ``x`` (B, ...): floats on the lean path."""
+    return FloatOps if lean(x) else TensorOps
+
+
+def ops_of(value: Any) -> type[FloatOps] | type[TensorOps]:
+    """The arithmetic matching ``value``: a Python number is one problem, a tensor a batch."""
+    return TensorOps if isinstance(value, torch.Tensor) else FloatOps
