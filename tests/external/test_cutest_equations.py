@@ -31,8 +31,6 @@ PROBLEMS = ["ARGTRIG", "BOOTH", "BROYDN3D", "CLUSTER", "COOLHANS", "CUBENE", "CY
 
 # (problem, torchnewton method) -> measured figure; scipy's counterpart solves these (documented gaps)
 EXPECTED_FAILURES = {
-    ("HATFLDF", "dogleg"): "stops at max_iter (100) with ‖F‖∞ = 6.4e-3; hybr reaches 8e-14 in 26 "
-                           "evaluations (torchnewton's LM solves it, scipy's lm does not)",
     ("EIGENB", "levenberg-marquardt"): "STALLED after 26 evaluations at ‖F‖∞ = 0.376, a stationary point "
                                        "of ½‖F‖² (max cosine 1.8e-9, J of rank 5 of 6); scipy lm, whose "
                                        "pivoted QR takes a basic rather than the minimum-norm step on a "

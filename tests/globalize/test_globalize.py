@@ -2,7 +2,8 @@ import torch
 
 from torchnewton.globalize.damping import ScaledJacobian, levenberg_marquardt_parameter, levenberg_marquardt_step
 from torchnewton.globalize.linesearch import armijo
-from torchnewton.globalize.trust_region import dogleg, gain_ratio, update_radius
+from torchnewton.globalize.radius import gain_ratio, update_radius
+from torchnewton.globalize.trust_region import dogleg
 
 
 def test_armijo_per_member_steps_and_nonfinite_rejection():

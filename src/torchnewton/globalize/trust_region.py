@@ -1,4 +1,4 @@
-"""Trust-region pieces: the radius update from the gain ratio and Powell's dogleg step.
+"""Powell's dogleg step (the radius update and the gain ratio are in :mod:`.radius`).
 
 The Steihaug truncated-CG subproblem solver lives with CG in ``linear.krylov.cg(radius=...)``
 so there is one CG in the library.
@@ -6,25 +6,6 @@ so there is one CG in the library.
 from __future__ import annotations
 
 import torch
-
-
-def gain_ratio(actual: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
-    """ρ = actual / predicted reduction; a non-finite trial value gives ρ = −inf (reject)."""
-    safe = torch.where(predicted > 0, predicted, torch.ones_like(predicted))
-    rho = torch.where(predicted > 0, actual / safe, torch.full_like(actual, -1.0))
-    return torch.where(torch.isfinite(rho), rho, torch.full_like(rho, -float("inf")))
-
-
-def update_radius(radius: torch.Tensor, rho: torch.Tensor, step_norm: torch.Tensor, *,
-                  max_radius: float | torch.Tensor = float("inf"), shrink_below: float = 0.25,
-                  expand_above: float = 0.75) -> torch.Tensor:
-    """Classic rule (Nocedal & Wright Alg. 4.1): shrink to ¼‖s‖ on a poor model fit, double on a
-    good fit whose step reached the boundary, else keep."""
-    on_boundary = step_norm >= 0.99 * radius
-    shrunk = 0.25 * torch.minimum(step_norm, radius)
-    grown = torch.clamp(2 * radius, max=max_radius)
-    return torch.where(rho < shrink_below, shrunk,
-                       torch.where((rho > expand_above) & on_boundary, grown, radius))
 
 
 def dogleg(newton: torch.Tensor, gradient: torch.Tensor, curvature_gradient: torch.Tensor,

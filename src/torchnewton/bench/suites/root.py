@@ -8,6 +8,9 @@
     ``torchnewton.root(method="newton-krylov")`` against ``scipy.optimize.root(method="krylov")``,
     both preconditioned by the same exact inverse of the discrete Laplacian; full mode adds
     the unpreconditioned pair.
+(d) Solved counts of every root method against scipy's on the S2MPJ and MGH square systems
+    (:mod:`.root_solved_counts`), and homotopy continuation against newton, dogleg and LM from
+    the MGH hard starts 10·x₀ and 100·x₀ (:mod:`.root_homotopy`).
 
 Both sides run in this process on the same data, in float64, to the same ∞-norm tolerance.
 """
@@ -26,6 +29,8 @@ import torchnewton
 from ..problems.bratu import Bratu2D
 from ..problems.random_systems import CubicSystems, cubic_systems, jacobian_np, residual_np
 from ..suite import BenchContext, Section, markdown_table, median_time, torch_threads
+from .root_homotopy import homotopy_hard_starts
+from .root_solved_counts import solved_counts
 
 BATCH = 4096
 SYSTEM_SIZE = 4
@@ -82,9 +87,15 @@ def run(ctx: BenchContext) -> Section:
                         "Newton iterations", "F evals", "JVPs", "success"], bratu_rows),
         "",
     ]
-    plot = _convergence_plot(ctx, histories)
-    return Section(title="root: batched throughput and Jacobian-free Newton–Krylov vs scipy",
-                   markdown="\n".join(parts), figures=figures, plots=[plot])
+    plots = [_convergence_plot(ctx, histories)]
+    for title, part in (("Solved counts on the S2MPJ and MGH nonlinear equations vs scipy", solved_counts),
+                        ("Homotopy continuation from hard starts (MGH, 10·x₀ and 100·x₀)", homotopy_hard_starts)):
+        text, numbers, images = part(ctx)
+        parts += [f"### {title}", "", text, ""]
+        figures[title] = numbers
+        plots += images
+    return Section(title="root: batched throughput, Jacobian-free Newton–Krylov, solved counts and homotopy vs scipy",
+                   markdown="\n".join(parts), figures=figures, plots=plots)
 
 
 # --- (b) batched throughput -----------------------------------------------------------------

@@ -8,7 +8,8 @@ import torch
 
 from ...core.status import Status
 from ...globalize.damping import levenberg_marquardt_step
-from ...globalize.trust_region import dogleg, gain_ratio, update_radius
+from ...globalize.radius import gain_ratio, update_radius
+from ...globalize.trust_region import dogleg
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
 from ...linear.batched import matvec, rmatvec

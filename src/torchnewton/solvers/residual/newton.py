@@ -3,12 +3,9 @@
 The Newton direction is a plug-in:
 
 * ``"dense"``: J d = −F by Cholesky/LU with a regularized fallback (square systems);
-* ``"least-squares"``: min ‖J d + F‖ by QR (Gauss–Newton for m ≥ n);
-* ``"krylov"``: J d = −F by restarted GMRES on Jacobian-vector products, never forming J, with
-  Eisenstat–Walker forcing terms ("Choosing the forcing terms in an inexact Newton method", 1996);
-  the products come from autodiff (``jvp="autodiff"``, exact: the linearization is recorded once
-  per Newton step and each product is one backward pass through it) or from one extra
-  function evaluation each (``jvp="finite-difference"``, accurate to about √eps).
+* ``"least-squares"``: min ‖J d + F‖ by QR (Gauss–Newton for m ≥ n).
+
+The matrix-free variant (GMRES on Jacobian-vector products) is ``newton_krylov.NewtonKrylov``.
 """
 from __future__ import annotations
 
@@ -20,7 +17,8 @@ import torch
 from ...core.status import Status
 from ...globalize.damping import levenberg_marquardt_step
 from ...globalize.linesearch import armijo
-from ...linear import MatrixFreeOperator, gmres, solve_dense
+from ...globalize.members import ops_for
+from ...linear import solve_dense
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
 from ...linear.batched import rmatvec
@@ -30,8 +28,7 @@ Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass
 class NewtonState(ResidualState):
-    forcing: torch.Tensor  # (B,) relative tolerance of the inner Krylov solve
-    J: torch.Tensor  # (B, m, n) Jacobian at x; (B, 0, 0) for the matrix-free direction
+    J: torch.Tensor  # (B, m, n) Jacobian at x
 
 
 @dataclass
@@ -40,40 +37,14 @@ class NewtonLineSearch:
     direction: str = "dense"
     c1: float = 1e-4
     max_backtracks: int = 40
-    inner_restart: int = 30
-    inner_max_iter: int = 200
-    max_forcing: float = 0.9
-    preconditioner: Callable[[torch.Tensor], torch.Tensor] | None = None
-    jvp: str = "autodiff"
 
     def init(self, problem: ResidualProblem, x0: torch.Tensor) -> NewtonState:
-        if self.direction == "krylov":
-            F = problem.residual(x0)
-            J = x0.new_zeros(x0.shape[0], 0, 0)
-            grad = None
-        else:
-            F, J = problem.linearize(x0)
-            grad = rmatvec(J, F)
-        forcing = torch.full((x0.shape[0],), 0.5, dtype=x0.dtype, device=x0.device)
-        return NewtonState(**initial_state(x0, F, grad), forcing=forcing, J=J)
+        F, J = problem.linearize(x0)
+        return NewtonState(**initial_state(x0, F, rmatvec(J, F)), J=J)
 
     def _direction(self, problem: ResidualProblem, state: NewtonState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(d, slope = ∇(½‖F‖²)ᵀd, singular mask)."""
         x, F = state.x, state.F
-        if self.direction == "krylov":
-            batch, n = x.shape
-            if self.jvp == "finite-difference":
-                product = lambda v: problem.jvp_finite_difference(x, F, v)
-            else:
-                product = problem.jvp_at(x)
-            op = MatrixFreeOperator(product, (batch, F.shape[-1], n), dtype=x.dtype, device=x.device)
-            solution = gmres(op, -F, rtol=state.forcing, restart=self.inner_restart,
-                             max_iter=self.inner_max_iter, preconditioner=self.preconditioner)
-            problem.counters.nlinsolve += 1
-            d = solution.x
-            slope = (F * product(d)).sum(-1)
-            singular = solution.status == int(Status.BREAKDOWN)
-            return d, slope, singular
         J = state.J
         problem.counters.nlinsolve += 1
         if self.direction == "dense":
@@ -84,52 +55,46 @@ class NewtonLineSearch:
             d = levenberg_marquardt_step(J, F, zeros, torch.ones_like(x))
             singular = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         grad = state.grad  # Jᵀ F, kept up to date by init and step
-        slope = (grad * d).sum(-1)
+        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
+        o = ops_for(x)
+        slope = o.value((grad * d).sum(-1))
         # a regularized or inexact direction may fail to descend: fall back to steepest descent
         descent = slope < 0
-        d = torch.where(descent.unsqueeze(-1), d, -grad)
-        slope = torch.where(descent, slope, -(grad * grad).sum(-1))
-        return d, slope, singular
+        if o.batched or not descent:
+            d = o.where(descent, d, -grad)
+            slope = o.where(descent, slope, -o.value((grad * grad).sum(-1)))
+        return d, slope, o.value(singular)
 
     def step(self, problem: ResidualProblem, state: NewtonState, running: torch.Tensor) -> NewtonState:
         d, slope, singular = self._direction(problem, state)
         x = state.x
+        o = ops_for(x)
 
-        def merit(alpha: torch.Tensor):
-            F = problem.residual(x + alpha.unsqueeze(-1) * d)
-            return 0.5 * (F * F).sum(-1), F
+        def merit(alpha):
+            F = problem.residual(x + o.column(alpha) * d)
+            return o.value(0.5 * (F * F).sum(-1)), F
 
         # members already done are frozen by the loop: searching for them only costs evaluations
-        search = armijo(merit, state.cost, slope, c1=self.c1, max_steps=self.max_backtracks,
-                        active=(slope < 0) & running, aux0=state.F)
-        ok = search.success
+        search = armijo(merit, o.value(state.cost), slope, c1=self.c1, max_steps=self.max_backtracks,
+                        active=(slope < 0) & o.value(running), aux0=state.F)
+        ok, cost, cost_new = search.success, o.value(state.cost), search.value
         # α = 0 wherever the search failed, so x, F and the cost stay put there without masking
-        step = search.alpha.unsqueeze(-1) * d
-        x_new, F_new, cost_new = x + step, search.aux, search.value
-        reduction = torch.where(ok, (state.cost - cost_new) / state.cost.clamp(min=torch.finfo(x.dtype).tiny),
-                                float("inf"))
+        step = o.column(search.alpha) * d
+        x_new, F_new = x + step, search.aux
+        reduction = o.where(ok, (cost - cost_new) / o.clamp(cost, min=torch.finfo(x.dtype).tiny), float("inf"))
         # an accepted step below the resolution of x changes nothing: the method has stalled
-        stalled = ok & (x_new == x).all(-1)
-        failure = torch.where(ok, state.failure, int(Status.LINESEARCH_FAILED))
-        failure = torch.where(stalled, int(Status.STALLED), failure)
+        stalled = ok & o.value((x_new == x).all(-1))
+        failure = o.where(ok, o.value(state.failure), int(Status.LINESEARCH_FAILED))
+        failure = o.where(stalled, int(Status.STALLED), failure)
         # ...and if NaN/Inf trial points forced it there, that is the honest reason
-        failure = torch.where((~ok | stalled) & search.nonfinite, int(Status.NONFINITE), failure)
-        grad, J = state.grad, state.J
-        if self.direction != "krylov":
-            J = problem.jacobian(x_new)
-            grad = rmatvec(J, F_new)
-        forcing = self._next_forcing(state, cost_new) if self.direction == "krylov" else state.forcing
-        return replace(state, x=x_new, F=F_new, cost=cost_new, grad=grad, step_norm=torch.where(ok, step.norm(dim=-1), float("inf")),
-                       reduction=reduction, failure=failure, regularized=singular, forcing=forcing, J=J)
-
-    def _next_forcing(self, state: NewtonState, cost_new: torch.Tensor) -> torch.Tensor:
-        """Eisenstat–Walker choice 2 (γ = 0.9, α = 2) with its safeguard."""
-        gamma = 0.9
-        ratio = cost_new / state.cost.clamp(min=torch.finfo(cost_new.dtype).tiny)  # = (‖F+‖/‖F‖)²
-        eta = gamma * ratio
-        safeguard = gamma * state.forcing**2
-        eta = torch.where(safeguard > 0.1, torch.maximum(eta, safeguard), eta)
-        return torch.clamp(eta, min=torch.finfo(cost_new.dtype).eps ** 0.5, max=self.max_forcing)
+        failure = o.where((o.not_(ok) | stalled) & search.nonfinite, int(Status.NONFINITE), failure)
+        # one problem whose search failed stays at x: its Jacobian and Jᵀ F are those of the state
+        J = problem.jacobian(x_new) if o.batched or ok else state.J
+        grad = rmatvec(J, F_new) if o.batched or ok else state.grad
+        return replace(state, x=x_new, F=F_new, cost=o.pack(cost_new, state.cost), grad=grad,
+                       step_norm=o.pack(o.where(ok, o.value(step.norm(dim=-1)), float("inf")), state.step_norm),
+                       reduction=o.pack(reduction, state.reduction), failure=o.pack(failure, state.failure),
+                       regularized=o.pack(singular, state.regularized), J=J)
 
     def terminate(self, problem: ResidualProblem, state: NewtonState):
         return self.termination(state)

@@ -1,0 +1,233 @@
+"""Homotopy continuation for F(x) = 0: follow the curve H(z, λ) = 0 from (z₀, 0) to λ = 1.
+
+Each iteration of the shared loop is one pseudo-arclength predictor–corrector step (Allgower &
+Georg, "Introduction to Numerical Continuation Methods", SIAM 2003, ch. 2 and 6; Keller,
+"Numerical solution of bifurcation and nonlinear eigenvalue problems", 1977):
+
+1. **predictor**: y = (z, λ) moves a length h along the unit tangent t (the null vector of
+   A = [∂H/∂z, ∂H/∂λ], oriented by continuity, see :mod:`.homotopy_maps`);
+2. **corrector**: Newton's method on the augmented square system
+
+       H(y) = 0,   tᵀ (y − y_pred) = 0          i.e.   [A; tᵀ] Δy = −[H; 0],
+
+   which stays on the hyperplane through the prediction orthogonal to t, so it is regular at
+   turning points of λ, where ∂H/∂z alone is singular;
+3. **step control**: a correction is accepted when ‖H‖∞ reaches the tracking tolerance
+   ``corrector_tol``·(1 + ‖F(z₀)‖∞) within ``max_corrector`` iterations, the first correction
+   is at most half the step and each later one at most half the previous (else the prediction
+   may have jumped to another branch); h doubles after a correction that took at most two
+   iterations and halves after a rejected one.
+
+When a predictor would cross λ = 1 the hyperplane tᵀ(y − y_pred) = 0 is replaced by λ = 1
+(Allgower & Georg §9.2): since H(z, 1) = F(z) for both homotopies the corrector is then
+Newton's method on F itself, run to the caller's tolerance — the final polish. Success is
+decided by the same test as every root method, ‖F(x)‖∞ ≤ tol on the returned x.
+
+A tracking correction that carries λ across 1 is not accepted: the end game restarts from the
+point of its chord at λ = 1, since the first crossing is the root the curve leads to. In the
+end game any root will do, so its corrections need not contract, only keep ‖F‖ below ten times
+its predicted value, within 3·``max_corrector`` iterations (Newton converges only linearly to
+a singular root).
+
+Honest failures: a step shrunk below 1e-10·(1 + ‖y‖) ends ``STALLED`` (``NONFINITE`` where the
+last trial points were NaN/Inf); so does a curve that leaves λ ≥ ``min_lambda`` or runs off to
+‖z‖∞ > 1e12·(1 + ‖z₀‖∞) — it is lost, as for x² + 1 = 0, whose Newton homotopy turns back
+at λ = ½ and goes to λ → −∞ — and a curve that passes through (z₀, 0) again: it is a closed
+loop (MGH's trigonometric function from 10·x₀ is one). A curve still being followed at
+``max_iter`` ends ``MAX_ITER``.
+
+Members of a batch carry their own λ, tangent and step; a member that has accepted its
+correction waits (unchanged) while the others finish correcting.
+
+Example:
+    >>> import torch, torchnewton
+    >>> f = lambda x: x**3 - 3 * x + 18  # ½F² is stationary at x = 1 (F' = 0), between x₀ and the root
+    >>> res = torchnewton.root(f, torch.tensor([2.0], dtype=torch.float64), method="homotopy")
+    >>> round(float(res.x), 12), res.success
+    (-3.0, True)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from ...core.status import Status
+from ...linear import solve_dense
+from ...linear.batched import rmatvec
+from .homotopy_maps import HOMOTOPIES, homotopy_map, tangent
+from .problem import ResidualProblem
+from .state import ResidualState, initial_state, record
+
+Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
+
+_MIN_STEP = 1e-10  # relative to 1 + ‖y‖: below it the curve cannot be followed in floating point
+_MAX_GROWTH = 1e12  # ‖z‖∞ beyond this times 1 + ‖z₀‖∞: the curve has run off to infinity
+
+
+@dataclass
+class HomotopyState(ResidualState):
+    lam: torch.Tensor  # (B,) homotopy parameter λ of the current point of the curve
+    tangent: torch.Tensor  # (B, n + 1) unit tangent at (x, λ), oriented along the curve
+    arc_step: torch.Tensor  # (B,) next predictor length h
+    z0: torch.Tensor  # (B, n) start of the curve
+    F0: torch.Tensor  # (B, n) F(z₀)
+    path_tol: torch.Tensor  # (B,) ‖H‖∞ that a tracking correction must reach
+    landing: torch.Tensor  # (B, n + 1) where the next end game starts, for members whose last step overshot λ = 1
+    land: torch.Tensor  # (B,) bool: the next step is that end game
+    J: torch.Tensor  # (B, n, n) Jacobian of F at x
+
+
+@dataclass
+class Homotopy:
+    """Pseudo-arclength continuation of a Newton (default) or fixed-point homotopy."""
+
+    termination: Termination
+    tol: float
+    homotopy: str = "newton"
+    initial_step: float = 0.05
+    max_corrector: int = 6
+    # tight: a point left with ‖H‖ well above rounding needs a first correction of its own, which
+    # the step test then blames on the predictor, shrinking h to nothing on strongly scaled curves
+    corrector_tol: float = 1e-9
+    min_lambda: float = -10.0
+
+    def __post_init__(self) -> None:
+        if self.homotopy not in HOMOTOPIES:
+            raise ValueError(f"options['homotopy'] must be one of {HOMOTOPIES}, got {self.homotopy!r}")
+        for name in ("initial_step", "corrector_tol"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"options['{name}'] must be positive, got {getattr(self, name)!r}")
+        if int(self.max_corrector) < 1:
+            raise ValueError(f"options['max_corrector'] must be a positive integer, got {self.max_corrector!r}")
+        if not float(self.min_lambda) < 0:
+            raise ValueError(f"options['min_lambda'] must be negative, got {self.min_lambda!r}")
+
+    def init(self, problem: ResidualProblem, x0: torch.Tensor) -> HomotopyState:
+        F0, J0 = problem.linearize(x0)
+        lam = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
+        _, A = homotopy_map(self.homotopy, x0, lam, F0, J0, x0, F0)
+        t = tangent(A)
+        problem.counters.nlinsolve += 1
+        # the first prediction advances λ by about initial_step
+        h = (self.initial_step / t[:, -1].abs().clamp(min=1e-12)).clamp(max=1 + x0.norm(dim=-1))
+        path_tol = torch.clamp(self.corrector_tol * (1 + F0.abs().amax(-1)), min=self.tol)
+        return HomotopyState(**initial_state(x0, F0, rmatvec(J0, F0)), lam=lam, tangent=t, arc_step=h, z0=x0,
+                             F0=F0, path_tol=path_tol, landing=torch.zeros_like(t),
+                             land=torch.zeros_like(lam, dtype=torch.bool), J=J0)
+
+    def step(self, problem: ResidualProblem, state: HomotopyState, running: torch.Tensor) -> HomotopyState:
+        y = torch.cat([state.x, state.lam.unsqueeze(-1)], dim=-1)
+        t, h, lam = state.tangent, state.arc_step, state.lam
+        # the end game: a predictor that would cross λ = 1 is cut there and corrected at λ = 1
+        t_lam = t[:, -1]
+        crossing = (t_lam != 0) & ((lam - 1) * (lam + h * t_lam - 1) <= 0)
+        length = torch.where(crossing, (1 - lam) / torch.where(t_lam != 0, t_lam, 1), h)
+        y_pred = y + length.unsqueeze(-1) * t
+        y_pred[:, -1] = torch.where(crossing, torch.ones_like(lam), y_pred[:, -1])
+        # ...and so is the chord of a step whose correction landed beyond λ = 1
+        crossing = crossing | state.land
+        y_pred = torch.where(state.land.unsqueeze(-1), state.landing, y_pred)
+        length = torch.where(state.land, (state.landing - y).norm(dim=-1), length)
+        e_lam = torch.zeros_like(t)
+        e_lam[:, -1] = 1
+        normal = torch.where(crossing.unsqueeze(-1), e_lam, t)
+        target = torch.where(crossing, torch.full_like(lam, self.tol), state.path_tol)
+        budget = torch.where(crossing, 3 * self.max_corrector, self.max_corrector)
+        out = self._correct(problem, state, y_pred, normal, target, budget, length, running, crossing)
+        accepted, y_new, F_new, J_new, A_new, iterations, nonfinite = out
+
+        n = state.x.shape[-1]
+        x_new, lam_new = y_new[:, :n], y_new[:, -1]
+        # a tracking step whose corrector carried λ across 1 is redone as an end game from the
+        # point of its chord at λ = 1: the first crossing of λ = 1 is the root
+        overshot = accepted & ~crossing & ((lam - 1) * (lam_new - 1) < 0)
+        fraction = ((1 - lam) / torch.where(overshot, lam_new - lam, 1)).unsqueeze(-1)
+        landing = y + fraction * (y_new - y)
+        landing[:, -1] = 1
+        accepted = accepted & ~overshot
+        t_new = tangent(torch.where(accepted.view(-1, 1, 1), A_new, 0), previous=t)
+        problem.counters.nlinsolve += 1
+        easy = iterations <= 2
+        h_new = torch.where(accepted, torch.where(easy & ~crossing, 2 * h, h), 0.5 * torch.minimum(h, length.abs()))
+        h_new = torch.where(overshot, h, h_new)
+        col = accepted.unsqueeze(-1)
+        x_next = torch.where(col, x_new, state.x)
+        lam_next = torch.where(accepted, lam_new, lam)
+        F_next = torch.where(col, F_new, state.F)
+        J_next = torch.where(col.unsqueeze(-1), J_new, state.J)
+
+        # J(z₀) regular makes the curve through (z₀, 0) locally unique: passing there again means
+        # it is a closed loop that never reaches λ = 1
+        through_zero = accepted & (lam * lam_next < 0)
+        at_zero = state.x + (lam / torch.where(through_zero, lam - lam_next, 1)).unsqueeze(-1) * (x_next - state.x)
+        near = 0.1 * (y_new - y).norm(dim=-1) + _MIN_STEP * (1 + state.z0.norm(dim=-1))
+        loop = through_zero & ((at_zero - state.z0).norm(dim=-1) <= near)
+        too_short = h_new < _MIN_STEP * (1 + y.norm(dim=-1))
+        lost = accepted & ((lam_next < self.min_lambda)
+                           | (x_next.abs().amax(-1) > _MAX_GROWTH * (1 + state.z0.abs().amax(-1))))
+        failure = torch.where(too_short | lost | loop, int(Status.STALLED), state.failure)
+        failure = torch.where(too_short & nonfinite & ~accepted, int(Status.NONFINITE), failure)
+        return replace(state, x=x_next, F=F_next, cost=0.5 * (F_next * F_next).sum(-1), grad=rmatvec(J_next, F_next),
+                       step_norm=torch.where(accepted, (y_new - y).norm(dim=-1), float("inf")), failure=failure,
+                       lam=lam_next, tangent=torch.where(col, t_new, t), arc_step=h_new, J=J_next,
+                       landing=torch.where(overshot.unsqueeze(-1), landing, state.landing), land=overshot)
+
+    def _correct(self, problem: ResidualProblem, state: HomotopyState, y_pred: torch.Tensor, normal: torch.Tensor,
+                 target: torch.Tensor, budget: torch.Tensor, length: torch.Tensor, running: torch.Tensor,
+                 end_game: torch.Tensor):
+        """Newton on [H(y); normalᵀ(y − y_pred)] = 0 from y_pred, for every running member at once.
+
+        Tracking corrections must contract at once (else the prediction may sit in the basin of
+        another branch); at λ = 1 any root will do, so the end game only has to keep ‖F‖ below
+        ten times its predicted value — which lets it converge, linearly, to singular roots too.
+        Returns (accepted, y, F(z), J(z), A(y), corrections used, last trial non-finite); the
+        derivative fields hold the values at the accepted point where ``accepted``.
+        """
+        n = state.x.shape[-1]
+        y = y_pred
+        active, accepted = running.clone(), torch.zeros_like(running)
+        nonfinite = torch.zeros_like(running)
+        used = torch.zeros_like(budget)
+        previous = torch.full_like(length, float("inf"))
+        slack = torch.finfo(y.dtype).eps ** 0.5 * (1 + y_pred.norm(dim=-1))
+        kept, first = None, None
+        for k in range(3 * self.max_corrector + 1):
+            z, lam = y[:, :n], y[:, -1]
+            F, J = problem.linearize(z)
+            H, A = homotopy_map(self.homotopy, z, lam, F, J, state.z0, state.F0)
+            finite = torch.isfinite(H).all(-1) & torch.isfinite(A).flatten(1).all(-1)
+            size_H = H.abs().amax(-1)
+            first = size_H if first is None else first
+            done = active & finite & (size_H <= target)
+            if kept is None:
+                kept = [y, F, J, A]
+            else:
+                kept = [torch.where(done.view(-1, *[1] * (new.dim() - 1)), new, old)
+                        for old, new in zip(kept, (y, F, J, A))]
+            nonfinite = torch.where(active, ~finite, nonfinite)
+            accepted |= done
+            active &= finite & ~done & (used < budget)
+            if not bool(active.any()):
+                break
+            system = torch.cat([A, normal.unsqueeze(-2)], dim=-2)
+            rhs = torch.cat([-H, torch.zeros_like(H[:, :1])], dim=-1)
+            delta = solve_dense(system, rhs).x
+            problem.counters.nlinsolve += 1
+            size = delta.norm(dim=-1)
+            # Newton must contract at once, or the prediction is outside its basin (another branch)
+            bound = torch.where(used == 0, 0.5 * length.abs() + slack, 0.5 * previous)
+            contracting = torch.where(end_game, size_H <= 10 * first, size <= bound)
+            active &= torch.isfinite(size) & contracting
+            y = torch.where(active.unsqueeze(-1), y + delta, y)
+            used = used + active.long()
+            previous = size
+        y_acc, F_acc, J_acc, A_acc = kept
+        return accepted, y_acc, F_acc, J_acc, A_acc, used, nonfinite
+
+    def terminate(self, problem: ResidualProblem, state: HomotopyState):
+        return self.termination(state)
+
+    def record(self, problem: ResidualProblem, state: HomotopyState) -> dict:
+        return {**record(state), "lam": state.lam.detach().clone()}

@@ -1,0 +1,217 @@
+"""Powell's hybrid method for square systems F(x) = 0, with the rules of MINPACK's hybrj.
+
+Moré, Garbow & Hillstrom, "User Guide for MINPACK-1" (ANL-80-74, 1980), §4 (hybrd/hybrj), after
+Powell, "A hybrid method for nonlinear equations" (1970). Batched: every member keeps its own
+scaling, radius, Jacobian approximation and counters. One step is one trial point:
+
+* Scaling D: the column norms of the first Jacobian (1 for a zero column), then
+  dⱼ ← max(dⱼ, ‖Jⱼ‖) at every Jacobian evaluation (MINPACK's mode 1), or a fixed user ``diag``.
+* Step: the dogleg on the model ‖F + J p‖ with ‖D p‖ ≤ Δ, from the QR factors J = QR
+  (Gauss–Newton p = −R⁻¹QᵀF, an exact zero on diag(R) replaced by eps·max|column|).
+  Δ₀ = ``factor``·‖D x₀‖ (``factor`` if x₀ = 0), cut to ‖D p‖ until a step is accepted.
+* Ratios: actred = 1 − (‖F(x+p)‖/‖F‖)² (−1 if ‖F‖ does not decrease), prered =
+  1 − (‖F + J p‖/‖F‖)² (0 if the model does not decrease), ρ = actred/prered (0 if prered = 0).
+* Radius: ρ < 0.1 halves Δ; else Δ ← max(Δ, 2‖Dp‖) when ρ ≥ ½ or after two good steps in a row,
+  and Δ ← 2‖Dp‖ when |ρ − 1| ≤ 0.1. ρ ≥ 10⁻⁴ accepts the step.
+* Jacobian: after every trial (accepted or not) J takes Broyden's rank-one update in the scaled
+  norm, J ← J + (F(x+p) − F − J p)(D²p)ᵀ/‖Dp‖²; two failures in a row (ρ < 0.1) evaluate it afresh
+  instead (and, before the first accepted step, restart D and Δ as at x₀).
+* Stops (``Status.STALLED``): 0.1·max(0.1Δ, ‖Dp‖) ≤ eps·‖Dx‖ (MINPACK's info 3), five Jacobian
+  evaluations in a row whose first trial reduced ‖F‖² by less than 10 % (info 4), ten trials in a
+  row reducing it by less than 0.1 % (info 5). Success is the caller's test on ‖F‖ (MINPACK's
+  xtol test, which can stop with ‖F‖ large, is not used).
+
+The QR of the updated J is recomputed each step (one batched Householder QR) rather than updated
+by Givens rotations as MINPACK's r1updt: the same factors up to signs and rounding, and for the
+small dense systems this method is meant for one LAPACK call beats 2n small batched rotations.
+
+Example:
+    >>> problem = ResidualProblem(lambda x: x**3 - 8)
+    >>> method = PowellHybrid(RootTermination(1e-12))
+    >>> iterate(method, problem, torch.ones(1, 1, dtype=torch.float64), max_iter=50).state.x
+    tensor([[2.]], dtype=torch.float64)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from ...core.status import Status
+from ...globalize.trust_region import dogleg
+from ...linear.batched import matvec, rmatvec
+from .problem import ResidualProblem
+from .state import ResidualState, initial_state, record
+
+Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class HybridState(ResidualState):
+    J: torch.Tensor  # (B, n, n) the Jacobian approximation at x (evaluated or Broyden-updated)
+    diag: torch.Tensor  # (B, n) the scaling D
+    radius: torch.Tensor  # Δ, the bound on ‖D p‖
+    x_norm: torch.Tensor  # ‖D x‖ at the last accepted point (MINPACK's xnorm)
+    successes: torch.Tensor  # consecutive trials with ρ ≥ 0.1 (ncsuc)
+    failures: torch.Tensor  # consecutive trials with ρ < 0.1 (ncfail)
+    slow_trials: torch.Tensor  # consecutive trials with actred < 10⁻³ (nslow1)
+    slow_jacobians: torch.Tensor  # consecutive fresh Jacobians whose first trial had actred < 0.1 (nslow2)
+    evaluated: torch.Tensor  # bool: J was evaluated at x, not updated, since the last trial (jeval)
+    recompute: torch.Tensor  # bool: evaluate J afresh before the next trial
+    first: torch.Tensor  # bool: no step accepted yet (MINPACK's iter = 1)
+
+
+def column_norms(J: torch.Tensor) -> torch.Tensor:
+    """‖Jⱼ‖ for every column j, (B, n)."""
+    return torch.linalg.vector_norm(J, dim=-2)
+
+
+def check_scaling(diag: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """A user ``diag`` as a (B, n) tensor like x; ValueError/TypeError unless positive and finite."""
+    if diag is None:
+        return None
+    if not isinstance(diag, torch.Tensor) or not diag.is_floating_point():
+        raise TypeError(f"options['diag'] must be a floating-point tensor, got {type(diag).__name__}")
+    if diag.shape not in (x.shape[1:], x.shape):
+        raise ValueError(f"options['diag'] must have shape {tuple(x.shape[1:])} (or {tuple(x.shape)} batched), "
+                         f"got {tuple(diag.shape)}")
+    if not bool(torch.isfinite(diag).all() and (diag > 0).all()):
+        raise ValueError("options['diag'] must hold positive finite scale factors")
+    return diag.to(dtype=x.dtype, device=x.device).expand_as(x).clone()
+
+
+def gauss_newton_from_qr(R: torch.Tensor, qtf: torch.Tensor) -> torch.Tensor:
+    """−R⁻¹ Qᵀ F, an exact zero pivot replaced by eps·max|Rᵢⱼ| over its column (eps if that is 0)."""
+    eps = torch.finfo(R.dtype).eps
+    pivots = torch.diagonal(R, dim1=-2, dim2=-1)
+    column_max = R.abs().amax(dim=-2)
+    substitute = torch.where(column_max > 0, eps * column_max, torch.full_like(column_max, eps))
+    safe = torch.where(pivots == 0, substitute, pivots)
+    R_safe = R - torch.diag_embed(pivots) + torch.diag_embed(safe)
+    return -torch.linalg.solve_triangular(R_safe, qtf.unsqueeze(-1), upper=True).squeeze(-1)
+
+
+def scaled_dogleg(R: torch.Tensor, qtf: torch.Tensor, diag: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """min ‖qtf + R p‖ over the dogleg path with ‖D p‖ ≤ Δ (MINPACK's dogleg), batched.
+
+    In y = D p the model is ‖qtf + R D⁻¹ y‖: gradient g = D⁻¹RᵀQᵀF, curvature along it ‖R D⁻¹ g‖²,
+    Newton point D p_GN; the dogleg there is the classic one (``globalize.trust_region.dogleg``).
+    """
+    newton = gauss_newton_from_qr(R, qtf)
+    gradient = rmatvec(R, qtf) / diag
+    Rg = matvec(R, gradient / diag)
+    return dogleg(diag * newton, gradient, (Rg * Rg).sum(-1), radius) / diag
+
+
+@dataclass
+class PowellHybrid:
+    """hybrj's iteration (see the module docstring); ``factor`` bounds the first step, ``diag``
+    (B, n) fixes the scaling (MINPACK's mode 2) instead of taking it from the Jacobian."""
+
+    termination: Termination
+    factor: float = 100.0
+    diag: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)) or not self.factor > 0 \
+                or self.factor == float("inf"):
+            raise ValueError(f"options['factor'] must be a positive finite number, got {self.factor!r}")
+
+    def _initial_radius(self, x_norm: torch.Tensor) -> torch.Tensor:
+        return torch.where(x_norm > 0, self.factor * x_norm, torch.full_like(x_norm, self.factor))
+
+    def init(self, problem: ResidualProblem, x0: torch.Tensor) -> HybridState:
+        F, J = problem.linearize(x0)
+        norms = column_norms(J)
+        diag = torch.where(norms > 0, norms, torch.ones_like(norms)) if self.diag is None else self.diag
+        x_norm = (diag * x0).norm(dim=-1)
+        batch = x0.shape[0]
+        counter = lambda: torch.zeros(batch, dtype=torch.long, device=x0.device)
+        flag = lambda value: torch.full((batch,), value, dtype=torch.bool, device=x0.device)
+        return HybridState(**initial_state(x0, F, rmatvec(J, F)), J=J, diag=diag,
+                           radius=self._initial_radius(x_norm), x_norm=x_norm, successes=counter(),
+                           failures=counter(), slow_trials=counter(), slow_jacobians=counter(),
+                           evaluated=flag(True), recompute=flag(False), first=flag(True))
+
+    def _refresh(self, problem: ResidualProblem, state: HybridState, refresh: torch.Tensor) -> HybridState:
+        """Evaluate J at x where ``refresh``; rescale, and restart Δ before any accepted step."""
+        J_new = problem.jacobian(state.x)
+        norms = column_norms(J_new)
+        diag = state.diag
+        if self.diag is None:
+            restart = torch.where(norms > 0, norms, torch.ones_like(norms))
+            diag = torch.where((refresh & state.first).unsqueeze(-1), restart, diag)
+            diag = torch.where(refresh.unsqueeze(-1), torch.maximum(diag, norms), diag)
+        reset = refresh & state.first
+        x_norm = torch.where(reset, (diag * state.x).norm(dim=-1), state.x_norm)
+        return replace(state, J=torch.where(refresh.view(-1, 1, 1), J_new, state.J), diag=diag, x_norm=x_norm,
+                       radius=torch.where(reset, self._initial_radius(x_norm), state.radius),
+                       evaluated=state.evaluated | refresh)
+
+    def step(self, problem: ResidualProblem, state: HybridState, running: torch.Tensor) -> HybridState:
+        refresh = state.recompute & running
+        if bool(refresh.any()):
+            state = self._refresh(problem, state, refresh)
+        x, F, J, diag = state.x, state.F, state.J, state.diag
+        Q, R = torch.linalg.qr(J)
+        problem.counters.nlinsolve += 1
+        qtf = rmatvec(Q, F)
+        p = scaled_dogleg(R, qtf, diag, state.radius)
+        p_norm = (diag * p).norm(dim=-1)
+        radius = torch.where(state.first, torch.minimum(state.radius, p_norm), state.radius)
+
+        F_trial = problem.residual(x + p)
+        f_norm, trial_norm = F.norm(dim=-1), F_trial.norm(dim=-1)
+        safe_norm = torch.where(f_norm > 0, f_norm, torch.ones_like(f_norm))
+        finite = torch.isfinite(trial_norm)
+        actual = torch.where(finite & (trial_norm < f_norm), 1 - (trial_norm / safe_norm) ** 2, -1.0)
+        model_norm = (qtf + matvec(R, p)).norm(dim=-1)
+        predicted = torch.where(model_norm < f_norm, 1 - (model_norm / safe_norm) ** 2, 0.0)
+        ratio = torch.where(predicted > 0, actual / torch.where(predicted > 0, predicted, 1.0), 0.0)
+
+        good = ratio >= 0.1
+        successes = torch.where(good, state.successes + 1, 0)
+        failures = torch.where(good, 0, state.failures + 1)
+        grown = torch.where((ratio >= 0.5) | (successes > 1), torch.maximum(radius, 2 * p_norm), radius)
+        grown = torch.where((ratio - 1).abs() <= 0.1, 2 * p_norm, grown)
+        radius = torch.where(good, grown, 0.5 * radius)
+
+        accept = ratio >= 1e-4
+        column = accept.unsqueeze(-1)
+        x_new, F_new = torch.where(column, x + p, x), torch.where(column, F_trial, F)
+        x_norm = torch.where(accept, (diag * x_new).norm(dim=-1), state.x_norm)
+        slow_trials = torch.where(actual >= 1e-3, 0, state.slow_trials + 1)
+        slow_jacobians = torch.where(actual >= 0.1, 0, state.slow_jacobians + state.evaluated.long())
+
+        eps = torch.finfo(x.dtype).eps
+        stalled = (0.1 * torch.maximum(0.1 * radius, p_norm) <= eps * x_norm) | (slow_jacobians >= 5) | \
+            (slow_trials >= 10)
+        failure = torch.where(stalled, int(Status.STALLED), state.failure)
+        # stalling because the trial points were NaN/Inf is a non-finite failure, not a plateau
+        failure = torch.where(stalled & ~finite, int(Status.NONFINITE), failure)
+
+        recompute = failures == 2
+        update = ~recompute & finite & (p_norm > 0)
+        scaled = diag * diag * p / torch.where(update, p_norm * p_norm, 1.0).unsqueeze(-1)
+        secant_error = F_trial - F - matvec(J, p)
+        broyden = J + secant_error.unsqueeze(-1) * scaled.unsqueeze(-2)
+        J_new = torch.where(update.view(-1, 1, 1), broyden, J)
+
+        pivots = torch.diagonal(R, dim1=-2, dim2=-1).abs()
+        singular = pivots.amin(-1) <= x.shape[-1] * eps * pivots.amax(-1)
+        tiny = torch.finfo(x.dtype).tiny
+        cost_new = 0.5 * (F_new * F_new).sum(-1)
+        return replace(state, x=x_new, F=F_new, cost=cost_new, grad=rmatvec(J_new, F_new),
+                       step_norm=torch.where(finite, p_norm, float("inf")),
+                       reduction=torch.where(accept, (state.cost - cost_new) / state.cost.clamp(min=tiny), float("inf")),
+                       failure=failure, regularized=singular, J=J_new, radius=radius, x_norm=x_norm,
+                       successes=successes, failures=failures, slow_trials=slow_trials,
+                       slow_jacobians=slow_jacobians, evaluated=torch.zeros_like(state.evaluated),
+                       recompute=recompute, first=state.first & ~accept)
+
+    def terminate(self, problem: ResidualProblem, state: HybridState):
+        return self.termination(state)
+
+    def record(self, problem: ResidualProblem, state: HybridState) -> dict:
+        return record(state)
