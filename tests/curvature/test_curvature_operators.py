@@ -8,7 +8,7 @@ from curvature_helpers import (F64, classification_batch, conv_net, dense_empiri
                                relative_error)
 from torchnewton.curvature import (EmpiricalFisherOperator, GaussNewtonOperator, HessianOperator,
                                    MonteCarloFisherOperator, flatten, trainable_parameters)
-from torchnewton.linear import cg
+from torchnewton.linear.krylov import cg
 
 TOL = 1e-10
 LOSSES = {"mse": (torch.nn.MSELoss, regression_batch),

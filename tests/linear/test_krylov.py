@@ -2,7 +2,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from torchnewton.core.status import Status
-from torchnewton.linear import DenseOperator, MatrixFreeOperator, cg, gmres, jacobi, minres
+from torchnewton.linear import DenseOperator, MatrixFreeOperator, jacobi
+from torchnewton.linear.krylov import cg, gmres, minres
 
 
 def spd_system(seed: int, batch: int, n: int, shift: float = 0.1):

@@ -1,14 +1,19 @@
-"""Linear operators and the solvers of the Newton system."""
+"""Linear systems: scipy-shaped Krylov solvers, preconditioners, Krylov recycling across sequences
+of systems, bandit-tuned SOR — and the batched operators and solvers the Newton methods use.
+
+Public, scipy-shaped (one matrix, (n,) or (B, n) right-hand sides): :func:`cg`, :func:`minres`,
+:func:`gmres`, :func:`bicgstab` on dense tensors, ``torch.sparse_csr`` tensors, ``scipy.sparse``
+matrices and callables (:func:`aslinearoperator`). The batched per-member solvers of the Newton
+engine (one operator per batch member, trust-region CG) are in :mod:`.krylov`.
+"""
 from .direct import CholeskyFactor, solve_dense
-from .krylov import boundary_step, cg, gmres, minres
+from .krylov import boundary_step
 from .operator import (DenseOperator, DiagonalOperator, LinearOperator, LowRankPlusDiagonal,
                        MatrixFreeOperator, ShiftedOperator, as_operator)
 from .precond import jacobi
 from .solution import LinearSolution
-# public scipy-shaped layer (one matrix, (n,) or (B, n) right-hand sides); cg/minres/gmres of that
-# layer live in torchnewton.linear.iterative while the names above stay the internal batched ones
 from .bandit import ChebyshevContextualBandit, RelaxationSequence, TsallisINF, play_table, regret, solve_sor_sequence
-from .iterative import KrylovResult, bicgstab
+from .iterative import KrylovResult, bicgstab, cg, gmres, minres
 from .matrix import CallableOperator, MatrixOperator, SquareOperator, aslinearoperator
 from .preconditioners import (Preconditioner, amg_preconditioner, ilu_preconditioner, jacobi_preconditioner,
                               ssor_preconditioner)

@@ -23,7 +23,7 @@ from .termination import KKTTermination
 
 METHODS = ("sqp", "interior-point")
 _COMMON = ("kkt_solver", "sketch", "sketch_size", "inner_max_iter", "seed", "accuracy", "sharpen",
-           "infeasibility_tol", "unbounded", "c1", "max_backtracks")
+           "infeasibility_tol", "unbounded", "c1", "max_backtracks", "scale_objective")
 _OPTIONS = {
     "sqp": _COMMON + ("nu", "mu0", "second_order_correction"),
     "interior-point": _COMMON + ("barrier", "barrier_init", "bound_push"),
@@ -57,7 +57,10 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
     Options: ``kkt_solver`` ("direct" | "minres" | "sketch"), ``sketch`` ("gaussian" |
     "coordinate"), ``sketch_size``, ``inner_max_iter``, ``seed``, ``accuracy`` θ₀ and
     ``sharpen`` β of the inexact solves' accuracy θ_k = min(θ₀, ‖KKT‖^β), ``infeasibility_tol``
-    (default √tol), ``unbounded`` (1e15), ``c1``, ``max_backtracks``; SQP: ``nu`` ν (0.1), ``mu0``
+    (default √tol), ``unbounded`` (1e15), ``c1``, ``max_backtracks``, ``scale_objective`` (True:
+    Ipopt's gradient-based rule, the solver works on s·f with s = min(1, 100/‖∇f(x₀)‖∞) and the KKT
+    test applies to that scaled problem; ``fun``, ``grad``, ``optimality`` and the multipliers
+    are reported unscaled); SQP: ``nu`` ν (0.1), ``mu0``
     (1), ``second_order_correction`` (True); interior point: ``barrier`` ("monotone" |
     "adaptive"), ``barrier_init`` (0.1), ``bound_push`` (1e-2).
 
@@ -103,7 +106,8 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
         raise ValueError(f"options {invalid} do not apply to method {key!r}; valid: {', '.join(_OPTIONS[key])}")
     problem = ConstrainedProblem(objective, spec, jac=batch_derivative(jac, args, batch),
                                  hess=batch_derivative(hess, args, batch),
-                                 hessp=batch_derivative(hessp, args, batch, vector=True))
+                                 hessp=batch_derivative(hessp, args, batch, vector=True),
+                                 scale_objective=bool(opts.pop("scale_objective", True)))
     termination = KKTTermination(tol, opts.pop("infeasibility_tol", tol ** 0.5), opts.pop("unbounded", 1e15))
     kkt = _kkt_solver(opts, x)
     solver = _solver(key, termination, kkt, spec, opts)
@@ -111,12 +115,14 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
         loop = iterate(solver, problem, x, max_iter=max_iter, callback=callback, record_history=record_history)
     state = loop.state
     problem.counters.nlinsolve = kkt.calls
-    lam, z = solver.multipliers(state)
+    scale = problem.scale if problem.scale is not None else torch.ones_like(state.f)
+    lam, z = (m / scale.unsqueeze(-1) for m in solver.multipliers(state))
     x_star = differentiate_constrained(state.x, lam, z, fun, spec, args, batch, tol=tol)
     blocks = list(torch.split(lam, spec.sizes()[: len(spec.blocks)], dim=-1)) if spec.blocks else []
-    extras = {"constraint_violation": solver.violation(problem, state), "optimality": state.optimality,
+    extras = {"constraint_violation": solver.violation(problem, state), "optimality": state.optimality / scale,
               "ncev": problem.ncev, "njcev": problem.njcev}
-    result = build_result(loop, problem.counters, batch, x_star, fun=state.f, grad=state.g,
+    result = build_result(loop, problem.counters, batch, x_star, fun=state.f / scale,
+                          grad=state.g / scale.unsqueeze(-1),
                           jac=solver.jacobian(state), extras=extras)
     result.method = key
     squeeze = (lambda t: t) if batch else (lambda t: t[0])

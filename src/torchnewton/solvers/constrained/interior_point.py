@@ -22,6 +22,10 @@ algorithm"; Nocedal & Wright ch. 19):
   σ = 0.1·min(0.05(1 − ξ)/ξ, 2)³, ξ = min/mean complementarity (``"adaptive"``, Vanderbei &
   Shanno 1999).
 
+A trial point costs one batched call of f and of c; ∇f and J are evaluated once, at the accepted
+point, whose values come from the search. After a step shorter than 1e-2 a one-sided slack is
+reset to c(x) where that lowers both barrier and violation (:meth:`InteriorPoint._reset_slacks`).
+
 The iterate starts pushed inside its bounds by ``bound_push``·max(1, |bound|) (Ipopt's κ₁).
 """
 from __future__ import annotations

@@ -6,6 +6,12 @@ the user's ``jac``/``hess``/``hessp`` of f and a constraint's ``jac``/``hess`` (
 replace the corresponding pieces. Counters: ``nfev`` objective calls, ``njev`` gradients,
 ``nhev`` Hessians (or n Hessian-vector products forming one), ``ncev`` constraint calls,
 ``njcev`` constraint Jacobians. A call on the whole (B, n) batch counts once.
+
+Objective scaling (Ipopt's gradient-based rule, Wächter & Biegler 2006 §3.8): with
+``scale_objective`` the solvers see s·f, s = min(1, 100/‖∇f(x₀)‖∞) per member, fixed at the first
+gradient; every f, ∇f and ∇²f returned here is the scaled one, so multipliers come out scaled
+by s too (the entry point divides them back). Without it, an objective of size 1e6 (HS84)
+dwarfs the constraint terms of every merit function and the iterates crawl.
 """
 from __future__ import annotations
 
@@ -21,14 +27,24 @@ class ConstrainedProblem:
     """f (B, n) → (B,) and the stacked constraints of ``spec``; see the module docstring."""
 
     def __init__(self, fun: BatchFunction, spec: ConstraintSpec, *, jac: BatchFunction | None = None,
-                 hess: BatchFunction | None = None, hessp: BatchFunction | None = None):
+                 hess: BatchFunction | None = None, hessp: BatchFunction | None = None,
+                 scale_objective: bool = True):
         self.fun, self.spec = fun, spec
         self.jac, self.hess, self.hessp = jac, hess, hessp
         self.counters = Counters()
         self.ncev = 0
         self.njcev = 0
         self.m = spec.m
-        self._autodiff_jacobian = all(b.jac is None for b in spec.blocks)
+        self.scale_objective = scale_objective
+        self.scale: torch.Tensor | None = None  # (B,), set by the first gradient
+
+    def _scale(self, g: torch.Tensor) -> torch.Tensor:
+        if self.scale is None:
+            size = g.abs().amax(-1)
+            fine = torch.isfinite(size) & (size > 100.0) & self.scale_objective
+            self.scale = torch.where(fine, 100.0 / torch.where(fine, size, torch.ones_like(size)),
+                                     torch.ones_like(size))
+        return self.scale
 
     # ---- values -------------------------------------------------------------------------
     def constraints(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,7 +56,8 @@ class ConstrainedProblem:
     def values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x), c(x)), no derivatives."""
         self.counters.nfev += 1
-        return self.fun(x), self.constraints(x)
+        f = self.fun(x)
+        return (f if self.scale is None else self.scale * f), self.constraints(x)
 
     # ---- first derivatives ----------------------------------------------------------------
     def evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,7 +71,8 @@ class ConstrainedProblem:
         else:
             f, g = autodiff.gradient(self.fun, x)
         c, J = self._constraints_and_jacobian(x)
-        return f.detach(), g.detach(), c, J
+        scale = self._scale(g.detach())
+        return scale * f.detach(), scale.unsqueeze(-1) * g.detach(), c, J
 
     def derivatives(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(∇f, J) at x where the values are already known (a trial point that passed a cheap test).
@@ -64,11 +82,12 @@ class ConstrainedProblem:
         self.counters.njev += 1
         self.njcev += 1
         g = self.jac(x) if self.jac is not None else autodiff.gradient(self.fun, x)[1]
+        g = self._scale(g.detach()).unsqueeze(-1) * g.detach()
         if not self.spec.blocks:
-            return g.detach(), x.new_zeros(x.shape[0], 0, x.shape[-1])
+            return g, x.new_zeros(x.shape[0], 0, x.shape[-1])
         jacobians = [b.jac(x).reshape(x.shape[0], b.size, x.shape[-1]) if b.jac is not None
                      else autodiff.jacobian(b.fun, x, mode="reverse")[1] for b in self.spec.blocks]
-        return g.detach(), torch.cat(jacobians, -2)
+        return g, torch.cat(jacobians, -2)
 
     def _constraints_and_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.spec.blocks:
@@ -84,37 +103,18 @@ class ConstrainedProblem:
                 jacobians.append(J)
         return torch.cat(values, -1), torch.cat(jacobians, -2)
 
-    def lagrangian_gradient(self, x: torch.Tensor, lam: torch.Tensor
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(f, c, ∇ₓL(x, λ)) with one call of f and c and one reverse pass (line-search trials)."""
-        self.counters.nfev += 1
-        self.counters.njev += 1
-        self.ncev += 1
-        if self.jac is not None or not self._autodiff_jacobian:
-            f, g, c, J = self.evaluate(x)
-            self.counters.nfev -= 1
-            self.counters.njev -= 1
-            self.ncev -= 1
-            return f, c, g + rmatvec(J, lam)
-        with torch.enable_grad():
-            z = x.detach().requires_grad_(True)
-            f = self.fun(z)
-            c = torch.cat([b.fun(z) for b in self.spec.blocks], -1) if self.spec.blocks else z.new_zeros(z.shape[0], 0)
-            (grad,) = torch.autograd.grad((f + (lam * c).sum(-1)).sum(), z, allow_unused=True)
-        grad = torch.zeros_like(x) if grad is None else grad
-        return f.detach(), c.detach(), grad
-
     # ---- second derivatives ---------------------------------------------------------------
     def lagrangian_hessian(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         """∇²ₓL(x, λ) (B, n, n), symmetrized."""
         self.counters.nhev += 1
+        scale = self.scale if self.scale is not None else x.new_ones(x.shape[0])
         user_blocks = [b.hess is not None for b in self.spec.blocks]
         if self.hess is None and self.hessp is None and not any(user_blocks):
             def lagrangian(z: torch.Tensor) -> torch.Tensor:
-                return self.fun(z) + (lam * self._constraint_values(z)).sum(-1)
+                return scale * self.fun(z) + (lam * self._constraint_values(z)).sum(-1)
 
             return autodiff.hessian(lagrangian, x)[2]
-        H = self._objective_hessian(x)
+        H = scale.view(-1, 1, 1) * self._objective_hessian(x)
         offset = 0
         for block in self.spec.blocks:
             weights = lam[:, offset: offset + block.size]
@@ -140,10 +140,23 @@ class ConstrainedProblem:
         return autodiff.hessian(self.fun, x)[2]
 
     def constraint_curvature(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Σᵢ wᵢ∇²cᵢ(x) (B, n, n): zero for affine constraints (used to tell global infeasibility)."""
-        if not self.spec.blocks:
-            return x.new_zeros(x.shape[0], x.shape[-1], x.shape[-1])
-        return autodiff.hessian(lambda z: (weights * self._constraint_values(z)).sum(-1), x)[2]
+        """Σᵢ wᵢ∇²cᵢ(x) (B, n, n): zero for affine constraints (used to tell global infeasibility).
+
+        A constraint's ``hess`` where given, else autodiff; a constraint autodiff cannot see
+        through (computed outside torch) counts as curved, so infeasibility stays "local"."""
+        H = x.new_zeros(x.shape[0], x.shape[-1], x.shape[-1])
+        offset = 0
+        for block in self.spec.blocks:
+            w = weights[:, offset: offset + block.size]
+            offset += block.size
+            if block.hess is not None:
+                H = H + block.hess(x, w).reshape(H.shape)
+                continue
+            try:
+                H = H + autodiff.hessian(lambda z, b=block, w=w: (w * b.fun(z)).sum(-1), x)[2]
+            except RuntimeError:  # not differentiable by autodiff: no proof of affinity
+                return torch.full_like(H, float("nan"))
+        return H
 
     def jacobian_product(self, J: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return matvec(J, v)

@@ -12,6 +12,14 @@ the inner solver of Hong, Na, Mahoney & Kolar (ICML 2023, "Constrained Optimizat
 Augmented Lagrangian and Randomized Iterative Sketching"), run until the caller's accuracy
 condition ‖K z − b‖ ≤ θ‖b‖ holds (θ per member).
 
+When to use it: this implementation takes K as a dense (B, N, N) tensor, so every iteration pays
+O(N²q) for KᵀS and O(N²) for the residual, on top of forming K — with many inner iterations per
+outer step it is 40–100x slower per outer iteration than the direct LDLᵀ solve of :mod:`.kkt` at
+every size the benchmarks reach (N up to a few hundred). It is here to study the paper's
+inexact-solve convergence (linear with θ fixed, superlinear with θ_k → 0), not for speed; a
+speed advantage at large N needs a matrix-free sketch (touching only the sketched rows of K,
+products with ∇²L by Hessian-vector products), which this module does not provide.
+
 Example:
     >>> K = torch.tensor([[[4.0, 1.0], [1.0, -3.0]]], dtype=torch.float64)
     >>> b = torch.tensor([[1.0, 2.0]], dtype=torch.float64)

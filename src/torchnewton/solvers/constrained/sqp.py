@@ -7,14 +7,18 @@ Each iteration at (x, λ), with c the constraint residual c(x) − c_target, J =
    solvers run to the adaptive accuracy ‖r‖ ≤ θ_k‖(∇ₓL, c)‖ with θ_k = min(θ₀, ‖(∇ₓL, c)‖^β):
    β = 0 keeps θ fixed (linear local convergence), β > 0 sharpens it as the iterates converge
    (superlinear, order 1 + β) — the accuracy rule of Hong, Na, Mahoney & Kolar (ICML 2023);
-2. raise the penalty μ of the merit L_μ,ν (:mod:`.merit`) until (Δx, Δλ) is a sufficient-descent
-   direction; if no μ can (an inexact step), tighten θ tenfold and solve again; if still not,
-   fall back to −∇L_μ,ν;
+2. lower ν and raise μ of the merit L_μ,ν (:mod:`.merit`, both per member) until (Δx, Δλ) is a
+   sufficient-descent direction; if no penalty can (an inexact step), tighten θ tenfold and solve
+   again; if still not, fall back to −∇L_μ,ν;
 3. line search on L_μ,ν over (x + αΔx, λ + αΔλ): α = 1, else the second-order correction
    x + Δx − J⁺c(x + Δx) against the Maratos effect (Nocedal & Wright §15.6), else Armijo
    backtracking from α = ½.
 
-One batched call of f and c per trial point; every member has its own μ, δ, θ and step.
+Evaluations: a trial point costs one batched call of f and of c; ∇f and J follow only where the
+lower bound f + λᵀc + (μ/2)‖c‖² ≤ L_μ,ν does not already reject it, and the accepted trial's
+(f, ∇f, c, J) are the next iterate's — nothing is evaluated twice at one point. So an iteration
+whose full step is accepted costs f, ∇f, c, J once and one Lagrangian Hessian. Every member has its
+own μ, ν, δ, θ and step.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A member succeeds when all three KKT residuals are small:
 
-* optimality ‖∇f + Jᵀλ + z‖∞ ≤ tol·s_d, with the multiplier scale of Ipopt
+* optimality ‖∇f + Jᵀλ + z‖∞ ≤ tol·s_d (of the unscaled f), with the multiplier scale of Ipopt
   s_d = max(100, (‖λ‖₁ + ‖z‖₁)/(m + n))/100 (large multipliers make cancellation inexact);
 * violation ‖c(x) − Π_[c_l, c_u](c(x))‖∞ ≤ tol (absolute; bounds on x are kept exactly);
 * complementarity max_i |sᵢzᵢ| ≤ tol (interior point only; zero for SQP).
@@ -86,7 +86,11 @@ class KKTTermination:
 
     def __call__(self, problem, state: KKTFields) -> tuple[torch.Tensor, torch.Tensor]:
         tol = self.tol
-        converged = (state.optimality <= tol * state.multiplier_scale) & (state.violation <= tol) & \
+        # the test is in the user's units: the solver's optimality is that of s·f (objective scaling,
+        # :mod:`.problem`), so it is divided by s; s_d from the scaled multipliers is the smaller one
+        scale = getattr(problem, "scale", None)
+        optimality = state.optimality if scale is None else state.optimality / scale
+        converged = (optimality <= tol * state.multiplier_scale) & (state.violation <= tol) & \
             (state.complementarity <= tol)
         nonfinite = ~torch.isfinite(state.f) | ~torch.isfinite(state.x).all(-1)
         infeasible = ~converged & (state.infeasible_count >= 2)

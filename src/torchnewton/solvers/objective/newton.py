@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ...globalize.hessian_modification import shifted_cholesky
-from ...linear import cg
+from ...linear.krylov import cg
 from .line_search import LineSearchMinimizer
 from .problem import ObjectiveProblem
 from .state import ObjectiveState

@@ -29,7 +29,7 @@ from ...globalize.rounding import rounding_safe_ratio
 from ...globalize.members import lean, ops_for
 from ...globalize.radius import update_radius
 from ...globalize.trust_region_exact import exact_trust_region_step
-from ...linear import cg
+from ...linear.krylov import cg
 from .problem import ObjectiveProblem
 from .state import ObjectiveState, initial_fields, record
 

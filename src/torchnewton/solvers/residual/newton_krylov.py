@@ -42,7 +42,8 @@ import torch
 from ...core.status import Status
 from ...globalize.forcing import eisenstat_walker
 from ...globalize.linesearch import armijo
-from ...linear import MatrixFreeOperator, gmres
+from ...linear import MatrixFreeOperator
+from ...linear.krylov import gmres
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
 
