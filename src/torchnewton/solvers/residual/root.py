@@ -64,6 +64,10 @@ def root(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str = "n
       dogleg trust region, Broyden updates of J between evaluations; options ``factor`` (initial
       step bound, default 100) and ``diag`` (fixed positive scale factors instead of Jacobian
       column norms);
+    * ``"homotopy"``: pseudo-arclength continuation of H(x, λ) = F(x) − (1 − λ)F(x₀) (or the
+      fixed-point homotopy, option ``homotopy="fixed-point"``) from λ = 0 to 1 with Newton
+      correctors, past turning points, then Newton at λ = 1 (see ``homotopy.Homotopy``): for
+      starts where Newton and the trust-region methods fail;
     * ``"auto"``: the chain ``AUTO_CHAIN`` = dogleg → levenberg-marquardt → newton-krylov, as with
       ``fallback``.
 
