@@ -77,7 +77,7 @@ class _Counted:
         return call
 
 
-def run_torchnewton(problem: EquationProblem, method: str, *, tol: float, max_iter: int = 200,
+def run_torchnewton(problem: EquationProblem, method: str, *, tol: float, max_iter: int | None = 200,
                     time_cap: float = 60.0, options: dict[str, Any] | None = None) -> RootRun:
     """``torchnewton.root(method=method)`` from the problem's start (jac= where the problem has one)."""
     clock = _Counted(time_cap)

@@ -10,7 +10,10 @@ Solvers: each method of ``torchnewton.root`` (whatever ``METHODS`` holds when th
 (settings in :mod:`..peers.root_runs`). Counterparts: dogleg ↔ hybr (Powell's hybrid),
 levenberg-marquardt ↔ lm, newton-krylov ↔ krylov, broyden ↔ broyden1. Every run is judged by
 one checker, ‖F(x)‖∞ ≤ TOL on the returned x in float64, not by the solver's own flag.
-torchnewton gets ``max_iter = MAX_ITER``; the S2MPJ problems pass their own Jacobian as ``jac=``
+Budgets (:func:`iteration_budget`): dogleg and levenberg-marquardt, whose iterations are trial
+points, get MINPACK's 100·(n + 1) — the evaluations scipy's hybr and lm get with a Jacobian —
+``auto`` its per-method defaults (the same for its dogleg try), every other method ``MAX_ITER``
+iterations, as scipy's krylov and broyden1 get ``maxiter = MAX_ITER``. The S2MPJ problems pass their own Jacobian as ``jac=``
 (scipy's hybr and lm get it too), the MGH problems use autodiff (scipy gets the same autodiff
 Jacobian). Cost for the performance profile = F evaluations + Jacobian evaluations (or JVPs).
 """
@@ -44,6 +47,13 @@ def load(quick: bool) -> tuple[list[EquationProblem], dict[str, str]]:
     return s2mpj + mgh, failed
 
 
+def iteration_budget(method: str, n: int) -> int | None:
+    """torchnewton's ``max_iter`` for ``method`` on an n-variable system (see the module docstring)."""
+    if method in ("dogleg", "levenberg-marquardt"):
+        return 100 * (n + 1)
+    return None if method == "auto" else MAX_ITER
+
+
 def solver_names() -> list[str]:
     return [f"tn:{m}" for m in METHODS] + [f"scipy:{m}" for m in SCIPY_METHODS]
 
@@ -54,7 +64,8 @@ def solve_all(ctx: BenchContext, problems: list[EquationProblem]) -> dict[str, d
     runs: dict[str, dict[str, RootRun]] = {name: {} for name in solver_names()}
     for problem in ctx.track(problems, desc="root solved counts"):
         for method in METHODS:
-            runs[f"tn:{method}"][problem.name] = run_torchnewton(problem, method, tol=TOL, max_iter=MAX_ITER,
+            runs[f"tn:{method}"][problem.name] = run_torchnewton(problem, method, tol=TOL,
+                                                                 max_iter=iteration_budget(method, problem.n),
                                                                  time_cap=cap)
         for method in SCIPY_METHODS:
             runs[f"scipy:{method}"][problem.name] = run_scipy(problem, method, tol=TOL, max_iter=MAX_ITER,
@@ -100,7 +111,7 @@ def solved_counts(ctx: BenchContext) -> tuple[str, dict[str, Any], list[Path]]:
     text = [
         f"{mode.capitalize()}: {len(names)} square systems ({sum(p.source == 'S2MPJ' for p in problems)} S2MPJ with "
         f"n ≤ 100, {sum(p.source == 'MGH' for p in problems)} MGH), standard starts. Solved = ‖F(x)‖∞ ≤ {TOL:g} on "
-        f"the returned x (one float64 checker for every solver). torchnewton: `max_iter={MAX_ITER}`. Medians over "
+        f"the returned x (one float64 checker for every solver). torchnewton: `max_iter` 100·(n+1) for dogleg and levenberg-marquardt (MINPACK's budget, as hybr and lm get), the per-method defaults for auto, {MAX_ITER} for the others (scipy's krylov and broyden1 get `maxiter={MAX_ITER}`). Medians over "
         "the problems each solver solved; pair medians over the problems both solved. Cost in the profile: F "
         "evaluations + Jacobian evaluations (torchnewton's newton-krylov: JVPs; scipy's krylov forms its JVPs "
         "from F evaluations).",
