@@ -334,6 +334,15 @@ def _like(values: Any, x: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(values), dtype=x.dtype, device=x.device)
 
 
+def torch_bridge(numpy_method: str) -> Callable[..., torch.Tensor]:
+    """A method around the float64 numpy method ``numpy_method``: its tensor arguments go in as
+    numpy arrays and the result comes back as a tensor like the first argument."""
+    def method(self: Any, x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+        return _like(getattr(self, numpy_method)(_numpy(x), *(_numpy(v) for v in more)), x)
+    method.__doc__ = f":meth:`{numpy_method}` as a tensor like ``x``."
+    return method
+
+
 @dataclass(frozen=True)
 class S2MPJProblem:
     """One S2MPJ problem with numpy and torch evaluation callables.
@@ -413,29 +422,12 @@ class S2MPJProblem:
 
     # torch bridges
 
-    def objective(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`objective_np` as a 0-d tensor like ``x``."""
-        return _like(self.objective_np(_numpy(x)), x)
-
-    def gradient(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`gradient_np` as a tensor like ``x``."""
-        return _like(self.gradient_np(_numpy(x)), x)
-
-    def hessian(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`hessian_np` as a tensor like ``x``."""
-        return _like(self.hessian_np(_numpy(x)), x)
-
-    def hessp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """:meth:`hessp_np` as a tensor like ``x``."""
-        return _like(self.hessp_np(_numpy(x), _numpy(v)), x)
-
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`residual_np` as a tensor like ``x``."""
-        return _like(self.residual_np(_numpy(x)), x)
-
-    def residual_jacobian(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`residual_jacobian_np` as a tensor like ``x``."""
-        return _like(self.residual_jacobian_np(_numpy(x)), x)
+    objective = torch_bridge("objective_np")
+    gradient = torch_bridge("gradient_np")
+    hessian = torch_bridge("hessian_np")
+    hessp = torch_bridge("hessp_np")
+    residual = torch_bridge("residual_np")
+    residual_jacobian = torch_bridge("residual_jacobian_np")
 
 
 def _float64(values: Any) -> torch.Tensor:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .s2mpj import _CLASSIFICATION, _catalog, _dense, _float64, _instantiate, _like, _numpy
+from .s2mpj import _CLASSIFICATION, _catalog, _dense, _float64, _instantiate, torch_bridge
 
 PAPER_PROBLEMS: tuple[str, ...] = (
     "HS6", "HS7", "HS26", "HS27", "HS28", "HS39", "HS40", "HS42", "HS46", "HS47", "HS48",
@@ -252,45 +252,16 @@ class ConstrainedProblem:
 
     # torch bridges
 
-    def objective(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`objective_np` as a 0-d tensor like ``x``."""
-        return _like(self.objective_np(_numpy(x)), x)
-
-    def gradient(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`gradient_np` as a tensor like ``x``."""
-        return _like(self.gradient_np(_numpy(x)), x)
-
-    def hessian(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`hessian_np` as a tensor like ``x``."""
-        return _like(self.hessian_np(_numpy(x)), x)
-
-    def constraints(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`constraints_np` as a tensor like ``x``."""
-        return _like(self.constraints_np(_numpy(x)), x)
-
-    def constraint_jacobian(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`constraint_jacobian_np` as a tensor like ``x``."""
-        return _like(self.constraint_jacobian_np(_numpy(x)), x)
-
-    def lagrangian_hessian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """:meth:`lagrangian_hessian_np` as a tensor like ``x``."""
-        return _like(self.lagrangian_hessian_np(_numpy(x), _numpy(y)), x)
-
-    def equality(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`equality_np` as a tensor like ``x``."""
-        return _like(self.equality_np(_numpy(x)), x)
-
-    def equality_jacobian(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`equality_jacobian_np` as a tensor like ``x``."""
-        return _like(self.equality_jacobian_np(_numpy(x)), x)
-
-    def inequality(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`inequality_np` as a tensor like ``x``."""
-        return _like(self.inequality_np(_numpy(x)), x)
-
-    def inequality_jacobian(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`inequality_jacobian_np` as a tensor like ``x``."""
-        return _like(self.inequality_jacobian_np(_numpy(x)), x)
+    objective = torch_bridge("objective_np")
+    gradient = torch_bridge("gradient_np")
+    hessian = torch_bridge("hessian_np")
+    constraints = torch_bridge("constraints_np")
+    constraint_jacobian = torch_bridge("constraint_jacobian_np")
+    lagrangian_hessian = torch_bridge("lagrangian_hessian_np")
+    equality = torch_bridge("equality_np")
+    equality_jacobian = torch_bridge("equality_jacobian_np")
+    inequality = torch_bridge("inequality_np")
+    inequality_jacobian = torch_bridge("inequality_jacobian_np")
 
 
 def load_problem(name: str) -> ConstrainedProblem:
