@@ -29,6 +29,7 @@ import torchnewton
 from ..problems.bratu import Bratu2D
 from ..problems.random_systems import CubicSystems, cubic_systems, jacobian_np, residual_np
 from ..suite import BenchContext, Section, markdown_table, median_time, torch_threads
+from .root_bratu_recycling import run_bratu_recycling
 from .root_homotopy import homotopy_hard_starts
 from .root_solved_counts import solved_counts
 
@@ -88,7 +89,8 @@ def run(ctx: BenchContext) -> Section:
         "",
     ]
     plots = [_convergence_plot(ctx, histories)]
-    for title, part in (("Solved counts on the S2MPJ and MGH nonlinear equations vs scipy", solved_counts),
+    for title, part in (("Bratu: Krylov subspace recycling across Newton iterations", run_bratu_recycling),
+                        ("Solved counts on the S2MPJ and MGH nonlinear equations vs scipy", solved_counts),
                         ("Homotopy continuation from hard starts (MGH, 10·x₀ and 100·x₀)", homotopy_hard_starts)):
         text, numbers, images = part(ctx)
         parts += [f"### {title}", "", text, ""]

@@ -30,7 +30,7 @@ _OPTIONS = {
     "trust-exact": _TRUST + _CURVATURE,
     "trust-ncg": _TRUST + _CURVATURE + ("cg_max_iter",),
     "newton": _SEARCH + _CURVATURE + ("hutchinson_samples", "seed"),
-    "newton-cg": _SEARCH + _CURVATURE + ("cg_max_iter",),
+    "newton-cg": _SEARCH + _CURVATURE + ("cg_max_iter", "recycle"),
     "cubic": ("lazy", "initial_sigma", "min_sigma") + _CURVATURE,
     "damped-newton": ("schedule", "smoothness", "order", "backtrack_factor", "max_backtracks") + _CURVATURE,
     "saddle-free-newton": _SEARCH + ("damping",) + _CURVATURE,
@@ -74,7 +74,9 @@ def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str 
       (Nocedal & Wright Alg. 3.3), then Armijo (default) or strong-Wolfe line search
       (``line_search``, ``c1``, ``c2``, ``max_backtracks``).
     * ``"newton-cg"``: truncated Newton, CG on Hessian-vector products with forcing
-      min(½, √‖g‖) and exit at negative curvature; matrix-free.
+      min(½, √‖g‖) and exit at negative curvature; matrix-free. ``recycle=k``: one deflated CG
+      recycling k Ritz vectors across the Newton iterations (batch of one; for Hessians SPD
+      along the path, see ``newton.NewtonCG``).
     * ``"cubic"``: adaptive cubic regularization, min gᵀs + ½sᵀHs + (σ/3)‖s‖³ (Cartis, Gould &
       Toint 2011); ``lazy=m`` reuses one Hessian and its eigendecomposition for m accepted steps
       (Doikov, Chayti & Jaggi 2023). Options ``initial_sigma``, ``min_sigma``.

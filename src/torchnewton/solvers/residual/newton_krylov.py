@@ -18,13 +18,26 @@
   iterate takes the bounded full step anyway, as scipy's ``nonlin_solve`` does, which is how it
   gets past local minima of ‖F‖ (MGH's trigonometric function). Such non-monotone steps are
   limited to ``max_escapes`` in a row without a new best point.
+* Krylov subspace recycling (``recycle=k`` > 0, a batch of one): every Newton system is solved
+  by one GCRO-DR solver kept across the Newton iterations (``linear.RecyclingSolver``, Parks et
+  al. 2006), which deflates the k harmonic Ritz vectors of smallest magnitude of the previous
+  Jacobians (times M⁻¹): consecutive Jacobians are close, so the slow part of each new GMRES solve
+  is already spanned. Each cycle runs ``inner_restart`` Arnoldi steps beside the k recycled
+  vectors (GCRO-DR(m = inner_restart + k, k); the first cycle, with nothing recycled yet, is
+  GMRES(inner_restart + k)); each new Jacobian costs k products to re-project
+  the subspace (the ``preconditioner`` then also sees (k, n) blocks, rows independent as for
+  a batch). Same forcing terms (the relative tolerance of each solve), same line search.
+  A batch of several problems falls back to the batched GMRES (one shared subspace would mix
+  the members' Jacobians, and a solver per member would pay a full batched product per member
+  product). ``krylov_iterations`` (B,) counts the Krylov iterations of every inner solve.
 * What is reported is the best point: ``x``, ``F``, ``cost`` hold the iterate with the least
   ‖F‖ so far, and the exploring iterate ``z`` (equal to x until a non-monotone step) goes on from
   where it is. A member ends LINESEARCH_FAILED when its search fails with no escape left,
   NONFINITE when only NaN/Inf lay along the direction.
 
 Knoll & Keyes, "Jacobian-free Newton–Krylov methods: a survey" (J. Comput. Phys. 193, 2004);
-Pernice & Walker, "NITSOL" (SIAM J. Sci. Comput. 19, 1998).
+Pernice & Walker, "NITSOL" (SIAM J. Sci. Comput. 19, 1998); Parks, de Sturler, Mackey, Johnson &
+Maiti, "Recycling Krylov subspaces for sequences of linear systems" (SIAM J. Sci. Comput. 28, 2006).
 
 Example:
     >>> problem = ResidualProblem(lambda x: x**3 - 8)
@@ -44,6 +57,8 @@ from ...globalize.forcing import eisenstat_walker
 from ...globalize.linesearch import armijo
 from ...linear import MatrixFreeOperator
 from ...linear.krylov import gmres
+from ...linear.matrix import CallableOperator
+from ...linear.recycling import RecyclingSolver
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
 
@@ -60,6 +75,8 @@ class NewtonKrylovState(ResidualState):
     escapes: torch.Tensor  # non-monotone steps since the last new best point
     max_step: torch.Tensor  # bound on ‖α₀ d‖
     J: torch.Tensor  # (B, 0, 0): no Jacobian is ever formed
+    krylov_iterations: torch.Tensor  # (B,) Krylov iterations of all inner solves so far
+    recycler: RecyclingSolver | None = None  # the GCRO-DR solver kept across iterations (recycle > 0, B = 1)
 
 
 @dataclass
@@ -76,8 +93,15 @@ class NewtonKrylov:
     max_escapes: int = 20
     min_step: float = 0.01
     scaled_forcing: bool = True
+    recycle: int = 0
 
     def __post_init__(self):
+        if isinstance(self.recycle, bool) or not isinstance(self.recycle, int) or self.recycle < 0:
+            raise ValueError(f"options['recycle'] must be an int >= 0 (the recycled subspace dimension), "
+                             f"got {self.recycle!r}")
+        if self.recycle > 0 and (isinstance(self.inner_restart, bool) or not isinstance(self.inner_restart, int)
+                                 or self.inner_restart < 1):
+            raise ValueError(f"options['inner_restart'] must be an int >= 1, got {self.inner_restart!r}")
         if self.jvp not in ("autodiff", "finite-difference"):
             raise ValueError(f"options['jvp'] must be 'autodiff' or 'finite-difference', got {self.jvp!r}")
         if not 0 < self.max_forcing < 1:
@@ -97,25 +121,53 @@ class NewtonKrylov:
         return NewtonKrylovState(**fields, z=x0, Fz=F, cost_z=fields["cost"],
                                  forcing=torch.full((batch,), 0.5, dtype=x0.dtype, device=x0.device),
                                  escapes=torch.zeros(batch, dtype=torch.long, device=x0.device), max_step=bound,
-                                 J=x0.new_zeros(batch, 0, 0))
+                                 J=x0.new_zeros(batch, 0, 0),
+                                 krylov_iterations=torch.zeros(batch, dtype=torch.long, device=x0.device),
+                                 recycler=self._recycler(batch))
+
+    def _recycler(self, batch: int) -> RecyclingSolver | None:
+        """A fresh GCRO-DR solver for this solve, or None (no recycling, or a batch of several)."""
+        if self.recycle == 0 or batch != 1:
+            return None
+        # no warm start: the previous Newton step is no guess for the next one, and checking it costs a product
+        return RecyclingSolver("gcrodr", recycle=self.recycle, restart=self.inner_restart + self.recycle,
+                               maxiter=self.inner_max_iter, warm_start=False)
 
     def _direction(self, problem: ResidualProblem, state: NewtonKrylovState):
-        """(d, slope = ∇(½‖F‖²)(z)ᵀd, GMRES broke down) at the exploring iterate z."""
+        """(d, slope = ∇(½‖F‖²)(z)ᵀd, GMRES broke down, Krylov iterations (B,)) at the exploring
+        iterate z."""
         z, Fz = state.z, state.Fz
         if self.jvp == "finite-difference":
             product = lambda v: problem.jvp_finite_difference(z, Fz, v)
         else:
             product = problem.jvp_at(z)
-        operator = MatrixFreeOperator(product, (z.shape[0], Fz.shape[-1], z.shape[-1]), dtype=z.dtype, device=z.device)
         rtol = state.forcing * torch.clamp(Fz.norm(dim=-1), max=1.0) if self.scaled_forcing else state.forcing
+        problem.counters.nlinsolve += 1
+        if state.recycler is not None:
+            d, breakdown, iterations = self._recycled_solve(state.recycler, product, Fz, float(rtol[0]))
+            return d, (Fz * product(d)).sum(-1), breakdown, iterations
+        operator = MatrixFreeOperator(product, (z.shape[0], Fz.shape[-1], z.shape[-1]), dtype=z.dtype, device=z.device)
         solution = gmres(operator, -Fz, rtol=rtol, restart=self.inner_restart,
                          max_iter=self.inner_max_iter, preconditioner=self.preconditioner)
-        problem.counters.nlinsolve += 1
         d = solution.x
-        return d, (Fz * product(d)).sum(-1), solution.status == int(Status.BREAKDOWN)
+        return d, (Fz * product(d)).sum(-1), solution.status == int(Status.BREAKDOWN), solution.iterations
+
+    def _recycled_solve(self, recycler: RecyclingSolver, product: Callable[[torch.Tensor], torch.Tensor],
+                        Fz: torch.Tensor, rtol: float):
+        """J d = −F for the one member by GCRO-DR, the forcing term as its relative tolerance."""
+        n = Fz.shape[-1]
+        # the linearization takes one (1, n) vector: the k rows of a subspace re-projection go one by one
+        rows = lambda V: torch.cat([product(V[i:i + 1]) for i in range(V.shape[0])])
+        operator = CallableOperator(rows, n, dtype=Fz.dtype, device=Fz.device)
+        recycler.rtol = rtol
+        solution = recycler.solve(operator, -Fz[0], M=self.preconditioner)
+        breakdown = solution.status in (Status.BREAKDOWN, Status.NONFINITE)
+        long = dict(dtype=torch.long, device=Fz.device)
+        return (solution.x.unsqueeze(0), torch.tensor([breakdown], device=Fz.device),
+                torch.tensor([solution.nit], **long))
 
     def step(self, problem: ResidualProblem, state: NewtonKrylovState, running: torch.Tensor) -> NewtonKrylovState:
-        d, slope, breakdown = self._direction(problem, state)
+        d, slope, breakdown, iterations = self._direction(problem, state)
         z = state.z
         d_norm = d.norm(dim=-1)
         alpha0 = torch.clamp(state.max_step / d_norm.clamp(min=torch.finfo(z.dtype).tiny), max=1.0)
@@ -168,10 +220,11 @@ class NewtonKrylov:
                        step_norm=torch.where(moved, alpha * d_norm, float("inf")),
                        reduction=torch.where(improved, (state.cost - cost_new) / state.cost.clamp(min=tiny),
                                              float("inf")),
-                       failure=failure, regularized=breakdown & stuck, forcing=forcing, escapes=escapes)
+                       failure=failure, regularized=breakdown & stuck, forcing=forcing, escapes=escapes,
+                       krylov_iterations=state.krylov_iterations + torch.where(running, iterations, 0))
 
     def terminate(self, problem: ResidualProblem, state: NewtonKrylovState):
         return self.termination(state)
 
     def record(self, problem: ResidualProblem, state: NewtonKrylovState) -> dict:
-        return record(state)
+        return {**record(state), "krylov_iterations": state.krylov_iterations.clone()}

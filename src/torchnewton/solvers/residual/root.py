@@ -26,7 +26,7 @@ METHODS = ("newton", "newton-krylov", "broyden", "levenberg-marquardt", "dogleg"
 _OPTIONS = {
     "newton": ("c1", "max_backtracks", "jac_mode"),
     "newton-krylov": ("c1", "max_backtracks", "inner_restart", "inner_max_iter", "max_forcing", "preconditioner",
-                      "jvp", "max_step", "max_escapes", "min_step", "scaled_forcing"),
+                      "jvp", "max_step", "max_escapes", "min_step", "scaled_forcing", "recycle"),
     "broyden": ("c1", "max_backtracks", "jac_mode"),
     "levenberg-marquardt": ("initial_radius", "jac_mode"),
     "dogleg": ("jac_mode", "factor", "diag"),
@@ -57,7 +57,9 @@ def root(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str = "n
       non-monotone full steps as scipy's ``krylov`` (see ``newton_krylov.NewtonKrylov``); options
       ``inner_restart``, ``inner_max_iter``, ``preconditioner`` (a callable r ↦ M⁻¹r on (B, n)),
       ``jvp`` ("autodiff" or "finite-difference"), ``max_forcing``, ``scaled_forcing``,
-      ``max_step``, ``min_step``, ``max_escapes``, ``c1``, ``max_backtracks``;
+      ``max_step``, ``min_step``, ``max_escapes``, ``c1``, ``max_backtracks``, ``recycle`` (k > 0:
+      one GCRO-DR solver recycling a k-dimensional subspace across the Newton iterations, for a
+      batch of one); ``Result.krylov_iterations`` counts the GMRES/GCRO-DR iterations;
     * ``"broyden"``: Broyden's good method, refreshed from the true Jacobian when it fails;
     * ``"levenberg-marquardt"``: LM on ½‖F‖² with Moré's scaling;
     * ``"dogleg"``: Powell's hybrid method with MINPACK hybrj's rules (scipy's ``hybr``): a scaled
@@ -123,7 +125,8 @@ def root(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str = "n
         loop, producer, jacobian = _run_chain(chain, opts, termination, problem, x, max_iter, callback, record_history)
     state = loop.state
     x_star = differentiate_solution(state.x, fun, args, batch, condition="residual")
-    result = build_result(loop, problem.counters, batch, x_star, fun=state.F, jac=jacobian)
+    extras = {"krylov_iterations": state.krylov_iterations} if hasattr(state, "krylov_iterations") else {}
+    result = build_result(loop, problem.counters, batch, x_star, fun=state.F, jac=jacobian, extras=extras)
     result.method = producer if batch else producer[0]
     return result
 
