@@ -11,6 +11,9 @@
 (d) Solved counts of every root method against scipy's on the S2MPJ and MGH square systems
     (:mod:`.root_solved_counts`), and homotopy continuation against newton, dogleg and LM from
     the MGH hard starts 10·x₀ and 100·x₀ (:mod:`.root_homotopy`).
+(e) Krylov recycling inside Newton on Bratu (:mod:`.root_bratu_recycling`): newton-krylov with
+    and without ``options={"recycle": k}`` (GCRO-DR across Newton steps): Krylov iterations,
+    products, time, and the difference between the two solutions.
 
 Both sides run in this process on the same data, in float64, to the same ∞-norm tolerance.
 """
