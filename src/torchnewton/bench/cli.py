@@ -24,6 +24,9 @@ SUITES = {
     "optim": "optim",
     "curvature": "curvature",
     "fixed_point": "fixed_point",
+    "constrained": "constrained",
+    "linear": "linear",
+    "latency": "latency",
 }
 
 
