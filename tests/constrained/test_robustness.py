@@ -109,3 +109,19 @@ def test_accepted_trial_values_are_reused():
     # f and c: once each by the entry point's input checks, at x0, at the trial; ∇f and J at x0
     # and at the trial — nothing re-evaluated at the accepted point
     assert calls == {"f": 3, "g": 2, "c": 3, "J": 2}, calls
+
+
+@pytest.mark.parametrize("method", ["sqp", "interior-point"])
+def test_objective_scaling_reports_unscaled_values(method):
+    # f = 1e6‖x − t‖² s.t. Σx = 1: the solver works on s·f (s = 100/‖∇f(x₀)‖∞) but the result's f,
+    # ∇f and multiplier are the unscaled ones: λ = 2e6(Σt − 1)/3 from ∇f + λ·1 = 0
+    target = torch.tensor([1.0, 2.0, 3.0], dtype=D)
+    res = minimize(lambda x: 1e6 * ((x - target) ** 2).sum(), torch.zeros(3, dtype=D), method=method,
+                   constraints={"type": "eq", "fun": lambda x: x.sum() - 1}, tol=1e-9)
+    x_star = target - (target.sum() - 1) / 3
+    assert res.success
+    assert torch.allclose(res.x, x_star, atol=1e-8)
+    assert float(res.fun) == pytest.approx(1e6 * float(((x_star - target) ** 2).sum()), rel=1e-10)
+    assert torch.allclose(res.grad, 2e6 * (x_star - target), rtol=1e-8)
+    assert float(res.multipliers["constraints"][0]) == pytest.approx(2e6 * 5 / 3, rel=1e-8)
+    assert float(res.optimality) < 1e-9 * 2e6

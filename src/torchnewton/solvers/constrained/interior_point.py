@@ -40,7 +40,7 @@ from ...linear.batched import matvec, rmatvec
 from .kkt import KKTSolver
 from .problem import ConstrainedProblem
 from .spec import ConstraintSpec
-from .termination import KKTFields, KKTTermination, infeasibility_measure, multiplier_scale, track_progress
+from .termination import KKTFields, KKTTermination, multiplier_scale, track_progress
 
 BARRIER_RULES = ("monotone", "adaptive")
 _KAPPA_SIGMA = 1e10
@@ -132,7 +132,6 @@ class InteriorPoint:
 
     def _fields(self, x, s, lam, zl, zu, f, g, c, J, mu, penalty, delta, step_norm, inner, count, failure,
                 best, stall):
-        n = x.shape[-1]
         y = torch.cat([x, s], -1)
         dual = torch.cat([g, g.new_zeros(g.shape[0], s.shape[-1])], -1) + rmatvec(self._jacobian_y(J), lam) - zl + zu
         h = self._h(c, s)
@@ -174,14 +173,11 @@ class InteriorPoint:
         batch, n = x.shape
         p = s.shape[-1]
         y = torch.cat([x, s], -1)
-        N = n + p
         lower, upper = self._gaps(y)
         H = problem.lagrangian_hessian(x, lam)
-        W = H.new_zeros(batch, N, N)
-        W[:, :n, :n] = H
         sigma_L = torch.where(self.has_L, zl / lower, 0.0)
         sigma_U = torch.where(self.has_U, zu / upper, 0.0)
-        W_sigma = W + torch.diag_embed(sigma_L + sigma_U)
+        sigma = sigma_L + sigma_U
         Jy = self._jacobian_y(state.J)
         h = self._h(state.c, s)
         mu_col = mu.unsqueeze(-1)
@@ -191,8 +187,7 @@ class InteriorPoint:
         kkt_norm = torch.cat([r_x, h], -1).norm(dim=-1)
         theta = torch.clamp(kkt_norm ** self.sharpen, max=self.accuracy) if self.sharpen > 0 else \
             torch.full_like(kkt_norm, self.accuracy)
-        solve = self.kkt.solve(W_sigma, Jy, -r_x, -h, state.delta, theta)
-        dy, dlam = solve.dx, solve.dlam
+        solve, dy, dlam = self._newton_step(H, sigma, state.J, r_x, h, state.delta, theta)
         dzl = torch.where(self.has_L, mu_col / lower - zl - sigma_L * dy, 0.0)
         dzu = torch.where(self.has_U, mu_col / upper - zu + sigma_U * dy, 0.0)
         tau = torch.clamp(1 - mu, min=0.99).unsqueeze(-1)
@@ -203,7 +198,7 @@ class InteriorPoint:
         # ℓ₂ merit φ_μ + π‖h‖ and its penalty (Nocedal & Wright (18.36), ρ = 0.1)
         h_norm = h.norm(dim=-1)
         linear = (grad_barrier * dy).sum(-1)
-        curvature = torch.clamp((dy * matvec(W_sigma, dy)).sum(-1), min=0.0)
+        curvature = torch.clamp((dy[:, :n] * matvec(H, dy[:, :n])).sum(-1) + (sigma * dy * dy).sum(-1), min=0.0)
         needed = (linear + 0.5 * curvature) / (0.9 * h_norm).clamp(min=torch.finfo(x.dtype).tiny)
         # exactness: a minimizer of φ_μ + π‖h‖ is feasible only if π > ‖λ‖₂ (the dual norm); below it
         # the line search trades violation for objective step after step (HS59)
@@ -279,6 +274,36 @@ class InteriorPoint:
                            state.infeasible_count, failure, state.best_error, state.stall_count)
         new.barrier = self._next_barrier(new, y_new)
         return new
+
+    def _newton_step(self, H: torch.Tensor, sigma: torch.Tensor, J: torch.Tensor, r: torch.Tensor, h: torch.Tensor,
+                     delta_last: torch.Tensor, theta: torch.Tensor):
+        """(KKT solve, Δy, Δλ) of [[H + Σ, J_yᵀ], [J_y, 0]] [Δy; Δλ] = −[r; h] with the slacks eliminated.
+
+        With Σ_s ≻ 0 the slack block gives Δs = J_IΔx + h_I and Δλ_I = Σ_sΔs + r_s, leaving the
+        system in (Δx, Δλ_E) of size n + m_E with W = H + Σ_x + J_IᵀΣ_sJ_I (its inertia (n, m_E, 0)
+        iff the full one is (n + p, m_E + p, 0)): with many inequalities (SIPOW1: m = 2000, n = 2)
+        the dense factorization is of size n + m_E instead of n + 2m. Used where the slacks
+        outnumber n + m_E; otherwise the full system is solved."""
+        n = H.shape[-1]
+        eq, rows = self.equality.nonzero().flatten(), self.rows
+        if rows.numel() <= n + eq.numel():
+            # few slacks: the full system, whose pseudo-inverse fallback (kkt.py) on a nearly singular
+            # K is what carries a locally infeasible iterate to the least-violation point
+            W = torch.diag_embed(sigma)
+            W[:, :n, :n] += H
+            solve = self.kkt.solve(W, self._jacobian_y(J), -r, -h, delta_last, theta)
+            return solve, solve.dx, solve.dlam
+        J_E, J_I = J[:, eq], J[:, rows]
+        sigma_x, sigma_s = sigma[:, :n], sigma[:, n:]
+        r_x, r_s = r[:, :n], r[:, n:]
+        h_E, h_I = h[:, eq], h[:, rows]
+        W = H + torch.diag_embed(sigma_x) + J_I.transpose(-1, -2) @ (sigma_s.unsqueeze(-1) * J_I)
+        solve = self.kkt.solve(W, J_E, -r_x - rmatvec(J_I, sigma_s * h_I + r_s), -h_E, delta_last, theta)
+        ds = matvec(J_I, solve.dx) + h_I
+        dlam = h.new_zeros(h.shape)
+        dlam[:, eq] = solve.dlam
+        dlam[:, rows] = sigma_s * ds + r_s
+        return solve, torch.cat([solve.dx, ds], -1), dlam
 
     def _reset_slacks(self, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Move a one-sided slack to c(x) where that lowers both the barrier and ‖h‖ (after a short step).

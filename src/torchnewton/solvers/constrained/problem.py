@@ -19,7 +19,6 @@ import torch
 
 from ...core.counters import Counters
 from ...derivatives import autodiff
-from ...linear.batched import matvec, rmatvec
 from .spec import BatchFunction, ConstraintSpec
 
 
@@ -157,6 +156,3 @@ class ConstrainedProblem:
             except RuntimeError:  # not differentiable by autodiff: no proof of affinity
                 return torch.full_like(H, float("nan"))
         return H
-
-    def jacobian_product(self, J: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return matvec(J, v)
