@@ -179,3 +179,144 @@ def test_searches_take_the_same_decisions_on_floats(case):
                     alpha0=alpha0)
         assert float(ta.alpha) == fa.alpha and bool(ta.success) == fa.success and ta.evaluations == fa.evaluations
         assert math.isfinite(fa.value)
+
+
+def _spd_pair(n, dtype=torch.float64, indefinite=False):
+    gen = torch.Generator().manual_seed(n)
+    Q = torch.linalg.qr(torch.randn(2, n, n, generator=gen, dtype=dtype))[0]
+    eig = torch.linspace(0.5, 20.0, n, dtype=dtype).expand(2, n).clone()
+    if indefinite:
+        eig[:, 0] = -1.0
+    A = Q @ torch.diag_embed(eig) @ Q.transpose(-1, -2)
+    return A, torch.randn(2, n, generator=gen, dtype=dtype)
+
+
+def _same_solution(one, many, exact=True):
+    for field in ("x", "status", "iterations", "residual_norm", "direction", "on_boundary"):
+        a, b = getattr(one, field), getattr(many, field)
+        if a is None:
+            assert b is None
+            continue
+        b = b[:1]
+        assert a.shape == b.shape, field
+        if exact or a.dtype in (torch.bool, torch.long):
+            assert torch.equal(a, b), field
+        else:
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), field
+
+
+@pytest.mark.parametrize("case", ["plain", "preconditioned", "x0", "radius", "negative", "negative-radius",
+                                  "max-iter", "float32"])
+def test_cg_lean_equals_batched(case):
+    from torchnewton.linear.krylov import cg
+    dtype = torch.float32 if case == "float32" else torch.float64
+    A, b = _spd_pair(12, dtype, indefinite=case.startswith("negative"))
+    kwargs = {}
+    if case == "preconditioned":
+        d = torch.diagonal(A, dim1=-2, dim2=-1)
+        kwargs["preconditioner"] = lambda r: r / d[: r.shape[0]]
+    if case == "x0":
+        kwargs["x0"] = torch.ones_like(b)
+    if case in ("radius", "negative-radius"):
+        # a small ball is left by a CG step; a large one lets CG meet the negative curvature
+        kwargs["radius"] = torch.tensor([0.05 if case == "radius" else 100.0, 1.0], dtype=dtype)
+    if case == "max-iter":
+        kwargs["max_iter"] = 3
+    one_kwargs = {k: (v[:1] if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+    many = cg(A, b, rtol=torch.tensor([1e-10, 1e-3], dtype=dtype), **kwargs)
+    one = cg(A[:1], b[:1], rtol=torch.tensor([1e-10], dtype=dtype), **one_kwargs)
+    _same_solution(one, many, exact=dtype == torch.float64)
+    expected = {"radius": Status.SUCCESS, "negative": Status.NEGATIVE_CURVATURE,
+                "negative-radius": Status.NEGATIVE_CURVATURE, "max-iter": Status.MAX_ITER}.get(case, Status.SUCCESS)
+    assert int(one.status) == int(expected)
+    if case in ("radius", "negative-radius"):
+        assert bool(one.on_boundary) and abs(float(one.x.norm()) - float(kwargs["radius"][0])) < 1e-10
+
+
+@pytest.mark.parametrize("restart", [30, 4])
+def test_gmres_lean_equals_batched(restart):
+    from torchnewton.linear.krylov import gmres
+    gen = torch.Generator().manual_seed(restart)
+    A = torch.eye(10, dtype=torch.float64) * 8 + torch.randn(2, 10, 10, generator=gen, dtype=torch.float64)
+    b = torch.randn(2, 10, generator=gen, dtype=torch.float64)
+    many = gmres(A, b, rtol=1e-10, restart=restart)
+    one = gmres(A[:1], b[:1], rtol=1e-10, restart=restart)
+    # GMRES is not bitwise reproducible even between two identical batched calls (its BLAS
+    # products and least-squares solves round differently with the memory alignment): round-off
+    assert torch.equal(one.status, many.status[:1]) and torch.equal(one.iterations, many.iterations[:1])
+    assert torch.allclose(one.x, many.x[:1], rtol=0, atol=1e-12)
+    assert int(one.status) == int(Status.SUCCESS) and float(one.residual_norm) <= 1e-9 * float(b[0].norm())
+    few = gmres(A[:1], b[:1], rtol=1e-14, restart=restart, max_iter=3)
+    assert int(few.status) == int(Status.MAX_ITER) and int(few.iterations) == 3
+
+
+def _rosenbrock_residual(x):
+    return torch.stack([10 * (x[..., 1] - x[..., 0] ** 2), 1 - x[..., 0]], dim=-1)
+
+
+def _rosenbrock_jacobian(x):
+    one = torch.ones_like(x[0])
+    return torch.stack([torch.stack([-20 * x[0], 10 * one]), torch.stack([-one, 0 * one])])
+
+
+@pytest.mark.parametrize("method", ["newton", "broyden", "dogleg"])
+@pytest.mark.parametrize("analytic", [False, True])
+def test_root_lean_histories_bitwise(method, analytic):
+    # one problem (floats) and member 0 of two (masks): the same arithmetic, so the same bits
+    one = root(_rosenbrock_residual, X0, method=method, jac=_rosenbrock_jacobian if analytic else None,
+               record_history=True)
+    many = root(_rosenbrock_residual, torch.stack([X0, OTHER]), method=method, batch=True, record_history=True)
+    assert one.status == Status(int(many.status[0])) == Status.SUCCESS and one.nit == int(many.nit[0])
+    assert torch.equal(one.x, many.x[0])
+    for key in ("cost", "step_norm"):
+        a = torch.tensor([h[key] for h in one.history], dtype=torch.float64)
+        assert torch.equal(a, torch.stack([h[key][0] for h in many.history[:len(a)]])), key
+
+
+@pytest.mark.parametrize("method", ["broyden", "dogleg"])
+def test_root_lean_statuses_unchanged(method):
+    # a circle and a line, NaN past x₀ > 1.45 (just beyond the root √2): the first steps from near
+    # the origin overshoot into the NaN region and are cut back; and an iteration budget too small
+    F = lambda x: torch.stack([x[..., 0] ** 2 + x[..., 1] ** 2 - 4, x[..., 0] - x[..., 1]], dim=-1)
+    nonfinite = []
+
+    def bad(x):
+        out = torch.where(x[..., :1] > 1.45, torch.full_like(F(x), float("nan")), F(x))
+        nonfinite.append(bool(torch.isnan(out).any()))
+        return out
+
+    for start in ([0.3, 0.1], [0.2, 0.3]):
+        one, many = _pair(lambda x, **k: root(bad, x, method=method, **k),
+                          torch.tensor(start, dtype=torch.float64), OTHER)
+        assert one.status == Status(int(many.status[0])) and one.nit == int(many.nit[0])
+        assert torch.equal(one.x, many.x[0])
+    assert any(nonfinite)
+    one, many = _pair(lambda x, **k: root(_rosenbrock_residual, x, method=method, max_iter=3, **k), X0, OTHER)
+    assert one.status == Status.MAX_ITER == Status(int(many.status[0])) and one.nit == 3
+    assert torch.equal(one.x, many.x[0])
+
+
+@pytest.mark.parametrize("method", ["trust-ncg", "newton-cg"])
+def test_krylov_minimizers_lean_with_hessian(method):
+    # the dense-Hessian operator takes CG's lean path too: same iterates as the batched solve
+    hess = lambda x: torch.stack([torch.stack([2 - 400 * (x[1] - 3 * x[0] ** 2), -400 * x[0]]),
+                                  torch.stack([-400 * x[0], 200 * torch.ones_like(x[0])])])
+    one = minimize(rosenbrock, X0, method=method, hess=hess)
+    many = minimize(rosenbrock, torch.stack([X0, OTHER]), method=method, batch=True,
+                    hess=lambda x: torch.stack([hess(xi) for xi in x]))
+    assert one.status == Status(int(many.status[0])) == Status.SUCCESS and one.nit == int(many.nit[0])
+    assert torch.equal(one.x, many.x[0])
+    assert torch.allclose(one.x, torch.ones(2, dtype=torch.float64), atol=1e-6)
+
+
+def test_cg_under_autograd_keeps_the_differentiable_path():
+    # with autograd recording, a single problem takes the tensor path: gradients flow through the
+    # step lengths α = rᵀz/pᵀAp as they do for a member of a batch (Python floats would cut them)
+    from torchnewton.linear.krylov import cg
+    A, b = _spd_pair(6)
+    grads = []
+    for size in (1, 2):
+        M = A[:size].clone().requires_grad_(True)
+        cg(M, b[:size], rtol=1e-12).x[0].sum().backward()
+        grads.append(M.grad[0])
+    assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=1e-12)

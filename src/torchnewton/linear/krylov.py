@@ -2,9 +2,15 @@
 
 Each member of the batch converges on its own: once its residual meets the tolerance it stops
 changing while the others go on, and its status says how it ended.
+
+A batch of one problem on the CPU (a single solve) takes a lean path through CG and GMRES: the
+same recurrences with the per-member scalars as Python floats, plain branches instead of masks
+and no ``torch.where`` per iteration. In float64 it does the same arithmetic in the same order,
+so it returns bitwise the batched result (in float32 the scalars round in double: round-off).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -28,11 +34,36 @@ def _col(t: torch.Tensor) -> torch.Tensor:
     return t.unsqueeze(-1)
 
 
+def _one_problem(b: torch.Tensor) -> bool:
+    """A single problem on the CPU, whose scalars are read back without a device sync, and no
+    autograd recording or ``torch.func`` transform around the solve: its Python-float step
+    lengths would be constants to them, where the batched path's are differentiable tensors."""
+    return (b.shape[0] == 1 and b.device.type == "cpu" and not torch.is_grad_enabled()
+            and torch._C._functorch.peek_interpreter_stack() is None)
+
+
+def _norm(v: torch.Tensor) -> torch.Tensor:
+    """‖v‖ over the last dim: ``Tensor.norm``'s kernel without its Python dispatch."""
+    return torch.linalg.vector_norm(v, dim=-1)
+
+
+def _value(t: torch.Tensor) -> float:
+    """The one member's scalar of a (1,) tensor."""
+    return t.item()
+
+
 def boundary_step(x: torch.Tensor, p: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     """The τ ≥ 0 with ‖x + τp‖ = radius (x inside the ball), per member."""
     a, b, c = _dot(p, p), 2 * _dot(x, p), _dot(x, x) - radius**2
     disc = torch.sqrt(torch.clamp(b * b - 4 * a * c, min=0))
     return (-b + disc) / torch.clamp(2 * a, min=torch.finfo(x.dtype).tiny)
+
+
+def _boundary_step_one(x: torch.Tensor, p: torch.Tensor, radius: float) -> float:
+    """:func:`boundary_step` of one member on Python floats (the same operations in the same order)."""
+    a, b, c = _value(_dot(p, p)), 2 * _value(_dot(x, p)), _value(_dot(x, x)) - radius * radius
+    disc = math.sqrt(max(b * b - 4 * a * c, 0.0))
+    return (-b + disc) / max(2 * a, torch.finfo(x.dtype).tiny)
 
 
 def cg(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | None = None,
@@ -61,6 +92,8 @@ def cg(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | 
         raise ValueError("radius (Steihaug CG) needs x0=None and no preconditioner")
     precond = preconditioner or _identity
     max_iter = max_iter if max_iter is not None else max(2 * n, 10)
+    if _one_problem(b):
+        return _cg_one(op, b, x0, precond, rtol, atol, max_iter, radius)
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - op.matvec(x) if x0 is not None else b.clone()
     z = precond(r)
@@ -112,6 +145,56 @@ def cg(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | 
     return LinearSolution(x=x, status=status, iterations=iterations,
                           residual_norm=(b - op.matvec(x)).norm(dim=-1),
                           direction=direction, on_boundary=on_boundary)
+
+
+def _cg_one(op: LinearOperator, b: torch.Tensor, x0: torch.Tensor | None, precond: Preconditioner,
+            rtol: float | torch.Tensor, atol: float, max_iter: int, radius: torch.Tensor | None) -> LinearSolution:
+    """:func:`cg` for a batch of one problem: its scalars as floats, and a member that stops ends the loop."""
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - op.matvec(x) if x0 is not None else b.clone()
+    z = precond(r)
+    p = z.clone()
+    rz = _value(_dot(r, z))
+    # the batched tolerance is formed in b's dtype: so here, for the same comparisons
+    tol = max(_value(torch.as_tensor(rtol, dtype=b.dtype) * _norm(b)), atol)
+    delta = None if radius is None else _value(radius)
+    status, iterations, direction, on_boundary = Status.MAX_ITER, 0, None, False
+    if not _norm(r).item() > tol:
+        status = Status.SUCCESS
+    for _ in range(max_iter if status == Status.MAX_ITER else 0):
+        Ap = op.matvec(p)
+        pAp = _value(_dot(p, Ap))
+        if not math.isfinite(pAp):
+            status = Status.BREAKDOWN
+            break
+        if pAp <= 0:
+            if delta is not None:
+                x = x + _boundary_step_one(x, p, delta) * p
+                on_boundary = True
+            direction, status = p, Status.NEGATIVE_CURVATURE
+            break
+        alpha = rz / pAp
+        x_next = x + alpha * p
+        if delta is not None and _norm(x_next).item() >= delta:
+            x = x + _boundary_step_one(x, p, delta) * p
+            on_boundary, status = True, Status.SUCCESS
+            break
+        x = x_next
+        iterations += 1
+        r = r - alpha * Ap
+        if _norm(r).item() <= tol:
+            status = Status.SUCCESS
+            break
+        z = precond(r)
+        rz_next = _value(_dot(r, z))
+        p = z + (rz_next / (rz if rz != 0 else 1.0)) * p
+        rz = rz_next
+    long = dict(dtype=torch.long, device=b.device)
+    return LinearSolution(x=x, status=torch.full((1,), int(status), **long),
+                          iterations=torch.full((1,), iterations, **long),
+                          residual_norm=_norm(b - op.matvec(x)),
+                          direction=torch.zeros_like(b) if direction is None else direction,
+                          on_boundary=torch.full((1,), on_boundary, dtype=torch.bool, device=b.device))
 
 
 def minres(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | None = None,
@@ -202,6 +285,7 @@ def gmres(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor
     status = torch.full((batch,), int(Status.MAX_ITER), **long)
     iterations = torch.zeros(batch, **long)
     tiny = torch.finfo(b.dtype).tiny
+    one = _one_problem(b)
     total = 0
     while total < max_iter:
         r = b - op.matvec(x)
@@ -234,9 +318,16 @@ def gmres(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor
             Hj = H[:, : j + 2, : j + 1]
             y = torch.linalg.lstsq(Hj, g[:, : j + 2].unsqueeze(-1)).solution.squeeze(-1)
             residual = (g[:, : j + 2] - torch.einsum("bij,bj->bi", Hj, y)).norm(dim=-1)
+            # a vanishing h_next is a lucky breakdown: the Krylov space holds the solution
+            if one:  # the one member is active here: no masks, one read-back
+                y_final[:, : j + 1] = y
+                iterations += 1
+                if bool((residual <= tol) | (h_next <= 1e3 * tiny)):
+                    status = torch.full_like(status, int(Status.SUCCESS))
+                    break
+                continue
             y_final[:, : j + 1] = torch.where(_col(active), y, y_final[:, : j + 1])
             iterations = iterations + active.long()
-            # a vanishing h_next is a lucky breakdown: the Krylov space holds the solution
             done = active & ((residual <= tol) | (h_next <= 1e3 * tiny))
             status = torch.where(done, torch.full_like(status, int(Status.SUCCESS)), status)
             active = active & ~done

@@ -24,6 +24,8 @@ scaling, radius, Jacobian approximation and counters. One step is one trial poin
 The QR of the updated J is recomputed each step (one batched Householder QR) rather than updated
 by Givens rotations as MINPACK's r1updt: the same factors up to signs and rounding, and for the
 small dense systems this method is meant for one LAPACK call beats 2n small batched rotations.
+One problem on the CPU keeps ratios, radius and counters as Python floats (``globalize.members``)
+and skips the dogleg's other legs when the Newton point lies inside: the batch's arithmetic, bitwise.
 
 Example:
     >>> problem = ResidualProblem(lambda x: x**3 - 8)
@@ -39,6 +41,7 @@ from typing import Callable
 import torch
 
 from ...core.status import Status
+from ...globalize.members import lean, ops_for
 from ...globalize.trust_region import dogleg
 from ...linear.batched import matvec, rmatvec
 from .problem import ResidualProblem
@@ -60,6 +63,11 @@ class HybridState(ResidualState):
     evaluated: torch.Tensor  # bool: J was evaluated at x, not updated, since the last trial (jeval)
     recompute: torch.Tensor  # bool: evaluate J afresh before the next trial
     first: torch.Tensor  # bool: no step accepted yet (MINPACK's iter = 1)
+
+
+def _norm(v: torch.Tensor) -> torch.Tensor:
+    """‖v‖ over the last dim (``Tensor.norm`` without its Python dispatch: the same kernel)."""
+    return torch.linalg.vector_norm(v, dim=-1)
 
 
 def column_norms(J: torch.Tensor) -> torch.Tensor:
@@ -85,6 +93,8 @@ def gauss_newton_from_qr(R: torch.Tensor, qtf: torch.Tensor) -> torch.Tensor:
     """−R⁻¹ Qᵀ F, an exact zero pivot replaced by eps·max|Rᵢⱼ| over its column (eps if that is 0)."""
     eps = torch.finfo(R.dtype).eps
     pivots = torch.diagonal(R, dim1=-2, dim2=-1)
+    if lean(R) and bool((pivots != 0).all()):  # one problem with a regular R: nothing to substitute
+        return -torch.linalg.solve_triangular(R, qtf.unsqueeze(-1), upper=True).squeeze(-1)
     column_max = R.abs().amax(dim=-2)
     substitute = torch.where(column_max > 0, eps * column_max, torch.full_like(column_max, eps))
     safe = torch.where(pivots == 0, substitute, pivots)
@@ -99,6 +109,10 @@ def scaled_dogleg(R: torch.Tensor, qtf: torch.Tensor, diag: torch.Tensor, radius
     Newton point D p_GN; the dogleg there is the classic one (``globalize.trust_region.dogleg``).
     """
     newton = gauss_newton_from_qr(R, qtf)
+    if lean(R):  # one problem whose Newton point lies inside: the dogleg's other legs are not needed
+        scaled_newton = diag * newton
+        if _norm(scaled_newton).item() <= radius.item():
+            return scaled_newton / diag
     gradient = rmatvec(R, qtf) / diag
     Rg = matvec(R, gradient / diag)
     return dogleg(diag * newton, gradient, (Rg * Rg).sum(-1), radius) / diag
@@ -150,65 +164,86 @@ class PowellHybrid:
                        evaluated=state.evaluated | refresh)
 
     def step(self, problem: ResidualProblem, state: HybridState, running: torch.Tensor) -> HybridState:
+        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
+        o = ops_for(state.x)
         refresh = state.recompute & running
-        if bool(refresh.any()):
+        if o.any(o.value(refresh)):
             state = self._refresh(problem, state, refresh)
         x, F, J, diag = state.x, state.F, state.J, state.diag
         Q, R = torch.linalg.qr(J)
         problem.counters.nlinsolve += 1
         qtf = rmatvec(Q, F)
         p = scaled_dogleg(R, qtf, diag, state.radius)
-        p_norm = (diag * p).norm(dim=-1)
-        radius = torch.where(state.first, torch.minimum(state.radius, p_norm), state.radius)
+        p_norm, first = o.value(_norm(diag * p)), o.value(state.first)
+        radius = o.where(first, o.minimum(o.value(state.radius), p_norm), o.value(state.radius))
 
-        F_trial = problem.residual(x + p)
-        f_norm, trial_norm = F.norm(dim=-1), F_trial.norm(dim=-1)
-        safe_norm = torch.where(f_norm > 0, f_norm, torch.ones_like(f_norm))
-        finite = torch.isfinite(trial_norm)
-        actual = torch.where(finite & (trial_norm < f_norm), 1 - (trial_norm / safe_norm) ** 2, -1.0)
-        model_norm = (qtf + matvec(R, p)).norm(dim=-1)
-        predicted = torch.where(model_norm < f_norm, 1 - (model_norm / safe_norm) ** 2, 0.0)
-        ratio = torch.where(predicted > 0, actual / torch.where(predicted > 0, predicted, 1.0), 0.0)
+        x_trial = x + p
+        F_trial = problem.residual(x_trial)
+        f_norm, trial_norm = o.value(_norm(F)), o.value(_norm(F_trial))
+        safe_norm = o.where(f_norm > 0, f_norm, 1.0)
+        finite = o.isfinite(trial_norm)
+        trial_fraction = trial_norm / safe_norm
+        actual = o.where(finite & (trial_norm < f_norm), 1 - trial_fraction * trial_fraction, -1.0)
+        model_norm = o.value(_norm(qtf + matvec(R, p)))
+        model_fraction = model_norm / safe_norm
+        predicted = o.where(model_norm < f_norm, 1 - model_fraction * model_fraction, 0.0)
+        ratio = o.where(predicted > 0, actual / o.where(predicted > 0, predicted, 1.0), 0.0)
 
         good = ratio >= 0.1
-        successes = torch.where(good, state.successes + 1, 0)
-        failures = torch.where(good, 0, state.failures + 1)
-        grown = torch.where((ratio >= 0.5) | (successes > 1), torch.maximum(radius, 2 * p_norm), radius)
-        grown = torch.where((ratio - 1).abs() <= 0.1, 2 * p_norm, grown)
-        radius = torch.where(good, grown, 0.5 * radius)
+        successes = o.where(good, o.value(state.successes) + 1, 0)
+        failures = o.where(good, 0, o.value(state.failures) + 1)
+        grown = o.where((ratio >= 0.5) | (successes > 1), o.maximum(radius, 2 * p_norm), radius)
+        grown = o.where(abs(ratio - 1) <= 0.1, 2 * p_norm, grown)
+        radius = o.where(good, grown, 0.5 * radius)
 
         accept = ratio >= 1e-4
-        column = accept.unsqueeze(-1)
-        x_new, F_new = torch.where(column, x + p, x), torch.where(column, F_trial, F)
-        x_norm = torch.where(accept, (diag * x_new).norm(dim=-1), state.x_norm)
-        slow_trials = torch.where(actual >= 1e-3, 0, state.slow_trials + 1)
-        slow_jacobians = torch.where(actual >= 0.1, 0, state.slow_jacobians + state.evaluated.long())
+        if o.batched:
+            x_new, F_new = torch.where(accept.unsqueeze(-1), x_trial, x), torch.where(accept.unsqueeze(-1), F_trial, F)
+            x_norm = torch.where(accept, _norm(diag * x_new), state.x_norm)
+        else:
+            x_new, F_new = (x_trial, F_trial) if accept else (x, F)
+            x_norm = _norm(diag * x_new).item() if accept else state.x_norm.item()
+        slow_trials = o.where(actual >= 1e-3, 0, o.value(state.slow_trials) + 1)
+        slow_jacobians = o.where(actual >= 0.1, 0, o.value(state.slow_jacobians) + o.value(state.evaluated.long()))
 
         eps = torch.finfo(x.dtype).eps
-        stalled = (0.1 * torch.maximum(0.1 * radius, p_norm) <= eps * x_norm) | (slow_jacobians >= 5) | \
+        stalled = (0.1 * o.maximum(0.1 * radius, p_norm) <= eps * x_norm) | (slow_jacobians >= 5) | \
             (slow_trials >= 10)
-        failure = torch.where(stalled, int(Status.STALLED), state.failure)
+        failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
         # stalling because the trial points were NaN/Inf is a non-finite failure, not a plateau
-        failure = torch.where(stalled & ~finite, int(Status.NONFINITE), failure)
+        failure = o.where(stalled & o.not_(finite), int(Status.NONFINITE), failure)
 
         recompute = failures == 2
-        update = ~recompute & finite & (p_norm > 0)
-        scaled = diag * diag * p / torch.where(update, p_norm * p_norm, 1.0).unsqueeze(-1)
-        secant_error = F_trial - F - matvec(J, p)
-        broyden = J + secant_error.unsqueeze(-1) * scaled.unsqueeze(-2)
-        J_new = torch.where(update.view(-1, 1, 1), broyden, J)
+        update = o.not_(recompute) & finite & (p_norm > 0)
+        J_new = self._broyden_update(J, p, p_norm, F_trial - F, diag, update, o)
 
         pivots = torch.diagonal(R, dim1=-2, dim2=-1).abs()
         singular = pivots.amin(-1) <= x.shape[-1] * eps * pivots.amax(-1)
-        tiny = torch.finfo(x.dtype).tiny
-        cost_new = 0.5 * (F_new * F_new).sum(-1)
+        cost, cost_new = o.value(state.cost), 0.5 * (F_new * F_new).sum(-1)
+        reduction = o.where(accept, (cost - o.value(cost_new)) / o.clamp(cost, min=torch.finfo(x.dtype).tiny),
+                            float("inf"))
         return replace(state, x=x_new, F=F_new, cost=cost_new, grad=rmatvec(J_new, F_new),
-                       step_norm=torch.where(finite, p_norm, float("inf")),
-                       reduction=torch.where(accept, (state.cost - cost_new) / state.cost.clamp(min=tiny), float("inf")),
-                       failure=failure, regularized=singular, J=J_new, radius=radius, x_norm=x_norm,
-                       successes=successes, failures=failures, slow_trials=slow_trials,
-                       slow_jacobians=slow_jacobians, evaluated=torch.zeros_like(state.evaluated),
-                       recompute=recompute, first=state.first & ~accept)
+                       step_norm=o.pack(o.where(finite, p_norm, float("inf")), state.step_norm),
+                       reduction=o.pack(reduction, state.reduction), failure=o.pack(failure, state.failure),
+                       regularized=singular, J=J_new, radius=o.pack(radius, state.radius),
+                       x_norm=o.pack(x_norm, state.x_norm), successes=o.pack(successes, state.successes),
+                       failures=o.pack(failures, state.failures), slow_trials=o.pack(slow_trials, state.slow_trials),
+                       slow_jacobians=o.pack(slow_jacobians, state.slow_jacobians),
+                       evaluated=torch.zeros_like(state.evaluated), recompute=o.pack(recompute, state.recompute),
+                       first=o.pack(first & o.not_(accept), state.first))
+
+    @staticmethod
+    def _broyden_update(J: torch.Tensor, p: torch.Tensor, p_norm, change: torch.Tensor, diag: torch.Tensor,
+                        update, o) -> torch.Tensor:
+        """J + (ΔF − J p)(D²p)ᵀ/‖Dp‖² where ``update``, else J."""
+        if not o.batched:
+            if not update:
+                return J
+            scaled = diag * diag * p / (p_norm * p_norm)
+            return J + (change - matvec(J, p)).unsqueeze(-1) * scaled.unsqueeze(-2)
+        scaled = diag * diag * p / torch.where(update, p_norm * p_norm, 1.0).unsqueeze(-1)
+        broyden = J + (change - matvec(J, p)).unsqueeze(-1) * scaled.unsqueeze(-2)
+        return torch.where(update.view(-1, 1, 1), broyden, J)
 
     def terminate(self, problem: ResidualProblem, state: HybridState):
         return self.termination(state)
