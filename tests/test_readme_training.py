@@ -27,7 +27,7 @@ def test_curvature_example_runs_and_the_inverse_product_solves_the_damped_system
     namespace: dict = {"tn": __import__("torchnewton"), "torch": torch}
     torch.manual_seed(0)
     exec(_examples("Curvature of a network"), namespace)
-    G, ihvp = namespace["G"], namespace["ihvp"]
+    ihvp = namespace["ihvp"]
     assert ihvp.success and float(ihvp.residual_norm.max()) < 1e-3
 
 

@@ -12,7 +12,7 @@ from torchnewton.solvers.constrained.spec import NonlinearConstraint
 from torchnewton.solvers.objective.minimize import minimize
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hock_schittkowski import EQUALITY, INEQUALITY, solve  # noqa: E402
+from hock_schittkowski import solve  # noqa: E402
 
 D = torch.float64
 

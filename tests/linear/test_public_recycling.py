@@ -106,7 +106,6 @@ def test_sor_table_matches_solver_and_bandits_reach_concrete_regret():
     result = solve_sor_sequence(systems, omega="bandit", grid=grid, maxiter=3000, seed=0)
     arms, costs = play_table(table[:15], seed=0)
     assert result.iterations == costs and result.omegas == [grid[a] for a in arms]
-    best_fixed = table.sum(0).min()
     _, bandit = play_table(table, seed=0)
     _, contextual = play_table(table, omega="contextual", contexts=list(shifts), seed=0)
     report = regret(bandit, table)

@@ -28,7 +28,6 @@ from typing import Any, Callable
 
 import numpy as np
 import scipy.optimize
-import torch
 
 from ...solvers.residual.root import root
 from ..problems.equations import EquationProblem, residual_norm

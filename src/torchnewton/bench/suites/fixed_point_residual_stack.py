@@ -11,7 +11,6 @@ repeats, same process, interleaved).
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ...core.status import Status
-from .common import KrylovResult, Problem, call_back, col, dot, finish, prepare
+from .common import KrylovResult, call_back, col, dot, finish, prepare
 from .symmetric import verify
 
 
