@@ -4,7 +4,8 @@ digits trained with ``torchnewton.nn.DEQ`` and with ``torchdeq`` (Geng & Kolter,
 Both sides get the same cell, initial weights, data order, optimizer (Adam) and epochs, and the
 same solver settings: Anderson acceleration with memory 6 and mixing 1 forward, implicit
 differentiation with Anderson on the adjoint fixed point backward, the per-sample Euclidean
-residual ‖f(z) − z‖₂ ≤ tol forward, and the same iteration limits. Differences that remain:
+residual ‖f(z) − z‖₂ ≤ tol forward, and the same budget of evaluations of f per solve
+(torchdeq's limit counts evaluations, torchnewton's counts iterations after the one at z₀). Differences that remain:
 torchdeq stops when the worst sample of the batch meets the tolerance and regularizes its
 Anderson least squares by an absolute 1e-4; torchnewton freezes each sample when it meets the
 tolerance, regularizes relative to the scale of the differences, and gives samples whose
@@ -100,8 +101,10 @@ class Counter:
 
 
 def torchnewton_side(model: DigitsDEQ, counter: Counter) -> Callable[[], dict]:
-    deq = DEQ(model.cell, method="anderson", tol=TOL, max_iter=MAX_ITER, norm="2", backward_tol=TOL,
-              backward_max_iter=MAX_ITER, options={"memory": MEMORY})
+    # the same evaluation budget as torchdeq, whose limit counts evaluations of f: torchnewton's
+    # counts iterations after the evaluation at z₀, so MAX_ITER − 1 of them make MAX_ITER evaluations
+    deq = DEQ(model.cell, method="anderson", tol=TOL, max_iter=MAX_ITER - 1, norm="2", backward_tol=TOL,
+              backward_max_iter=MAX_ITER - 1, options={"memory": MEMORY})
     model.add_module("deq", deq)
 
     def solve(cell: nn.Module, u: torch.Tensor) -> torch.Tensor:
