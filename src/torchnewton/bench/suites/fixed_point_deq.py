@@ -235,7 +235,7 @@ def run_deq(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
         "### (a) DEQ on scikit-learn's digits: torchnewton.nn.DEQ vs torchdeq",
         "",
         f"Same cell, initial weights, data order and Adam (lr {LR}), batch {BATCH}; Anderson (m = {MEMORY}) forward "
-        f"to ‖f(z) − z‖₂ ≤ {TOL:g} per sample, at most {MAX_ITER} iterations; implicit backward by Anderson on the "
+        f"to ‖f(z) − z‖₂ ≤ {TOL:g} per sample, at most {MAX_ITER} evaluations of f per solve; implicit backward by Anderson on the "
         "adjoint fixed point. Time: forward + backward of one batch (optimizer step excluded), one thread, "
         "the libraries alternating on each batch; median and min over all steps. Evaluations of f per batch "
         "(forward solve; backward: adjoint iterations, one VJP each). Unconverged: fraction of training samples "
