@@ -171,6 +171,19 @@ def finish(problem: Problem, x: torch.Tensor, status: torch.Tensor, nit: torch.T
                         residual_norm=residual_norm, info=info, history=history or [])
 
 
+def accept_verified(problem: Problem, x: torch.Tensor, candidates: torch.Tensor, status: torch.Tensor,
+                    true_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The true residual b − Ax of the whole batch (one product) for members whose recurrence
+    residual met the tolerance. Those that meet it on the true residual too are marked SUCCESS in
+    ``status``; returns (b − Ax, which candidates converged, ``true_norm`` updated for them). The
+    other candidates drifted: their recurrence restarts from the true residual."""
+    r_true = problem.b - problem.ops.A(x)
+    norm = r_true.norm(dim=-1)
+    ok = candidates & (norm <= problem.tol)
+    status.masked_fill_(ok, int(Status.SUCCESS))
+    return r_true, ok, torch.where(ok, norm, true_norm)
+
+
 def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Row-wise uᵀv of (B, n) tensors; a batched matrix product, several times faster on CPU than
     the elementwise product and sum (no n-sized temporary)."""

@@ -13,8 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ...core.status import Status
-from .common import KrylovResult, call_back, col, dot, finish, prepare
-from .symmetric import verify
+from .common import KrylovResult, accept_verified, call_back, col, dot, finish, prepare
 
 
 class GivensLeastSquares:
@@ -196,9 +195,7 @@ def bicgstab(A: Any, b: torch.Tensor, x0: torch.Tensor | None = None, *, rtol: f
         candidates = active & (rnorm <= problem.tol)
         fresh = torch.zeros_like(active)
         if bool(candidates.any()):
-            r_true, ok = verify(problem, x, candidates)
-            true_norm = torch.where(ok, r_true.norm(dim=-1), true_norm)
-            status.masked_fill_(ok, int(Status.SUCCESS))
+            r_true, ok, true_norm = accept_verified(problem, x, candidates, status, true_norm)
             verified = verified | ok
             active = active & ~ok
             fresh = candidates & ~ok

@@ -14,15 +14,8 @@ from typing import Any, Callable
 import torch
 
 from ...core.status import Status
-from .common import KrylovResult, Problem, call_back, col, dot, finish, prepare
+from .common import KrylovResult, accept_verified, call_back, col, dot, finish, prepare
 from .single import conjugate_gradient
-
-
-def verify(problem: Problem, x: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """True residual of the whole batch (one product) and which candidates really converged."""
-    r_true = problem.b - problem.ops.A(x)
-    ok = candidates & (r_true.norm(dim=-1) <= problem.tol)
-    return r_true, ok
 
 
 def cg(A: Any, b: torch.Tensor, x0: torch.Tensor | None = None, *, rtol: float = 1e-5, atol: float = 0.0,
@@ -81,9 +74,7 @@ def cg(A: Any, b: torch.Tensor, x0: torch.Tensor | None = None, *, rtol: float =
         restart = torch.zeros_like(active)
         candidates = active & (rnorm <= problem.tol)
         if bool(candidates.any()):
-            r_true, ok = verify(problem, x, candidates)
-            true_norm = torch.where(ok, r_true.norm(dim=-1), true_norm)
-            status.masked_fill_(ok, int(Status.SUCCESS))
+            r_true, ok, true_norm = accept_verified(problem, x, candidates, status, true_norm)
             verified = verified | ok
             active = active & ~ok
             restart = candidates & ~ok
