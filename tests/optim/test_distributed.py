@@ -149,13 +149,19 @@ def run_rank(rank: int, world: int, out: Path) -> None:
 
 @pytest.fixture(scope="module", params=WORLD_SIZES, ids=lambda w: f"world{w}")
 def distributed_run(request, tmp_path_factory) -> tuple[int, list[dict]]:
-    """Fork the ranks from this process (torch is imported already: no start-up per rank)."""
-    if "fork" not in multiprocessing.get_all_start_methods():
-        pytest.skip("the ranks are forked; this platform cannot fork")
+    """The ranks of every optimizer and layout, forked from this process."""
     world = request.param
     out = tmp_path_factory.mktemp(f"world{world}")
+    return world, fork_ranks(run_rank, [(rank, world, out) for rank in range(world)], out)
+
+
+def fork_ranks(target, rank_args: list[tuple], out: Path) -> list[dict]:
+    """Run ``target(*args)`` in one forked process per rank (torch is imported already: no
+    start-up per rank) and load what each rank saved to ``out/rank{r}.pt``."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the ranks are forked; this platform cannot fork")
     context = multiprocessing.get_context("fork")
-    procs = [context.Process(target=run_rank, args=(rank, world, out)) for rank in range(world)]
+    procs = [context.Process(target=target, args=args) for args in rank_args]
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -167,7 +173,7 @@ def distributed_run(request, tmp_path_factory) -> tuple[int, list[dict]]:
     errors = {rank: proc.exitcode for rank, proc in enumerate(procs) if proc.exitcode}
     assert not errors, f"ranks exited with {errors}:\n" + "\n".join(
         path.read_text() for path in sorted(out.glob("rank*.err")))
-    return world, [torch.load(out / f"rank{rank}.pt") for rank in range(world)]
+    return [torch.load(out / f"rank{rank}.pt") for rank in range(len(procs))]
 
 
 @functools.lru_cache(maxsize=None)
@@ -355,23 +361,8 @@ def run_guard_rank(rank: int, out: Path) -> None:
 
 @pytest.fixture(scope="module")
 def guard_run(tmp_path_factory) -> list[dict]:
-    if "fork" not in multiprocessing.get_all_start_methods():
-        pytest.skip("the ranks are forked; this platform cannot fork")
     out = tmp_path_factory.mktemp("guards")
-    context = multiprocessing.get_context("fork")
-    procs = [context.Process(target=run_guard_rank, args=(rank, out)) for rank in range(GUARD_WORLD)]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(timeout=120)
-    for proc in procs:
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    errors = {rank: proc.exitcode for rank, proc in enumerate(procs) if proc.exitcode}
-    assert not errors, f"ranks exited with {errors}:\n" + "\n".join(
-        path.read_text() for path in sorted(out.glob("rank*.err")))
-    return [torch.load(out / f"rank{rank}.pt") for rank in range(GUARD_WORLD)]
+    return fork_ranks(run_guard_rank, [(rank, out) for rank in range(GUARD_WORLD)], out)
 
 
 def test_fsdp_per_head_not_a_multiple_of_the_world_size_is_refused_before_any_work(guard_run):
