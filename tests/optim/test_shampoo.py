@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from resume_helpers import assert_resume_is_bit_identical
 from pytorch_optimizer import Shampoo as PeerShampoo
 
 from torchnewton.optim.shampoo import Shampoo
@@ -175,22 +176,7 @@ def test_state_dict_round_trip_resumes_bit_identically():
     options = dict(lr=0.01, block_size=5, precondition_frequency=3, start_preconditioning_step=2,
                    shampoo_beta=0.95, weight_decay=1e-2)
 
-    def train(m, opt, part):
-        for X, Y in part:
-            opt.zero_grad()
-            (m(X) - Y).square().mean().backward()
-            opt.step()
-
-    straight = copy.deepcopy(model)
-    train(straight, Shampoo(straight.parameters(), **options), batches)
-    resumed = copy.deepcopy(model)
-    first = Shampoo(resumed.parameters(), **options)
-    train(resumed, first, batches[:4])
-    second = Shampoo(resumed.parameters(), **options)
-    second.load_state_dict(copy.deepcopy(first.state_dict()))
-    train(resumed, second, batches[4:])
-    for p, q in zip(straight.parameters(), resumed.parameters()):
-        assert torch.equal(p, q)
+    assert_resume_is_bit_identical(model, lambda m: Shampoo(m.parameters(), **options), batches, split=4)
 
 
 def test_nan_gradient_raises_and_leaves_state_untouched():

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from resume_helpers import assert_resume_is_bit_identical
 from pytorch_optimizer import SOAP as PeerSOAP
 
 from torchnewton.optim.soap import SOAP, rotate
@@ -147,22 +148,7 @@ def test_state_dict_round_trip_resumes_bit_identically():
     batches = [(torch.randn(8, 2, 4, 4, generator=g), torch.randn(8, 2, generator=g)) for _ in range(8)]
     options = dict(lr=0.01, precondition_frequency=2, shampoo_beta=0.9)
 
-    def train(m, opt, part):
-        for X, Y in part:
-            opt.zero_grad()
-            (m(X) - Y).square().mean().backward()
-            opt.step()
-
-    straight = copy.deepcopy(model)
-    train(straight, SOAP(straight.parameters(), **options), batches)
-    resumed = copy.deepcopy(model)
-    first = SOAP(resumed.parameters(), **options)
-    train(resumed, first, batches[:5])
-    second = SOAP(resumed.parameters(), **options)
-    second.load_state_dict(copy.deepcopy(first.state_dict()))
-    train(resumed, second, batches[5:])
-    for p, q in zip(straight.parameters(), resumed.parameters()):
-        assert torch.equal(p, q)
+    assert_resume_is_bit_identical(model, lambda m: SOAP(m.parameters(), **options), batches, split=5)
 
 
 def test_nan_gradient_raises_and_leaves_state_untouched():
