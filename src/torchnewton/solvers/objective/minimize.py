@@ -10,6 +10,7 @@ from ...core.tolerances import default_tol
 from ...core.validate import check_method, check_options, check_positive
 from .cubic_regularization import AdaptiveCubicRegularization
 from .damped_newton import SCHEDULES, DampedNewton
+from ..constrained.entry import minimize_constrained
 from ..entry import build_result, check_callable, prepare_x0
 from ..implicit import differentiate_solution
 from .line_search import SEARCHES, LineSearch
@@ -116,7 +117,6 @@ def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str 
         (True, tensor([1., 1.], dtype=torch.float64))
     """
     if constraints is not None or bounds is not None:
-        from ..constrained.entry import minimize_constrained
         return minimize_constrained(fun, x0, method=method or "sqp", constraints=constraints, bounds=bounds,
                                     args=args, jac=jac, hess=hess, hessp=hessp, tol=tol, max_iter=max_iter,
                                     options=options, callback=callback, batch=batch, record_history=record_history)
