@@ -9,7 +9,7 @@ from torch import nn
 
 from torchnewton import Status
 from torchnewton.recurrence import DiagonalCIFGLSTMCell, run_sequential, solve
-from torchnewton.recurrence import autodiff
+from torchnewton.derivatives import rowwise
 from torchnewton.recurrence.problem import diagonal_of
 
 F64 = torch.float64
@@ -87,10 +87,10 @@ def test_structured_products_agree_with_dense_jacobians(kind):
     cell = make(kind, F64)
     h, x = torch.randn(7, 6, dtype=F64), torch.randn(7, 3, dtype=F64)
     reference = per_row_jacobians(cell, h, x)
-    out, dense = autodiff.dense_jacobian(cell, h, x)
+    out, dense = rowwise.dense_jacobian(cell, h, x)
     assert torch.allclose(out, cell(h, x), atol=1e-15) and torch.allclose(dense, reference, atol=1e-13)
     structure = kind  # the storage names: "diagonal", "block", "dense"
-    _, structured = autodiff.cell_jacobian(cell, h, x, structure, 2 if kind == "block" else 1)
+    _, structured = rowwise.cell_jacobian(cell, h, x, structure, 2 if kind == "block" else 1)
     if kind == "diagonal":
         embedded = torch.diag_embed(structured)
     elif kind == "block":
@@ -101,7 +101,7 @@ def test_structured_products_agree_with_dense_jacobians(kind):
     # the declared structure holds: nothing of the reference lies outside it
     assert torch.allclose(diagonal_of(structured, structure), torch.diagonal(reference, dim1=-2, dim2=-1),
                           atol=1e-13)
-    _, diag = autodiff.dense_jacobian_diagonal(cell, h, x)
+    _, diag = rowwise.dense_jacobian_diagonal(cell, h, x)
     assert torch.allclose(diag, torch.diagonal(reference, dim1=-2, dim2=-1), atol=1e-13)
 
 
@@ -191,7 +191,7 @@ def test_quasi_newton_never_forms_a_dense_jacobian(monkeypatch):
     h0, xs = data(2, 300, 6, 3, F64)
     ref = run_sequential(cell, h0, xs)
     calls = []
-    original = autodiff.dense_jacobian_diagonal
+    original = rowwise.dense_jacobian_diagonal
 
     def counted(*args):
         calls.append(args[1].shape)
@@ -200,8 +200,8 @@ def test_quasi_newton_never_forms_a_dense_jacobian(monkeypatch):
     def forbidden(*args):
         raise AssertionError("a dense Jacobian was formed")
 
-    monkeypatch.setattr(autodiff, "dense_jacobian", forbidden)
-    monkeypatch.setattr(autodiff, "dense_jacobian_diagonal", counted)
+    monkeypatch.setattr(rowwise, "dense_jacobian", forbidden)
+    monkeypatch.setattr(rowwise, "dense_jacobian_diagonal", counted)
     with torch.no_grad():
         res = solve(cell, h0, xs, method="quasi-newton")
         assert bool(res.success.all()) and rel(res.h, ref) < 1e-10

@@ -11,7 +11,7 @@ Cells follow the batched-rows contract: ``f(h, x)`` takes ``(N, d)`` and ``(N, m
 Jacobian. Any other cell may *declare* the structure of its Jacobian, with an attribute
 ``jacobian_structure`` (``"diagonal"``, ``"block-diagonal"`` with ``block_size``, or ``"dense"``)
 or ``solve(..., jacobian=...)``; its Jacobians then come from as few reverse-mode products as the
-structure allows (:mod:`.autodiff`: one for a diagonal, k for k x k blocks, d for a dense one).
+structure allows (:mod:`torchnewton.derivatives.rowwise`: one for a diagonal, k for k x k blocks, d for a dense one).
 An undeclared cell is dense.
 
 Example::
@@ -28,7 +28,8 @@ from typing import Any, Callable
 import torch
 
 from ..core.counters import Counters
-from . import autodiff, native
+from ..derivatives import rowwise
+from . import native
 
 # Elements (rows x state size) per block of the blocked evaluation: a few hundred KB. A dense
 # block Jacobian is d times larger, but it is d autograd products over blocks of this size,
@@ -51,7 +52,7 @@ def is_structured(cell: Any) -> bool:
 def dense_jacobian(transition: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h: torch.Tensor,
                    u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``f(h, u)`` (N, d) and its per-row state Jacobians (N, d, d) by reverse-mode autodiff."""
-    return autodiff.dense_jacobian(transition, h, u)
+    return rowwise.dense_jacobian(transition, h, u)
 
 
 def structure_name(value: Any, argument: str) -> str:
@@ -130,8 +131,8 @@ class RecurrenceProblem:
             us = cell.preprocess(xs)
             transition = cell.transition
             if jacobian == "dense":
-                return cls(transition, lambda h, u: autodiff.dense_jacobian(transition, h, u), "dense", h0, us, tol,
-                           linearize_diagonal=lambda h, u: autodiff.dense_jacobian_diagonal(transition, h, u))
+                return cls(transition, lambda h, u: rowwise.dense_jacobian(transition, h, u), "dense", h0, us, tol,
+                           linearize_diagonal=lambda h, u: rowwise.dense_jacobian_diagonal(transition, h, u))
             if jacobian in STRUCTURE_NAMES and STRUCTURE_NAMES[jacobian] != cell.jacobian_structure:
                 raise ValueError(f"jacobian={jacobian!r} contradicts the cell's own {cell.jacobian_structure!r} "
                                  f"Jacobian ({type(cell).__name__}); use jacobian='auto'")
@@ -140,10 +141,10 @@ class RecurrenceProblem:
         structure, k = declared_structure(cell, jacobian, d)
         if structure == "dense":
             # quasi-Newton's diagonals by d products, keeping one entry of each: never (N, d, d)
-            diagonal = lambda h, u: autodiff.dense_jacobian_diagonal(cell, h, u)  # noqa: E731
+            diagonal = lambda h, u: rowwise.dense_jacobian_diagonal(cell, h, u)  # noqa: E731
         else:
             diagonal = None
-        return cls(cell, lambda h, u: autodiff.cell_jacobian(cell, h, u, structure, k), structure, h0, xs, tol,
+        return cls(cell, lambda h, u: rowwise.cell_jacobian(cell, h, u, structure, k), structure, h0, xs, tol,
                    linearize_diagonal=diagonal)
 
     @property

@@ -157,7 +157,7 @@ def solve(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h0: torch.
     Args:
         cell: ``f(h, x)`` on rows: (N, d), (N, m) -> (N, d), row i depending only on row i.
             Cells from :mod:`.cells` supply structured Jacobians. Any other callable (e.g. an
-            ``nn.Module``) gets its Jacobians from reverse-mode autograd (:mod:`.autodiff`), as
+            ``nn.Module``) gets its Jacobians from reverse-mode autograd (:mod:`torchnewton.derivatives.rowwise`), as
             cheaply as the structure it declares in an attribute ``jacobian_structure`` allows:
             ``"diagonal"`` (one product for all time steps), ``"block-diagonal"`` (with an
             integer attribute ``block_size`` k: k products) or ``"dense"`` (the default: d

@@ -1,4 +1,5 @@
-"""State Jacobians of a user's cell by plain reverse-mode autograd, exploiting declared structure.
+"""Per-row Jacobians of a row-wise map (a recurrence cell) by plain reverse-mode autograd,
+exploiting declared structure.
 
 A cell ``f(h, x)`` on rows maps (N, d), (N, m) to (N, d), row i depending only on row i, so the
 Jacobian of the *batch* map is block diagonal with the per-row Jacobians ``J_n = df/dh(h_n, x_n)``
