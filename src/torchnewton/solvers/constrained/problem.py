@@ -113,16 +113,21 @@ class ConstrainedProblem:
                 return scale * self.fun(z) + (lam * self._constraint_values(z)).sum(-1)
 
             return autodiff.hessian(lagrangian, x)[2]
-        H = scale.view(-1, 1, 1) * self._objective_hessian(x)
+        H = scale.view(-1, 1, 1) * self._objective_hessian(x) + self._weighted_constraint_hessian(x, lam)
+        return 0.5 * (H + H.transpose(-1, -2))
+
+    def _weighted_constraint_hessian(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Σᵢ wᵢ∇²cᵢ(x) (B, n, n): a constraint's ``hess`` where given, else autodiff."""
+        H = x.new_zeros(x.shape[0], x.shape[-1], x.shape[-1])
         offset = 0
         for block in self.spec.blocks:
-            weights = lam[:, offset: offset + block.size]
+            w = weights[:, offset: offset + block.size]
             offset += block.size
             if block.hess is not None:
-                H = H + block.hess(x, weights).reshape(H.shape)
+                H = H + block.hess(x, w).reshape(H.shape)
             else:
-                H = H + autodiff.hessian(lambda z, b=block, w=weights: (w * b.fun(z)).sum(-1), x)[2]
-        return 0.5 * (H + H.transpose(-1, -2))
+                H = H + autodiff.hessian(lambda z, b=block, w=w: (w * b.fun(z)).sum(-1), x)[2]
+        return H
 
     def _constraint_values(self, x: torch.Tensor) -> torch.Tensor:
         if not self.spec.blocks:
@@ -141,18 +146,9 @@ class ConstrainedProblem:
     def constraint_curvature(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Σᵢ wᵢ∇²cᵢ(x) (B, n, n): zero for affine constraints (used to tell global infeasibility).
 
-        A constraint's ``hess`` where given, else autodiff; a constraint autodiff cannot see
-        through (computed outside torch) counts as curved, so infeasibility stays "local"."""
-        H = x.new_zeros(x.shape[0], x.shape[-1], x.shape[-1])
-        offset = 0
-        for block in self.spec.blocks:
-            w = weights[:, offset: offset + block.size]
-            offset += block.size
-            if block.hess is not None:
-                H = H + block.hess(x, w).reshape(H.shape)
-                continue
-            try:
-                H = H + autodiff.hessian(lambda z, b=block, w=w: (w * b.fun(z)).sum(-1), x)[2]
-            except RuntimeError:  # not differentiable by autodiff: no proof of affinity
-                return torch.full_like(H, float("nan"))
-        return H
+        A constraint autodiff cannot see through (computed outside torch) counts as curved (NaN),
+        so infeasibility stays "local"."""
+        try:
+            return self._weighted_constraint_hessian(x, weights)
+        except RuntimeError:  # not differentiable by autodiff: no proof of affinity
+            return torch.full((x.shape[0], x.shape[-1], x.shape[-1]), float("nan"), dtype=x.dtype, device=x.device)
