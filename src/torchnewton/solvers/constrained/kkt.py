@@ -19,9 +19,9 @@ Solvers (``kind``):
   solve, which yields the least-squares step instead of a blow-up (what the infeasibility test
   needs).
 * ``"minres"``: MINRES (Paige & Saunders 1975) to the relative accuracy θ.
-* ``"sketch"``: randomized iterative sketching (:mod:`.sketch`) to the relative accuracy θ —
+* ``"sketch"``: randomized iterative sketching (:mod:`torchnewton.linear.sketch`) to the relative accuracy θ —
   dense K, slower than ``"direct"`` at every size measured here; for the paper's convergence
-  study (see :mod:`.sketch`, "When to use it").
+  study (see :mod:`torchnewton.linear.sketch`, "When to use it").
 
 The iterative solvers do not see the inertia; they take the inertia-free test of Chiang &
 Zavala (2016) instead: Δxᵀ(W + δI)Δx ≥ κ‖Δx‖² (κ = 1e-8), raising δ by the same ladder otherwise.
@@ -35,7 +35,7 @@ import torch
 from ...core.status import Status
 from ...linear.krylov import minres
 from ...linear.batched import matvec
-from .sketch import SKETCHES, sketch_solve
+from ...linear.sketch import SKETCHES, sketch_solve
 
 KKT_SOLVERS = ("direct", "minres", "sketch")
 _DELTA_MIN, _DELTA_FIRST, _DELTA_MAX = 1e-20, 1e-4, 1e40

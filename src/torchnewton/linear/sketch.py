@@ -14,7 +14,7 @@ condition ‖K z − b‖ ≤ θ‖b‖ holds (θ per member).
 
 When to use it: this implementation takes K as a dense (B, N, N) tensor, so every iteration pays
 O(N²q) for KᵀS and O(N²) for the residual, on top of forming K — with many inner iterations per
-outer step it is 40–100x slower per outer iteration than the direct LDLᵀ solve of :mod:`.kkt` at
+outer step it is 40–100x slower per outer iteration than the direct LDLᵀ solve of :mod:`torchnewton.solvers.constrained.kkt` at
 every size the benchmarks reach (N up to a few hundred). It is here to study the paper's
 inexact-solve convergence (linear with θ fixed, superlinear with θ_k → 0), not for speed; a
 speed advantage at large N needs a matrix-free sketch (touching only the sketched rows of K,
@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import torch
 
-from ...core.status import Status
-from ...linear import LinearSolution
-from ...linear.batched import matvec
+from ..core.status import Status
+from .batched import matvec
+from .solution import LinearSolution
 
 SKETCHES = ("gaussian", "coordinate")
 
