@@ -131,3 +131,46 @@ def test_bad_input():
         stack(torch.randn(2, 6, dtype=DOUBLE), sweeps=0)
     with pytest.raises(ValueError, match="x"):
         stack(torch.full((2, 6), float("nan"), dtype=DOUBLE))
+
+
+def linear_stack(depth: int, width: int, seed: int, read=None, write=None) -> LayerParallelResidualStack:
+    """Blocks g_l(h) = M_l h + c_l; with ``read``/``write`` masks, M_l only reads the coordinates in
+    ``read`` and M_l, c_l only write those in ``write``."""
+    generator = torch.Generator().manual_seed(seed)
+    blocks = []
+    for _ in range(depth):
+        block = nn.Linear(width, width).double()
+        block.weight.data = 0.5 * torch.randn(width, width, dtype=DOUBLE, generator=generator) / width**0.5
+        block.bias.data = torch.randn(width, dtype=DOUBLE, generator=generator)
+        if read is not None:
+            block.weight.data *= write.unsqueeze(1) * read.unsqueeze(0)
+            block.bias.data *= write
+        blocks.append(block)
+    return LayerParallelResidualStack(blocks).double()
+
+
+def test_identity_newton_error_follows_the_sweep_operator():
+    # the recursion the SNLP regularizer's docstring rests on: e'_l = Σ_{j≤l} M_j e_{j−1}, e_0 = 0,
+    # from e_l = x − h_l (exact for linear blocks)
+    stack = linear_stack(depth=7, width=5, seed=0)
+    x = torch.randn(3, 5, dtype=DOUBLE)
+    with torch.no_grad():
+        h = stack.trace(x, method="sequential")
+        M = stack.stacked()["weight"]
+        error = x.unsqueeze(1) - h
+        for k in range(1, 5):
+            previous = torch.cat([torch.zeros_like(error[:, :1]), error[:, :-1]], 1)  # e_{l−1}
+            error = torch.einsum("lij,blj->bli", M, previous).cumsum(1)
+            assert torch.allclose(stack.trace(x, sweeps=k) - h, error, atol=1e-12, rtol=0), k
+        assert float(error.abs().max()) > 1e-3  # 4 sweeps of 7 layers: not yet exact
+
+
+def test_one_sweep_is_exact_when_no_block_reads_what_another_writes():
+    # blocks read coordinates 0..2 and write 3..5: each sees x only, so h_L = x + Σ g_l(x) after one sweep
+    read = torch.tensor([1.0, 1, 1, 0, 0, 0], dtype=DOUBLE)
+    stack = linear_stack(depth=9, width=6, seed=1, read=read, write=1 - read)
+    x = torch.randn(4, 6, dtype=DOUBLE)
+    with torch.no_grad():
+        one = stack(x, sweeps=1)
+        assert torch.allclose(one, stack(x, method="sequential"), atol=1e-12, rtol=0)
+        assert float(stack.snlp_regularizer(x, sweeps=1)) <= 1e-24

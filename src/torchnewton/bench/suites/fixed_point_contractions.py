@@ -1,21 +1,30 @@
 """Part (b) of `torchnewton bench fixed_point`: evaluations of T to solve contractions with spread spectra.
 
-Problems (float64, n unknowns, z₀ = 0, stop at ‖T(z) − z‖∞ ≤ 1e-10):
+A class of contractions (float64, n unknowns, z₀ = 0, stop at ‖T(z) − z‖∞ ≤ 1e-8), each family at
+several ρ and seeds:
 
-* ``symmetric ρ``: T(z) = A z + b, A = Q diag(λ) Qᵀ with λ spread evenly over [−ρ, ρ] (the hard
-  case for Anderson with a short memory: both ends of the spectrum near the unit circle);
-* ``non-normal ρ``: A = ρ S Λ S⁻¹/‖…‖ with a random non-orthogonal S (transient growth);
-* ``nonlinear ρ``: T(z) = A tanh(z) + b with the symmetric A (a contraction, J = A diag(sech²)).
+* ``linear [0, ρ]``: T(z) = A z + b, A = Q diag(λ) Qᵀ with λ spread evenly over [0, ρ];
+* ``linear [−ρ, ρ]``: the same with λ over [−ρ, ρ] (harder for a Krylov method: I − A has
+  condition number (1 + ρ)/(1 − ρ) instead of 1/(1 − ρ));
+* ``non-normal [−ρ, ρ]``: A = S diag(λ) S⁻¹ with a random non-orthogonal S (a contraction in the
+  S-norm only: transient growth in the 2-norm);
+* ``tanh, b ~ 0.1``: T(z) = tanh(W z + b), W symmetric with λ over [−ρ, ρ] (‖W‖₂ = ρ < 1, so T is
+  a 2-norm contraction), b = 0.1·N(0, I): the fixed point is small and J = diag(1 − z*²) W
+  keeps W's spread spectrum;
+* ``tanh, b ~ 0.5``: the same with b = 0.5·N(0, I): tanh saturates, J's spectral radius falls
+  well below ρ and Picard itself is fast.
 
-Each solver sees T through a wrapper that counts its calls and records the residual at every
-point it evaluates, so torchnewton's methods and ``scipy.optimize.fixed_point`` (Steffensen's
-``del2`` and plain ``iteration``) are counted the same way: the number of evaluations until the
-first evaluated point with ‖T(z) − z‖∞ ≤ 1e-10. scipy stops on its own test, a relative change
-|p − p₀|/|p₀| < xtol elementwise (xtol = 1e-13 here, stricter than 1e-10 on the residual), so its
-total count and final residual are shown as well.
+For every instance the table gives ρ(J*), the spectral radius of the Jacobian at the solution,
+which sets Picard's rate. Each solver sees T through a wrapper that counts its calls and records
+the residual at every evaluated point, so torchnewton's methods and ``scipy.optimize.fixed_point``
+(Steffensen's ``del2`` and plain ``iteration``) are counted the same way: evaluations until the
+first evaluated point with ‖T(z) − z‖∞ ≤ 1e-8. scipy stops on its own relative-change test
+(xtol = 1e-13, stricter than the residual bound), so it counts as solved only if its final
+residual meets the bound.
 """
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -27,40 +36,56 @@ import torch
 from ...solvers.fixed_point.solve import fixed_point
 from ..suite import BenchContext, markdown_table, torch_threads
 
-TOL = 1e-10
+TOL = 1e-8
 SCIPY_XTOL = 1e-13
 DOUBLE = torch.float64
+DEL2_MAX_ITER = 250  # scipy's iterations of del2 (two evaluations each)
+GOAL = 3.0  # Anderson needs ≥ GOAL times fewer evaluations than Picard
 
 
 @dataclass
 class Contraction:
-    name: str
+    family: str
+    rho: float
+    seed: int
     A: torch.Tensor
     b: torch.Tensor
     nonlinear: bool
 
+    @property
+    def name(self) -> str:
+        return f"{self.family} ρ={self.rho} seed {self.seed}"
+
     def torch_map(self, z: torch.Tensor) -> torch.Tensor:
-        return self.A @ (torch.tanh(z) if self.nonlinear else z) + self.b
+        return torch.tanh(self.A @ z + self.b) if self.nonlinear else self.A @ z + self.b
 
     def numpy_map(self) -> Callable[[np.ndarray], np.ndarray]:
         A, b = self.A.numpy(), self.b.numpy()
-        return (lambda z: A @ np.tanh(z) + b) if self.nonlinear else (lambda z: A @ z + b)
+        return (lambda z: np.tanh(A @ z + b)) if self.nonlinear else (lambda z: A @ z + b)
+
+    def jacobian_radius(self, z: torch.Tensor) -> float:
+        """ρ(∂T/∂z) at z: Picard's asymptotic rate there."""
+        J = (1 - torch.tanh(self.A @ z + self.b) ** 2).unsqueeze(-1) * self.A if self.nonlinear else self.A
+        return float(torch.linalg.eigvals(J).abs().max())
 
 
-def contractions(n: int, rhos: list[float], seed: int) -> list[Contraction]:
+FAMILIES = ("linear [0, ρ]", "linear [−ρ, ρ]", "non-normal [−ρ, ρ]", "tanh, b ~ 0.1", "tanh, b ~ 0.5")
+
+
+def contraction(family: str, n: int, rho: float, seed: int) -> Contraction:
     generator = torch.Generator().manual_seed(seed)
-    problems = []
-    for rho in rhos:
-        Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=DOUBLE, generator=generator))
-        spectrum = rho * torch.linspace(-1, 1, n, dtype=DOUBLE)
-        A = (Q * spectrum) @ Q.T
-        b = torch.randn(n, dtype=DOUBLE, generator=generator)
+    spectrum = rho * torch.linspace(0 if family == "linear [0, ρ]" else -1, 1, n, dtype=DOUBLE)
+    if family.startswith("non-normal"):
         S = torch.eye(n, dtype=DOUBLE) + 0.3 * torch.randn(n, n, dtype=DOUBLE, generator=generator) / n**0.5
-        non_normal = S @ torch.diag(rho * torch.linspace(0, 1, n, dtype=DOUBLE)) @ torch.linalg.inv(S)
-        problems += [Contraction(f"symmetric ρ={rho}", A, b, False),
-                     Contraction(f"non-normal ρ={rho}", non_normal, b, False),
-                     Contraction(f"nonlinear ρ={rho}", A, b, True)]
-    return problems
+        A = (S * spectrum) @ torch.linalg.inv(S)
+    else:
+        Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=DOUBLE, generator=generator))
+        A = (Q * spectrum) @ Q.T
+    b = torch.randn(n, dtype=DOUBLE, generator=generator)
+    nonlinear = family.startswith("tanh")
+    if nonlinear:
+        b = b * (0.1 if "0.1" in family else 0.5)
+    return Contraction(family, rho, seed, A, b, nonlinear)
 
 
 class Recorder:
@@ -81,10 +106,11 @@ def _torchnewton(problem: Contraction, method: str, options: dict, max_iter: int
     result = fixed_point(recorder, torch.zeros_like(problem.b), method=method, tol=TOL, max_iter=max_iter,
                          options=options)
     seconds = time.perf_counter() - start
+    rejections = int(result.safeguard_rejections) if method == "anderson" else 0
     return {"evaluations": _evaluations_to_tolerance(recorder.trace), "total_evaluations": len(recorder.trace),
-            "nfev": result.nfev, "success": bool(result.success),
-            "status": result.status.name, "residual": float(result.residual_norm), "time_s": seconds,
-            "trace": recorder.trace}
+            "nfev": result.nfev, "success": bool(result.success), "status": result.status.name,
+            "residual": float(result.residual_norm), "time_s": seconds, "safeguard_rejections": rejections,
+            "x": result.x, "trace": recorder.trace}
 
 
 def _scipy(problem: Contraction, method: str, max_iter: int) -> dict[str, Any]:
@@ -111,56 +137,91 @@ def _evaluations_to_tolerance(trace: list[float]) -> int:
     return next((i + 1 for i, r in enumerate(trace) if r <= TOL), len(trace))
 
 
+DEFAULT = "anderson (default, m=10)"
 SOLVERS = [
-    ("torchnewton picard", lambda p, cap: _torchnewton(p, "picard", {}, cap)),
-    ("torchnewton anderson m=5", lambda p, cap: _torchnewton(p, "anderson", {}, cap)),
-    ("torchnewton anderson m=10", lambda p, cap: _torchnewton(p, "anderson", {"memory": 10}, cap)),
-    # elementwise Steffensen diverges on coupled systems: a short cap keeps its failure cheap
-    ("scipy fixed_point del2", lambda p, cap: _scipy(p, "del2", min(cap, 1000))),
-    ("scipy fixed_point iteration", lambda p, cap: _scipy(p, "iteration", cap)),
+    ("picard", lambda p, cap: _torchnewton(p, "picard", {}, cap)),
+    ("anderson m=5", lambda p, cap: _torchnewton(p, "anderson", {"memory": 5}, cap)),
+    (DEFAULT, lambda p, cap: _torchnewton(p, "anderson", {}, cap)),
+    # elementwise Steffensen does not converge on coupled systems: a short cap keeps its failure cheap
+    ("scipy del2", lambda p, cap: _scipy(p, "del2", min(cap, DEL2_MAX_ITER))),
+    ("scipy iteration", lambda p, cap: _scipy(p, "iteration", cap)),
 ]
 
 
 def run_contractions(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
     n = 100 if ctx.quick else 300
     rhos = [0.9, 0.99] if ctx.quick else [0.9, 0.99, 0.999]
+    seeds = [ctx.seed] if ctx.quick else [ctx.seed, ctx.seed + 1, ctx.seed + 2]
     cap = 60_000
-    problems = contractions(n, rhos, ctx.seed)
+    problems = [contraction(family, n, rho, seed) for family in FAMILIES for rho in rhos for seed in seeds]
     results: dict[str, dict[str, Any]] = {}
     rows = []
     for problem in ctx.track(problems, desc="contractions"):
-        results[problem.name] = {}
-        for name, solve in SOLVERS:
-            with torch_threads(1):  # both sides on one core: the machine may be shared
-                results[problem.name][name] = solve(problem, cap)
-        picard = results[problem.name]["torchnewton picard"]["evaluations"]
-        for name, _ in SOLVERS:
-            r = results[problem.name][name]
-            ratio = picard / r["evaluations"] if r["success"] else float("nan")
-            rows.append([problem.name, name, r["evaluations"], f"{ratio:.1f}x" if r["success"] else "—",
-                         r["total_evaluations"], f"{r['residual']:.1e}", r["success"], r["time_s"]])
-    ratios = {p: results[p]["torchnewton picard"]["evaluations"] / results[p]["torchnewton anderson m=5"]["evaluations"]
-              for p in results if results[p]["torchnewton anderson m=5"]["success"]}
-    plots = [_plot(results, ctx)]
-    figures = {p: {s: {k: v for k, v in r.items() if k != "trace"} for s, r in per.items()} for p, per in results.items()}
-    figures["anderson_m5_over_picard_evaluation_ratio"] = ratios
+        with torch_threads(1):  # every solver on one core: the machine may be shared
+            per = {name: solve(problem, cap) for name, solve in SOLVERS}
+        per["jacobian_radius"] = problem.jacobian_radius(per["picard"].pop("x"))
+        for name in ("anderson m=5", DEFAULT):
+            per[name].pop("x")
+        results[problem.name] = per
+        rows.append([problem.family, problem.rho, problem.seed, f"{per['jacobian_radius']:.3f}"]
+                    + [_cell(per, name) for name, _ in SOLVERS] + [per[DEFAULT]["safeguard_rejections"]])
+    ratios = {name: {p: per["picard"]["evaluations"] / per[name]["evaluations"] if per[name]["success"] else 0.0
+                     for p, per in results.items()} for name in ("anderson m=5", DEFAULT)}
+    summary = [[family, name, _summary(ratios[name], family)] for family in FAMILIES for name in ratios]
+    met = {name: sum(r >= GOAL for r in ratios[name].values()) for name in ratios}
+    failing = [p for p, r in ratios[DEFAULT].items() if r < GOAL]
+    figures = {p: {s: ({k: v for k, v in r.items() if k != "trace"} if isinstance(r, dict) else r)
+                   for s, r in per.items()} for p, per in results.items()}
+    figures["picard_over_anderson_evaluation_ratio"] = ratios
+    figures["goal_met"] = {name: f"{met[name]}/{len(problems)}" for name in ratios}
     markdown = "\n".join([
         f"### (b) Contractions with spread spectra, n = {n}",
         "",
         f"Evaluations of T from z₀ = 0 until the first point with ‖T(z) − z‖∞ ≤ {TOL:g} (float64), counted by one "
-        "wrapper for every solver. `scipy.optimize.fixed_point` stops on its own relative-change test "
-        f"(xtol = {SCIPY_XTOL:g}); its total count and final residual are shown, and it counts as solved only if "
-        "that residual meets the bound. Ratio = Picard evaluations / this solver's. Time: one run's wall time on "
-        "one thread (scipy works in NumPy; torchnewton in torch with per-step status bookkeeping, which dominates "
-        "on these small maps: the counts are the measure here).",
+        "wrapper for every solver; in brackets the ratio Picard / solver (× = not solved). Families: T(z) = Az + b "
+        "with A's spectrum spread evenly over [0, ρ] or [−ρ, ρ] (symmetric, or S Λ S⁻¹ non-normal), and "
+        "T(z) = tanh(Wz + b) with W symmetric over [−ρ, ρ]. ρ(J*): spectral radius of ∂T/∂z at the solution (what "
+        "sets Picard's rate). `scipy.optimize.fixed_point` stops on its own relative-change test "
+        f"(xtol = {SCIPY_XTOL:g}) and counts as solved only if its final residual meets the bound; its `iteration` "
+        "is Picard's iteration, its `del2` (the default) is Steffensen's extrapolation applied elementwise, blind "
+        f"to the coupling between components (capped at {2 * DEL2_MAX_ITER} evaluations). Rejections: steps of "
+        "the default Anderson replaced by the plain step by its safeguard. "
+        "The counts are the measure; wall times are in the JSON figures.",
         "",
-        markdown_table(["problem", "solver", f"evals to {TOL:g}", "vs Picard", "total evals", "final ‖T(z) − z‖∞",
-                        "solved", "time (s)"], rows),
+        markdown_table(["family", "ρ", "seed", "ρ(J*)"] + [name for name, _ in SOLVERS] + ["rejections"], rows),
         "",
-        "Anderson (m = 5) over Picard, evaluation ratio: "
-        + ", ".join(f"{p}: {r:.1f}x" for p, r in ratios.items()) + ". Goal: ≥ 3x on the linear problems with ρ ≥ 0.99.",
+        "Ratio Picard / Anderson per family (min – median – max over the instances):",
+        "",
+        markdown_table(["family", "Anderson", "Picard / Anderson"], summary),
+        "",
+        f"Goal: Anderson ≥ {GOAL:g}x fewer evaluations than Picard on contractions with spread spectra. "
+        f"Default Anderson (m = 10): met on {met[DEFAULT]} of {len(problems)} instances; with m = 5 (the default "
+        f"before): {met['anderson m=5']} of {len(problems)}. "
+        + (_failures(failing, ratios[DEFAULT], results) if failing else "Met on every instance."),
     ])
-    return markdown, figures, plots
+    return markdown, figures, [_plot(results, ctx)]
+
+
+def _failures(failing: list[str], ratios: dict[str, float], results: dict[str, dict[str, Any]]) -> str:
+    radius = max(results[p]["jacobian_radius"] for p in failing)
+    picard = max(results[p]["picard"]["evaluations"] for p in failing)
+    return ("Not met on: " + ", ".join(f"{p} ({ratios[p]:.1f}x)" for p in failing)
+            + f". On every one ρ(J*) ≤ {radius:.2f} and Picard needs at most {picard} evaluations: tanh saturates, "
+              "the Jacobian at the solution contracts well below ρ, and a Krylov-type acceleration, whose advantage "
+              "grows like the square root of Picard's count, has little left to gain (on such a map an unbounded "
+              "memory does no better than m = 10: tests/fixed_point/test_anderson_contractions.py).")
+
+
+def _cell(per: dict[str, Any], name: str) -> str:
+    r = per[name]
+    if not r["success"]:
+        return f"{r['evaluations']} (×)"
+    return f"{r['evaluations']} ({per['picard']['evaluations'] / r['evaluations']:.1f}x)"
+
+
+def _summary(ratios: dict[str, float], family: str) -> str:
+    values = sorted(r for p, r in ratios.items() if p.startswith(family + " "))
+    return f"{values[0]:.1f}x – {statistics.median(values):.1f}x – {values[-1]:.1f}x"
 
 
 def _plot(results: dict[str, dict[str, Any]], ctx: BenchContext):
@@ -169,11 +230,11 @@ def _plot(results: dict[str, dict[str, Any]], ctx: BenchContext):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [p for p in results if "symmetric" in p or "non-normal" in p][-2:]
+    names = [next(p for p in results if p.startswith(f"{family} ρ=0.99 ")) for family in ("linear [−ρ, ρ]", "tanh, b ~ 0.1")]
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
     for ax, problem in zip(axes[0], names):
-        for solver, r in results[problem].items():
-            best = np.fmin.accumulate(np.asarray(r["trace"]))
+        for solver, _ in SOLVERS:
+            best = np.fmin.accumulate(np.asarray(results[problem][solver]["trace"]))
             # scipy's plain iteration is Picard's: dashed, so the two curves stay visible
             ax.semilogy(np.arange(1, len(best) + 1), best, label=solver,
                         linestyle="--" if solver.startswith("scipy") else "-")
@@ -188,4 +249,3 @@ def _plot(results: dict[str, dict[str, Any]], ctx: BenchContext):
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-

@@ -10,7 +10,7 @@ Krasnoselskii–Mann and Halpern's anchored iteration. Each costs one evaluation
 
 Example:
     >>> import torch
-    >>> from torchnewton.solvers.fixed_point import fixed_point
+    >>> from torchnewton import fixed_point
     >>> rotation = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)
     >>> res = fixed_point(lambda z: rotation @ z, torch.ones(2, dtype=torch.float64), method="halpern", tol=1e-3)
     >>> bool(res.success), float(res.certificate) * 2 ** 0.5 >= float(res.fun.abs().max())
