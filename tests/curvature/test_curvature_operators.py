@@ -39,7 +39,7 @@ class _ScaledCrossEntropy(torch.nn.CrossEntropyLoss):
         return 3.0 * super().forward(outputs, targets) ** 2
 
 
-def _forward_over_reverse_cases():
+def _closed_form_cases():
     x, y = classification_batch()
     ignored = y.clone()
     ignored[2] = -100
@@ -57,12 +57,13 @@ def _forward_over_reverse_cases():
     }
 
 
-@pytest.mark.parametrize("case", list(_forward_over_reverse_cases()))
-def test_forward_over_reverse_closed_form_and_autograd_paths(case):
+@pytest.mark.parametrize("mode", ["double-backward", "forward-over-reverse"])
+@pytest.mark.parametrize("case", list(_closed_form_cases()))
+def test_closed_form_and_autograd_loss_gradient_paths(case, mode):
     """Plain MSE / cross-entropy take the pullback of the closed-form output gradient; every other
     loss (options the closed form lacks, a subclass) autograd's loss backward; both are exact."""
-    model, loss, batch, closed_form = _forward_over_reverse_cases()[case]
-    H = HessianOperator(model, loss, batch, mode="forward-over-reverse")
+    model, loss, batch, closed_form = _closed_form_cases()[case]
+    H = HessianOperator(model, loss, batch, mode=mode)
     assert (H.output_loss is not None) == closed_form
     reduction = "sum" if loss.reduction == "sum" else "mean"
     reference = dense_hessian(model, loss, [batch], reduction)
@@ -233,3 +234,38 @@ def test_float32_model_products_in_float32():
     dense = G.to_dense()[0]
     assert dense.dtype == torch.float32
     assert relative_error(dense.double(), reference) < 1e-5
+
+
+class _PartlyUsed(torch.nn.Module):
+    """A linear layer and a trainable parameter the forward never reads; ``used=False`` also skips the layer."""
+
+    def __init__(self, used: bool):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 3).to(F64)
+        self.unused = torch.nn.Parameter(torch.ones(2, dtype=F64))
+        self.used = used
+
+    def forward(self, inputs):
+        return self.linear(inputs) if self.used else inputs.clone()
+
+
+@pytest.mark.parametrize("mode", ["double-backward", "forward-over-reverse"])
+@pytest.mark.parametrize("loss", ["mse", "cross-entropy", "quartic"])
+@pytest.mark.parametrize("used", [True, False])
+def test_parameters_the_loss_does_not_depend_on_have_zero_rows(used, loss, mode):
+    """Closed-form (MSE, cross-entropy) and autograd (a plain function) gradients alike: a parameter
+    outside the graph contributes zero rows; a loss constant in θ gives the zero matrix."""
+    model = _PartlyUsed(used)
+    if not used:
+        model.linear.requires_grad_(False)
+    batch = classification_batch() if loss == "cross-entropy" else regression_batch()
+    function = {"mse": torch.nn.MSELoss(), "cross-entropy": torch.nn.CrossEntropyLoss(),
+                "quartic": lambda f, y: ((f - y) ** 4).mean()}[loss]
+    dense = HessianOperator(model, function, batch, mode=mode).to_dense()[0]
+    reference = dense_hessian(model, function, [batch])
+    unused = model.unused.numel()  # the module's own parameter comes first in named_parameters()
+    assert torch.count_nonzero(dense[:unused]) == 0 and torch.count_nonzero(dense[:, :unused]) == 0
+    if used:
+        assert relative_error(dense, reference) < TOL
+    else:
+        assert torch.count_nonzero(dense) == 0

@@ -139,7 +139,8 @@ class CurvatureOperator(LinearOperator):
         if isinstance(v, torch.Tensor) and v.dim() == 1:
             return self.matvec(v.unsqueeze(0))[0]
         if isinstance(v, torch.Tensor) and v.dim() == 2:
-            return self.matvec(v.T).T
+            # the rows of a transposed (n, k) matrix are strided: the products want them contiguous
+            return self.matvec(v.T.contiguous()).T
         raise TypeError("v must be a tensor (n,) or (n, k) or a list of parameter-shaped tensors")
 
     def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -177,12 +178,13 @@ class CurvatureOperator(LinearOperator):
 class HessianOperator(CurvatureOperator):
     """H = ∇²_θ L for any loss returning a scalar.
 
-    ``mode='double-backward'`` differentiates ⟨∇L, v⟩ through a gradient graph built once per
-    product call (cheapest for one vector); ``'forward-over-reverse'`` is ``torch.func.jvp`` of
-    the gradient, vmapped over a block — for a plain ``MSELoss`` / ``CrossEntropyLoss`` (no class
-    weights, no label smoothing, targets in range) the gradient is the model's pullback of the
-    loss's closed-form output gradient. ``reduction`` is needed only for a plain function
-    without a ``.reduction`` attribute when data has several batches.
+    ``mode='double-backward'`` differentiates ⟨∇L, vᵢ⟩ through a gradient graph built once per
+    batch of data and shared by the whole block (cheapest for one vector); ``'forward-over-reverse'``
+    is ``torch.func.jvp`` of the gradient, vmapped over a block. In both modes, for a plain
+    ``MSELoss`` / ``CrossEntropyLoss`` (no class weights, no label smoothing, targets in range) the
+    gradient is the model's pullback of the loss's closed-form output gradient, which spares
+    differentiating autograd's generic loss backward. ``reduction`` is needed only for a plain
+    function without a ``.reduction`` attribute when data has several batches.
     """
 
     MODES = ("double-backward", "forward-over-reverse")
@@ -191,7 +193,7 @@ class HessianOperator(CurvatureOperator):
                  mode: str = "double-backward", reduction: str | None = None):
         self.mode = check_method(mode, self.MODES, "mode")
         self.output_loss: OutputLoss | None = None
-        if mode == "forward-over-reverse" and type(loss_function) in (torch.nn.MSELoss, torch.nn.CrossEntropyLoss):
+        if type(loss_function) in (torch.nn.MSELoss, torch.nn.CrossEntropyLoss):
             # exact types only: a subclass may compute something else in its forward
             try:
                 self.output_loss = output_loss(loss_function)
@@ -208,9 +210,10 @@ class HessianOperator(CurvatureOperator):
             self.output_loss = None
 
     def _batch_products(self, inputs: torch.Tensor, targets: torch.Tensor, vectors: Vectors) -> Vectors:
-        if self.mode == "double-backward":
-            return hessian_double_backward(self.function, self.loss_function, inputs, targets, self.params, vectors)
         loss_gradient = self.output_loss.reduced_gradient if self.output_loss is not None else None
+        if self.mode == "double-backward":
+            return hessian_double_backward(self.function, self.loss_function, inputs, targets, self.params,
+                                           vectors, loss_gradient)
         return hessian_forward_over_reverse(self.function, self.loss_function, inputs, targets, self.params,
                                             vectors, loss_gradient)
 

@@ -7,10 +7,11 @@ products leave the same way. Two kinds of product:
   backward of ⟨∇L, v⟩ per vector; Pearlmutter 1994, "Fast exact multiplication by the Hessian")
   or forward-over-reverse (``torch.func.jvp`` of the gradient, vmapped over the block). For a
   loss with a closed-form output gradient g(f) = ∇_f L (MSE, cross-entropy) the gradient is the
-  pullback Jᵀ g(f(θ)) and its JVP is H v = Jᵀ ∇²_f L (J v) + Σ_k g_k ∇²_θ f_k v in one pass,
-  without forward-mode AD through autograd's generic loss backward (``nll_loss`` and
-  ``log_softmax`` backward run as Python decompositions under ``torch.func``: 15–20% of the CPU
-  time of a 16-vector block on the benchmark's digits MLP).
+  pullback Jᵀ g(f(θ)) and its derivative is H v = Jᵀ ∇²_f L (J v) + Σ_k g_k ∇²_θ f_k v, without
+  differentiating autograd's generic loss backward: under ``torch.func`` ``nll_loss`` and
+  ``log_softmax`` backward run as Python decompositions (15–20% of the CPU time of a 16-vector
+  block on the benchmark's digits MLP), and double backward through ``log_softmax_backward``
+  costs about 20% of a block's time there against a softmax and a subtraction.
 * Jacobian sandwich: Jᵀ M (J v) with J = ∂f/∂θ the Jacobian of the outputs and M an operator on
   output space — the loss Hessian for the Gauss–Newton matrix, an average of gradient outer
   products for the Fisher matrices. Jv comes from forward-mode AD and Jᵀu from one backward of
@@ -56,21 +57,28 @@ def scalar_loss(loss_function: LossFunction, outputs: torch.Tensor, targets: tor
 
 
 def hessian_double_backward(model: FunctionalModel, loss_function: LossFunction, inputs: torch.Tensor,
-                            targets: torch.Tensor, params: Sequence[torch.Tensor],
-                            vectors: Tensors) -> Tensors:
-    loss = scalar_loss(loss_function, model(params, inputs), targets)
-    gradient = torch.autograd.grad(loss, params, create_graph=True, materialize_grads=True)
+                            targets: torch.Tensor, params: Sequence[torch.Tensor], vectors: Tensors,
+                            loss_gradient: LossGradient | None = None) -> Tensors:
+    """``loss_gradient(f, y)``, if given, is ∇_f L as a differentiable function of the outputs f."""
+    outputs = model(params, inputs)
+    if loss_gradient is None:
+        root, seed = scalar_loss(loss_function, outputs, targets), None
+    else:
+        root, seed = outputs, loss_gradient(outputs, targets)
+    block = vectors[0].shape[0]
+    if not root.requires_grad:  # the loss does not depend on θ
+        return [torch.zeros((block, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    gradient = torch.autograd.grad(root, params, seed, create_graph=True, allow_unused=True,
+                                   materialize_grads=True)
     # a gradient entry without a graph is constant in θ: its rows of the Hessian are zero
     live = [i for i, g in enumerate(gradient) if g.requires_grad]
-    block = vectors[0].shape[0]
-    columns = []
-    for b in range(block):
-        if not live:
-            columns.append([torch.zeros_like(p) for p in params])
-            continue
-        columns.append(list(torch.autograd.grad([gradient[i] for i in live], params,
-                                                [vectors[i][b] for i in live],
-                                                retain_graph=b < block - 1, materialize_grads=True)))
+    if not live:
+        return [torch.zeros((block, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    # one backward of ⟨∇L, v_b⟩ per vector through the shared graph: batching them with
+    # is_grads_batched (vmap over the backward) measured no faster on CPU (16x larger intermediates)
+    live_gradient = [gradient[i] for i in live]
+    columns = [torch.autograd.grad(live_gradient, params, [vectors[i][b] for i in live],
+                                   retain_graph=b < block - 1, materialize_grads=True) for b in range(block)]
     return [torch.stack(parts) for parts in zip(*columns)]
 
 

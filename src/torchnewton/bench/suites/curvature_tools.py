@@ -3,9 +3,11 @@
 The MLP (64-32-10 quick, 64-64-10 full, tanh, float32) is first trained with Adam on the digits
 training split (standardized pixels) so that its Hessian is that of a trained network, then:
 
-- time per product: Hessian-vector products (double backward, forward-over-reverse) and exact
-  Gauss–Newton products of ``torchnewton.curvature`` against curvlinops' ``HessianLinearOperator``
-  and ``GGNLinearOperator`` on the same model and data — one vector and a block of 16, repeats
+- time per product: Hessian-vector products (double backward, forward-over-reverse), exact
+  Gauss–Newton, empirical and Monte-Carlo Fisher products of ``torchnewton.curvature`` against
+  curvlinops' ``HessianLinearOperator`` (which is forward-over-reverse, vmapped over the block, in
+  either row), ``GGNLinearOperator``, ``EFLinearOperator`` and ``FisherMCLinearOperator`` on the
+  same model and data — one vector and a block of 16, repeats
   interleaved, min and median wall time, the ratios of minima and medians (and of median thread
   CPU times, which waiting for a shared CPU does not inflate) and the relative difference of the
   products;
@@ -28,8 +30,8 @@ import numpy as np
 import torch
 
 from torchnewton.bench.suite import BenchContext, markdown_table, torch_threads
-from torchnewton.curvature import (CurvatureOperator, GaussNewtonOperator, HessianOperator, eigenvalues,
-                                   spectral_density, trace)
+from torchnewton.curvature import (CurvatureOperator, EmpiricalFisherOperator, GaussNewtonOperator, HessianOperator,
+                                   MonteCarloFisherOperator, eigenvalues, spectral_density, trace)
 
 
 @dataclass(frozen=True)
@@ -43,20 +45,16 @@ class Config:
     lanczos_steps: int
 
 
-QUICK = Config(hidden=32, train_steps=200, repeats=15, trace_products=60, trace_seeds=2, probes=3, lanczos_steps=50)
+QUICK = Config(hidden=32, train_steps=200, repeats=20, trace_products=60, trace_seeds=2, probes=3, lanczos_steps=50)
 FULL = Config(hidden=64, train_steps=500, repeats=30, trace_products=300, trace_seeds=10, probes=16, lanczos_steps=100)
 BLOCK = 16
 
 
 def run_tools(ctx: BenchContext) -> tuple[str, dict[str, Any], list[Path]]:
-    import curvlinops
-
     config = QUICK if ctx.quick else FULL
     with torch_threads(1):
         model, loss, batch, setup = _trained_mlp(config, ctx.seed)
-        params = list(model.parameters())
-        peers = {"hessian": curvlinops.HessianLinearOperator(model, loss, params, [batch], check_deterministic=False),
-                 "ggn": curvlinops.GGNLinearOperator(model, loss, params, [batch], check_deterministic=False)}
+        peers = _peers(model, loss, batch, ctx.seed)
         hessian = HessianOperator(model, loss, batch)
         figures: dict[str, Any] = {"setup": setup}
         products_md, figures["products"] = _products(config, model, loss, batch, peers)
@@ -105,13 +103,27 @@ def _trained_mlp(config: Config, seed: int):
 
 # ----------------------------------------------------------------------------- products
 
+def _peers(model, loss, batch, seed: int) -> dict[str, Any]:
+    """curvlinops' operators on the same model and data."""
+    import curvlinops
+
+    params, data = list(model.parameters()), [batch]
+    return {"hessian": curvlinops.HessianLinearOperator(model, loss, params, data, check_deterministic=False),
+            "ggn": curvlinops.GGNLinearOperator(model, loss, params, data, check_deterministic=False),
+            "ef": curvlinops.EFLinearOperator(model, loss, params, data, check_deterministic=False),
+            "mc": curvlinops.FisherMCLinearOperator(model, loss, params, data, check_deterministic=False,
+                                                    mc_samples=1, seed=seed)}
+
+
 def _interleaved(candidates: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, list[float]]]:
-    """Wall and thread CPU times of each candidate, one call of each per round, after a warm-up round."""
+    """Wall and thread CPU times of each candidate, one call of each per round, after a warm-up round;
+    the order alternates between rounds, so that neither always runs on the other's leftover caches."""
     for fn in candidates.values():
         fn()
     times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
+    order = list(candidates.items())
+    for round_ in range(repeats):
+        for name, fn in order if round_ % 2 == 0 else order[::-1]:
             cpu, start = time.thread_time(), time.perf_counter()
             fn()
             times[name]["wall"].append(time.perf_counter() - start)
@@ -127,7 +139,11 @@ def _products(config: Config, model, loss, batch, peers) -> tuple[str, dict[str,
     forward_over_reverse = HessianOperator(model, loss, batch, mode="forward-over-reverse")
     ours = {"Hessian (double backward)": (HessianOperator(model, loss, batch), "hessian"),
             "Hessian (forward-over-reverse)": (forward_over_reverse, "hessian"),
-            "Gauss-Newton": (GaussNewtonOperator(model, loss, batch), "ggn")}
+            "Gauss-Newton": (GaussNewtonOperator(model, loss, batch), "ggn"),
+            "empirical Fisher": (EmpiricalFisherOperator(model, loss, batch), "ef"),
+            "Monte-Carlo Fisher (1 sample)": (MonteCarloFisherOperator(model, loss, batch,
+                                                                       generator=torch.Generator().manual_seed(0)),
+                                              "mc")}
     n = next(iter(ours.values()))[0].num_parameters
     generator = torch.Generator().manual_seed(0)
     rows, figures = [], {}
@@ -138,7 +154,8 @@ def _products(config: Config, model, loss, batch, peers) -> tuple[str, dict[str,
             peer = peers[peer_key]
             times = _interleaved({"torchnewton": lambda: operator @ arg, "curvlinops": lambda: peer @ arg},
                                  config.repeats)
-            difference = _relative_difference(operator @ arg, peer @ arg)
+            # Monte-Carlo Fisher: each library draws its own targets, so the values differ by sampling
+            difference = None if peer_key == "mc" else _relative_difference(operator @ arg, peer @ arg)
             tn, cl = times["torchnewton"]["wall"], times["curvlinops"]["wall"]
             ratio, min_ratio = statistics.median(tn) / statistics.median(cl), min(tn) / min(cl)
             cpu_ratio = statistics.median(times["torchnewton"]["cpu"]) / statistics.median(times["curvlinops"]["cpu"])
@@ -148,7 +165,8 @@ def _products(config: Config, model, loss, batch, peers) -> tuple[str, dict[str,
                             "torchnewton_cpu_s": times["torchnewton"]["cpu"],
                             "curvlinops_cpu_s": times["curvlinops"]["cpu"], "relative_difference": difference}
             rows.append([label, columns, 1e3 * min(tn), 1e3 * statistics.median(tn), 1e3 * min(cl),
-                         1e3 * statistics.median(cl), min_ratio, ratio, cpu_ratio, f"{difference:.1e}"])
+                         1e3 * statistics.median(cl), min_ratio, ratio, cpu_ratio,
+                         "random draws differ" if difference is None else f"{difference:.1e}"])
     table = markdown_table(["product", "vectors", "torchnewton min (ms)", "median (ms)", "curvlinops min (ms)",
                             "median (ms)", "ratio of minima", "ratio of medians", "ratio of median CPU times",
                             "relative difference"], rows)
