@@ -142,9 +142,22 @@ def test_quick_cutest_smoke(tmp_path: Path, monkeypatch):
 def test_batch_smoke(tmp_path: Path):
     ctx = BenchContext(quick=True, out_dir=tmp_path)
     markdown, figures, _ = constrained_batch.batch_comparison(ctx, batch=8)
-    assert figures["solved_slsqp"] == 8 and figures["solved_torchnewton"] == 8
-    assert figures["agree"] == 8 and figures["max_distance"] <= 1e-5
-    assert figures["speedup"] > 0 and "8 perturbed HS71" in markdown
+    assert set(figures) == {"HS71", "HS7"}
+    assert figures["HS71"]["method"] == "interior-point" and figures["HS7"]["method"] == "sqp"
+    for numbers in figures.values():
+        assert numbers["solved_slsqp"] == 8 and numbers["solved_torchnewton"] == 8
+        assert numbers["agree"] == 8 and numbers["max_distance"] <= 1e-5
+        assert numbers["speedup"] > 0
+    assert "8 perturbed instances" in markdown and "| HS7 | sqp |" in markdown
+
+
+def test_batch_hs7_reaches_its_known_solution():
+    # perturbed HS7: the solution is (0, √(4e − 1)) for every instance
+    x0, a, e = constrained_batch.hs7_instances(16, 0)
+    result = constrained_batch.run_torchnewton(x0, a, e, problem=constrained_batch.HS7)
+    assert bool(result.success.all())
+    expected = np.stack([np.zeros(16), np.sqrt(4 * e - 1)], axis=1)
+    np.testing.assert_allclose(result.x.numpy(), expected, atol=1e-7)
 
 
 def test_logistic_problem_is_solved_to_the_shared_tolerance():

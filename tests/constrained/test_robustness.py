@@ -106,9 +106,44 @@ def test_accepted_trial_values_are_reused():
                    jac=counted("g", lambda x: 2 * (x - target)), hess=lambda x: 2 * torch.eye(3, dtype=D), tol=1e-10)
     assert res.success and res.nit == 1
     assert torch.allclose(res.x, target - (target.sum() - 1) / 3)
-    # f and c: once each by the entry point's input checks, at x0, at the trial; ∇f and J at x0
-    # and at the trial — nothing re-evaluated at the accepted point
-    assert calls == {"f": 3, "g": 2, "c": 3, "J": 2}, calls
+    # f and c: at x0 by the entry point's input checks (whose values the solver reuses) and at
+    # the trial; ∇f and J at x0 and at the trial — nothing evaluated twice at one point
+    assert calls == {"f": 2, "g": 2, "c": 2, "J": 2}, calls
+    # the Result's counters are the calls the user saw
+    assert (res.nfev, res.njev, res.extras["ncev"], res.extras["njcev"]) == (2, 2, 2, 2)
+
+
+@pytest.mark.parametrize("x0", [[0.5, 0.5], [0.0, 0.0]])
+def test_interior_point_reuses_the_checked_values_at_x0(x0):
+    # the entry point's checks evaluate f and c at x0 once; the interior point's first iterate is
+    # x0 itself (strictly inside) or x0 pushed into the bounds (on the bound): at x0 nothing is
+    # called again, and the Result's counters are exactly the calls the user's callables saw
+    calls = {"f": 0, "g": 0, "c": 0, "J": 0}
+
+    def counted(key, fn):
+        def wrapped(*args):
+            calls[key] += 1
+            return fn(*args)
+        return wrapped
+
+    con = NonlinearConstraint(counted("c", lambda x: (x[0] - x[1]).reshape(1)), 0.0, float("inf"),
+                              jac=counted("J", lambda x: torch.tensor([[1.0, -1.0]], dtype=D)),
+                              hess=lambda x, v: torch.zeros(2, 2, dtype=D))
+    target = torch.tensor([2.0, -1.0], dtype=D)
+    res = minimize(counted("f", lambda x: ((x - target) ** 2).sum()), torch.tensor(x0, dtype=D), constraints=con,
+                   bounds=(0.0, 1.0), jac=counted("g", lambda x: 2 * (x - target)),
+                   hess=lambda x: 2 * torch.eye(2, dtype=D), tol=1e-9)
+    assert res.success and torch.allclose(res.x, torch.tensor([1.0, 0.0], dtype=D), atol=1e-7)
+    assert (res.nfev, res.njev, res.extras["ncev"], res.extras["njcev"]) == \
+        (calls["f"], calls["g"], calls["c"], calls["J"]), calls
+    # no iteration: f and c at x0 once (the checks), once more only where x0 had to be pushed inside
+    for key in calls:
+        calls[key] = 0
+    minimize(counted("f", lambda x: ((x - target) ** 2).sum()), torch.tensor(x0, dtype=D), constraints=con,
+             bounds=(0.0, 1.0), jac=counted("g", lambda x: 2 * (x - target)),
+             hess=lambda x: 2 * torch.eye(2, dtype=D), max_iter=0)
+    pushed = int(x0 == [0.0, 0.0])
+    assert calls == {"f": 1 + pushed, "g": 1, "c": 1 + pushed, "J": 1}, calls
 
 
 @pytest.mark.parametrize("method", ["sqp", "interior-point"])

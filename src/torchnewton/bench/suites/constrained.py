@@ -1,6 +1,6 @@
 """Benchmark of constrained ``torchnewton.minimize`` (issue #16): S2MPJ/CUTEst problems against
-scipy SLSQP, trust-constr and Ipopt; a batch of 256 perturbed HS71 instances against a loop over
-SLSQP; and the paper's constrained logistic regression with direct vs sketched KKT solves.
+scipy SLSQP, trust-constr and Ipopt; batches of 256 perturbed HS71 (interior point) and HS7
+(sqp) instances against a loop over SLSQP; and the paper's constrained logistic regression with direct vs sketched KKT solves.
 
 Quick mode: 15 equality-constrained problems of the paper's list with five solvers, one timed
 batch repeat, two sizes for the time per iteration. Full mode (``torchnewton bench constrained
@@ -17,7 +17,7 @@ from .constrained_logistic import logistic_comparison
 
 def run(ctx: BenchContext) -> Section:
     parts = [("CUTEst (S2MPJ) vs SLSQP, trust-constr and Ipopt", cutest_comparison),
-             ("256 perturbed HS71 instances: one batched call vs an SLSQP loop", batch_comparison),
+             ("256 perturbed HS71 and HS7 instances: one batched call vs an SLSQP loop", batch_comparison),
              ("Constrained logistic regression: direct vs sketched KKT solves", logistic_comparison)]
     markdown, figures, plots = [], {}, []
     with torch_threads(1):  # the peers are single-threaded; so is torchnewton here

@@ -1,24 +1,35 @@
 """256 perturbed Hock–Schittkowski problems in one batched torchnewton call vs a loop over scipy SLSQP.
 
-HS71 (Hock & Schittkowski 1981, problem 71), with instance b's constants perturbed:
+Two problems, one for each constrained method (Hock & Schittkowski 1981), instance b's constants
+perturbed by factors a_b, e_b uniform in [0.9, 1.1]:
 
-    minimize   x₁x₄(x₁ + x₂ + x₃) + x₃
-    subject to x₁x₂x₃x₄ ≥ 25·a_b,   x₁² + x₂² + x₃² + x₄² = 40·e_b,   1 ≤ x ≤ 5,
+* HS71, inequality + equality + bounds (``method="sqp"`` routes it to the interior-point method):
 
-a_b, e_b uniform in [0.9, 1.1] and x0 = (1, 5, 5, 1) + 0.2·N(0, I) clipped into [1, 5]; the
-published solution of the unperturbed problem is f* = 17.0140173 at (1, 4.7429994, 3.8211503,
-1.3794082).  torchnewton solves the whole batch in one ``minimize(..., batch=True)`` call
-(``method="sqp"`` routes the inequality to its interior-point method); SLSQP runs once per
-instance with the same analytic gradients.  Both are judged per instance by the shared KKT
-checker, and agree when their solutions are within 1e-5 (max norm).  Times are the median of
-repeated runs (min shown too), interleaved.
+      minimize   x₁x₄(x₁ + x₂ + x₃) + x₃
+      subject to x₁x₂x₃x₄ ≥ 25·a_b,   x₁² + x₂² + x₃² + x₄² = 40·e_b,   1 ≤ x ≤ 5,
+
+  x0 = (1, 5, 5, 1) + 0.2·N(0, I) clipped into [1, 5]; the published solution of the unperturbed
+  problem is f* = 17.0140173 at (1, 4.7429994, 3.8211503, 1.3794082).
+* HS7, one equality (solved by SQP):
+
+      minimize   log(1 + x₁²) − x₂   subject to   (1 + x₁²)² + x₂² = 4·e_b,
+
+  x0 = (2, 2) + 0.2·N(0, I); the solution is x* = (0, √(4e_b − 1)), f* = −√(4e_b − 1) (published
+  for e_b = 1: (0, √3)).
+
+torchnewton solves each whole batch in one ``minimize(..., batch=True)`` call with autodiff
+derivatives; SLSQP runs once per instance with analytic gradients and Jacobians, the same x0 and
+tolerance 1e-8.  Both are judged per instance by the shared KKT checker, and agree when their
+solutions are within 1e-5 (max norm).  Times are the median of repeated runs (min shown too),
+interleaved.
 """
 from __future__ import annotations
 
 import statistics
 import time
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,8 +44,26 @@ BATCH = 256
 AGREEMENT = 1e-5
 PUBLISHED_F = 17.0140173
 LOWER, UPPER = 1.0, 5.0
+TOL = 1e-8
 
 
+@dataclass
+class BatchProblem:
+    """A perturbed HS problem: its batched torch form, its per-instance numpy form and its limits."""
+
+    name: str
+    method: str  # the torchnewton method that solves it ("sqp" routes inequalities to interior point)
+    instances: Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]  # (batch, seed) -> x0, a, e
+    objective: Callable[[torch.Tensor], torch.Tensor]  # (B, n) -> (B,)
+    constraints: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, a, e) -> (B, m)
+    numpy: Callable[[float, float], dict[str, Any]]  # (a_b, e_b) -> f, grad, c, jac
+    c_lower: np.ndarray
+    c_upper: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+# ---- HS71 --------------------------------------------------------------------------------
 def instances(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """x0 (B, 4) and the constants a, e (B,) of the perturbed HS71 instances."""
     rng = np.random.default_rng(seed)
@@ -72,43 +101,96 @@ def _numpy_problem(a: float, e: float) -> dict[str, Any]:
     return {"f": f, "grad": grad, "c": c, "jac": jac}
 
 
-def run_torchnewton(x0: np.ndarray, a: np.ndarray, e: np.ndarray, max_iter: int = 200) -> Any:
+HS71 = BatchProblem("HS71", "sqp", instances, objective, constraints, _numpy_problem,
+                    np.array([0.0, 0.0]), np.array([np.inf, 0.0]), np.full(4, LOWER), np.full(4, UPPER))
+
+
+# ---- HS7 ---------------------------------------------------------------------------------
+def hs7_instances(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x0 (B, 2) and the constants (unused a, e) (B,) of the perturbed HS7 instances."""
+    rng = np.random.default_rng(seed + 7)
+    e = rng.uniform(0.9, 1.1, batch)
+    x0 = np.array([2.0, 2.0]) + 0.2 * rng.standard_normal((batch, 2))
+    return x0, np.ones(batch), e
+
+
+def hs7_objective(x: torch.Tensor) -> torch.Tensor:
+    """HS7's objective log(1 + x₁²) − x₂ on a (B, 2) batch -> (B,)."""
+    return torch.log1p(x[..., 0] ** 2) - x[..., 1]
+
+
+def hs7_constraints(x: torch.Tensor, a: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """(1 + x₁²)² + x₂² − 4e on a (B, 2) batch -> (B, 1), = 0."""
+    return ((1 + x[..., 0] ** 2) ** 2 + x[..., 1] ** 2 - 4.0 * e).unsqueeze(-1)
+
+
+def _hs7_numpy(a: float, e: float) -> dict[str, Any]:
+    def f(x: np.ndarray) -> float:
+        return float(np.log1p(x[0] ** 2) - x[1])
+
+    def grad(x: np.ndarray) -> np.ndarray:
+        return np.array([2 * x[0] / (1 + x[0] ** 2), -1.0])
+
+    def c(x: np.ndarray) -> np.ndarray:
+        return np.array([(1 + x[0] ** 2) ** 2 + x[1] ** 2 - 4.0 * e])
+
+    def jac(x: np.ndarray) -> np.ndarray:
+        return np.array([[4 * x[0] * (1 + x[0] ** 2), 2 * x[1]]])
+
+    return {"f": f, "grad": grad, "c": c, "jac": jac}
+
+
+HS7 = BatchProblem("HS7", "sqp", hs7_instances, hs7_objective, hs7_constraints, _hs7_numpy,
+                   np.array([0.0]), np.array([0.0]), np.full(2, -np.inf), np.full(2, np.inf))
+PROBLEMS = (HS71, HS7)
+
+
+# ---- the two sides -----------------------------------------------------------------------
+def run_torchnewton(x0: np.ndarray, a: np.ndarray, e: np.ndarray, max_iter: int = 200,
+                    problem: BatchProblem = HS71) -> Any:
     """One batched call on every instance."""
     at, et = torch.as_tensor(a), torch.as_tensor(e)
-    constraint = NonlinearConstraint(lambda x: constraints(x, at, et), torch.tensor([0.0, 0.0], dtype=torch.float64),
-                                     torch.tensor([float("inf"), 0.0], dtype=torch.float64))
-    bounds = (torch.full((4,), LOWER, dtype=torch.float64), torch.full((4,), UPPER, dtype=torch.float64))
-    return minimize(objective, torch.as_tensor(x0).clone(), method="sqp", constraints=constraint, bounds=bounds,
-                    tol=1e-8, max_iter=max_iter, batch=True)
+    constraint = NonlinearConstraint(lambda x: problem.constraints(x, at, et),
+                                     torch.as_tensor(problem.c_lower), torch.as_tensor(problem.c_upper))
+    bounds = None
+    if np.isfinite(problem.lower).any() or np.isfinite(problem.upper).any():
+        bounds = (torch.as_tensor(problem.lower), torch.as_tensor(problem.upper))
+    return minimize(problem.objective, torch.as_tensor(x0).clone(), method=problem.method, constraints=constraint,
+                    bounds=bounds, tol=TOL, max_iter=max_iter, batch=True)
 
 
-def run_slsqp_loop(x0: np.ndarray, a: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """scipy SLSQP on each instance in turn; the solutions (B, 4)."""
+def run_slsqp_loop(x0: np.ndarray, a: np.ndarray, e: np.ndarray, problem: BatchProblem = HS71) -> np.ndarray:
+    """scipy SLSQP on each instance in turn; the solutions (B, n)."""
     from scipy.optimize import Bounds
     from scipy.optimize import minimize as scipy_minimize
 
-    bounds = Bounds(np.full(4, LOWER), np.full(4, UPPER))
+    bounded = np.isfinite(problem.lower).any() or np.isfinite(problem.upper).any()
+    bounds = Bounds(problem.lower, problem.upper) if bounded else None
+    equality = problem.c_lower == problem.c_upper
     out = np.empty_like(x0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for b in range(x0.shape[0]):
-            p = _numpy_problem(a[b], e[b])
-            cons = [{"type": "ineq", "fun": lambda x, p=p: p["c"](x)[:1], "jac": lambda x, p=p: p["jac"](x)[:1]},
-                    {"type": "eq", "fun": lambda x, p=p: p["c"](x)[1:], "jac": lambda x, p=p: p["jac"](x)[1:]}]
+            p = problem.numpy(a[b], e[b])
+            cons = []
+            if (~equality).any():  # c ≥ c_lower (the only inequality kind used here)
+                rows = ~equality
+                cons.append({"type": "ineq", "fun": lambda x, p=p, r=rows: p["c"](x)[r] - problem.c_lower[r],
+                             "jac": lambda x, p=p, r=rows: p["jac"](x)[r]})
+            cons.append({"type": "eq", "fun": lambda x, p=p: p["c"](x)[equality] - problem.c_lower[equality],
+                         "jac": lambda x, p=p: p["jac"](x)[equality]})
             out[b] = scipy_minimize(p["f"], x0[b], jac=p["grad"], method="SLSQP", bounds=bounds, constraints=cons,
-                                    options={"maxiter": 500, "ftol": 1e-8}).x
+                                    options={"maxiter": 500, "ftol": TOL}).x
     return out
 
 
-def solved(x: np.ndarray, a: np.ndarray, e: np.ndarray) -> np.ndarray:
+def solved(x: np.ndarray, a: np.ndarray, e: np.ndarray, problem: BatchProblem = HS71) -> np.ndarray:
     """Per instance: does x pass the shared KKT check?"""
-    c_lower, c_upper = np.array([0.0, 0.0]), np.array([np.inf, 0.0])
-    lower, upper = np.full(4, LOWER), np.full(4, UPPER)
     out = np.zeros(x.shape[0], dtype=bool)
     for b in range(x.shape[0]):
-        p = _numpy_problem(a[b], e[b])
+        p = problem.numpy(a[b], e[b])
         out[b] = kkt_residuals(x[b], p["f"](x[b]), p["grad"](x[b]), p["c"](x[b]), p["jac"](x[b]),
-                               c_lower, c_upper, lower, upper).accepted
+                               problem.c_lower, problem.c_upper, problem.lower, problem.upper).accepted
     return out
 
 
@@ -117,46 +199,66 @@ def _status_counts(status: torch.Tensor) -> dict[str, int]:
     return {name: names.count(name) for name in sorted(set(names))}
 
 
-def batch_comparison(ctx: BenchContext, batch: int = BATCH) -> tuple[str, dict[str, Any], list]:
-    repeats = 1 if ctx.quick else 3
-    x0, a, e = instances(batch, ctx.seed)
-    times: dict[str, list[float]] = {"torchnewton (one batched call)": [], "scipy SLSQP (loop)": []}
+def compare(problem: BatchProblem, batch: int, seed: int, repeats: int) -> tuple[list[Any], dict[str, Any], str]:
+    """(table row, figures, one line of detail) for one problem: the batched call vs the SLSQP loop."""
+    x0, a, e = problem.instances(batch, seed)
+    times: dict[str, list[float]] = {"torchnewton": [], "SLSQP loop": []}
     result, peer = None, None
-    run_torchnewton(x0[:2], a[:2], e[:2])  # warm-up: first-call costs of torch, not of the method
+    run_torchnewton(x0[:2], a[:2], e[:2], problem=problem)  # warm-up: first-call costs of torch, not of the method
     for _ in range(repeats):
         start = time.perf_counter()
-        result = run_torchnewton(x0, a, e)
-        times["torchnewton (one batched call)"].append(time.perf_counter() - start)
+        result = run_torchnewton(x0, a, e, problem=problem)
+        times["torchnewton"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        peer = run_slsqp_loop(x0, a, e)
-        times["scipy SLSQP (loop)"].append(time.perf_counter() - start)
+        peer = run_slsqp_loop(x0, a, e, problem=problem)
+        times["SLSQP loop"].append(time.perf_counter() - start)
     ours = result.x.detach().numpy()
-    ok_ours, ok_peer = solved(ours, a, e), solved(peer, a, e)
+    ok_ours, ok_peer = solved(ours, a, e, problem), solved(peer, a, e, problem)
     distance = np.max(np.abs(ours - peer), axis=1)
     agree = distance <= AGREEMENT
-    f_ours = np.array([_numpy_problem(a[b], e[b])["f"](ours[b]) for b in range(batch)])
-    f_peer = np.array([_numpy_problem(a[b], e[b])["f"](peer[b]) for b in range(batch)])
+    f_ours = np.array([problem.numpy(a[b], e[b])["f"](ours[b]) for b in range(batch)])
+    f_peer = np.array([problem.numpy(a[b], e[b])["f"](peer[b]) for b in range(batch)])
     medians = {k: statistics.median(v) for k, v in times.items()}
-    ratio = medians["scipy SLSQP (loop)"] / medians["torchnewton (one batched call)"]
-    rows = [[k, f"{medians[k]:.3g} s", f"{min(v):.3g} s"] for k, v in times.items()]
-    lower_f = int(np.sum(f_ours < f_peer - 1e-6))
-    higher_f = int(np.sum(f_ours > f_peer + 1e-6))
-    markdown = "\n".join([
-        f"{batch} perturbed HS71 instances (constants ±10 %, x0 perturbed; seed {ctx.seed}), {repeats} timed "
-        "repeat(s) after a warm-up, 1 thread.",
-        "",
-        markdown_table(["solver", "median wall time", "min wall time"], rows),
-        "",
-        f"Speed-up of the batched call over the SLSQP loop: **{ratio:.3g}x** (goal ≥ 10x: "
-        f"**{'met' if ratio >= 10 else 'not met'}**). KKT-checked solved: torchnewton {int(ok_ours.sum())}/{batch}, "
-        f"SLSQP {int(ok_peer.sum())}/{batch}; solutions within {AGREEMENT:g} of each other: {int(agree.sum())}/{batch} "
-        f"(median distance {np.median(distance):.2e}, max {np.max(distance):.2e}); where they differ torchnewton's f "
-        f"is lower on {lower_f}, higher on {higher_f}. torchnewton statuses: "
-        f"{_status_counts(result.status)}; "
-        f"median iterations {float(np.median(result.nit.numpy())):.0f}. Unperturbed published f* = {PUBLISHED_F}.",
-    ])
-    figures = {"batch": batch, "repeats": repeats, "seconds": times, "median_seconds": medians, "speedup": ratio,
+    ratio = medians["SLSQP loop"] / medians["torchnewton"]
+    lower_f, higher_f = int(np.sum(f_ours < f_peer - 1e-6)), int(np.sum(f_ours > f_peer + 1e-6))
+    nit = result.nit.numpy()
+    row = [problem.name, result.method, f"{medians['torchnewton']:.3g} s ({min(times['torchnewton']):.3g})",
+           f"{medians['SLSQP loop']:.3g} s ({min(times['SLSQP loop']):.3g})", f"**{ratio:.3g}x**",
+           f"{int(ok_ours.sum())}/{batch}", f"{int(ok_peer.sum())}/{batch}", f"{int(agree.sum())}/{batch}",
+           f"{float(np.median(nit)):.0f} / {int(nit.max())}"]
+    detail = (f"{problem.name}: solutions within {AGREEMENT:g} of each other on {int(agree.sum())}/{batch} "
+              f"(median distance {np.median(distance):.2e}, max {np.max(distance):.2e}); where they differ "
+              f"torchnewton's f is lower on {lower_f}, higher on {higher_f}; torchnewton statuses "
+              f"{_status_counts(result.status)}.")
+    figures = {"batch": batch, "repeats": repeats, "method": result.method, "seconds": times,
+               "median_seconds": medians, "speedup": ratio,
                "solved_torchnewton": int(ok_ours.sum()), "solved_slsqp": int(ok_peer.sum()),
                "agree": int(agree.sum()), "max_distance": float(np.max(distance)),
-               "median_distance": float(np.median(distance)), "tn_lower_f": lower_f, "tn_higher_f": higher_f}
+               "median_distance": float(np.median(distance)), "tn_lower_f": lower_f, "tn_higher_f": higher_f,
+               "median_iterations": float(np.median(nit)), "max_iterations": int(nit.max())}
+    return row, figures, detail
+
+
+def batch_comparison(ctx: BenchContext, batch: int = BATCH) -> tuple[str, dict[str, Any], list]:
+    repeats = 1 if ctx.quick else 3
+    rows, figures, details = [], {}, []
+    for problem in PROBLEMS:
+        row, numbers, detail = compare(problem, batch, ctx.seed, repeats)
+        rows.append(row)
+        figures[problem.name] = numbers
+        details.append(detail)
+    worst = min(f["speedup"] for f in figures.values())
+    markdown = "\n".join([
+        f"{batch} perturbed instances of each problem (constants ±10 %, x0 perturbed; seed {ctx.seed}), "
+        f"{repeats} timed repeat(s) after a warm-up, 1 thread, tol {TOL:g} on both sides.",
+        "",
+        markdown_table(["problem", "torchnewton method", "torchnewton median (min)", "SLSQP loop median (min)",
+                        "speed-up", "KKT-checked solved (tn)", "solved (SLSQP)", "agree", "iterations median / max"],
+                       rows),
+        "",
+        f"Smallest speed-up of the batched call over the SLSQP loop: **{worst:.3g}x** (goal ≥ 10x: "
+        f"**{'met' if worst >= 10 else 'not met'}**). Unperturbed HS71 published f* = {PUBLISHED_F}.",
+        "",
+        *details,
+    ])
     return markdown, figures, []

@@ -96,7 +96,7 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
     x = prepare_x0(x0, batch, args)
     tol = tol if tol is not None else float(torch.finfo(x.dtype).eps) ** 0.5
     objective = batch_objective(fun, args, batch)
-    _check_objective(objective, x)
+    f0 = _check_objective(objective, x)
     spec = build_spec(constraints, bounds, x, args, batch=batch)
     if key == "sqp" and spec.has_inequalities:
         key = "interior-point"
@@ -108,6 +108,10 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
                                  hess=batch_derivative(hess, args, batch),
                                  hessp=batch_derivative(hessp, args, batch, vector=True),
                                  scale_objective=bool(opts.pop("scale_objective", True)))
+    # the checks' calls at x0 are counted, and their values are the solver's first ones
+    problem.counters.nfev += 1
+    problem.ncev += 1 if spec.blocks else 0
+    problem.remember(x, f0, spec.values)
     termination = KKTTermination(tol, opts.pop("infeasibility_tol", tol ** 0.5), opts.pop("unbounded", 1e15))
     kkt = _kkt_solver(opts, x)
     solver = _solver(key, termination, kkt, spec, opts)
@@ -130,7 +134,7 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
     return result
 
 
-def _check_objective(objective, x: torch.Tensor) -> None:
+def _check_objective(objective, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         value = objective(x)
     if not isinstance(value, torch.Tensor) or tuple(value.shape) != (x.shape[0],):
@@ -138,6 +142,7 @@ def _check_objective(objective, x: torch.Tensor) -> None:
                          f"got {getattr(value, 'shape', type(value).__name__)}")
     if not bool(torch.isfinite(value).all()):
         raise ValueError("fun is not finite (NaN or Inf) at x0")
+    return value
 
 
 def _kkt_solver(opts: dict[str, Any], x: torch.Tensor) -> KKTSolver:

@@ -12,8 +12,9 @@ reduces, after eliminating Δz, to the same KKT system as SQP with W + Σ,
 algorithm"; Nocedal & Wright ch. 19):
 
 * fraction to the boundary: y + αΔy ≥ L + (1 − τ)(y − L) (and for U, z), τ = max(0.99, 1 − μ);
-* where the longest step is rejected, one second-order correction −J_y⁺h(y + α_maxΔy) of it
-  (against the Maratos effect of curved constraints: HS59 took steps of α ≈ 1e-3 without it);
+* where the longest step is rejected and raised ‖h‖, one second-order correction
+  −J_y⁺h(y + α_maxΔy) of it (against the Maratos effect of curved constraints: HS59 took steps
+  of α ≈ 1e-3 without it; where ‖h‖ fell the correction only costs a trial, Ipopt's rule);
 * a backtracking line search on the ℓ₂ merit φ_μ(y) + π‖h(y)‖, π raised so that the step is a
   descent direction (Nocedal & Wright (18.36)) and above 1.1‖λ⁺‖₂ (exactness of the penalty);
 * z kept within [μ/(κ(y − L)), κμ/(y − L)], κ = 1e10 (Ipopt's safeguard);
@@ -83,6 +84,7 @@ class InteriorPoint:
         self.L = torch.cat([spec.x_lower, spec.lower[:, self.rows]], -1)
         self.U = torch.cat([spec.x_upper, spec.upper[:, self.rows]], -1)
         self.has_L, self.has_U = torch.isfinite(self.L), torch.isfinite(self.U)
+        self.has_LU = torch.cat([self.has_L, self.has_U], -1)
 
     # ---- pieces ---------------------------------------------------------------------------
     def _h(self, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -96,10 +98,10 @@ class InteriorPoint:
         return torch.where(self.has_L, y - self.L, one), torch.where(self.has_U, self.U - y, one)
 
     def _barrier_value(self, f: torch.Tensor, y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """f − μ Σ log(gaps): a missing bound's gap is 1 (no term); outside the bounds a gap ≤ 0
+        makes the value NaN or +inf, which every test here reads as a rejected point (μ > 0)."""
         lower, upper = self._gaps(y)
-        logs = torch.where(self.has_L, torch.log(lower), 0.0).sum(-1) + torch.where(self.has_U, torch.log(upper), 0.0).sum(-1)
-        inside = ((lower > 0) | ~self.has_L).all(-1) & ((upper > 0) | ~self.has_U).all(-1)
-        return torch.where(inside, f - mu * logs, torch.full_like(f, float("nan")))
+        return f - mu * torch.log(torch.cat([lower, upper], -1)).sum(-1)
 
     def _push(self, y: torch.Tensor) -> torch.Tensor:
         """Move y strictly inside [L, U] (Ipopt's bound_push and bound_frac rules)."""
@@ -191,10 +193,11 @@ class InteriorPoint:
         dzl = torch.where(self.has_L, mu_col / lower - zl - sigma_L * dy, 0.0)
         dzu = torch.where(self.has_U, mu_col / upper - zu + sigma_U * dy, 0.0)
         tau = torch.clamp(1 - mu, min=0.99).unsqueeze(-1)
-        alpha_max = self._fraction_to_boundary(torch.where(self.has_L, lower, float("inf")), dy, tau)
-        alpha_max = torch.minimum(alpha_max, self._fraction_to_boundary(torch.where(self.has_U, upper, float("inf")), -dy, tau))
-        alpha_z = torch.minimum(self._fraction_to_boundary(torch.where(self.has_L, zl, float("inf")), dzl, tau),
-                                self._fraction_to_boundary(torch.where(self.has_U, zu, float("inf")), dzu, tau))
+        # one call for both sides (a missing bound has an infinite gap, no limit)
+        alpha_max = self._fraction_to_boundary(torch.where(self.has_LU, torch.cat([lower, upper], -1), float("inf")),
+                                               torch.cat([dy, -dy], -1), tau)
+        alpha_z = self._fraction_to_boundary(torch.where(self.has_LU, torch.cat([zl, zu], -1), float("inf")),
+                                             torch.cat([dzl, dzu], -1), tau)
         # ℓ₂ merit φ_μ + π‖h‖ and its penalty (Nocedal & Wright (18.36), ρ = 0.1)
         h_norm = h.norm(dim=-1)
         linear = (grad_barrier * dy).sum(-1)
@@ -225,18 +228,21 @@ class InteriorPoint:
         packed = torch.where(moved.unsqueeze(-1), packed_full, packed0)
         shift = torch.zeros_like(y)
         pending = active & ~moved
-        if problem.m and bool(pending.any()):
-            # second-order correction (Wächter & Biegler 2006 §2.4): y + α_max·Δy − J_y⁺h(y + α_max·Δy),
-            # kept only if it respects the fraction to the boundary
-            y_full = y + alpha_max.unsqueeze(-1) * dy
-            correction = -matvec(torch.linalg.pinv(Jy), torch.nan_to_num(self._h(packed_full[:, 1:], y_full[:, n:])))
+        y_full = y + alpha_max.unsqueeze(-1) * dy
+        h_full = self._h(packed_full[:, 1:], y_full[:, n:])
+        # second-order correction (Wächter & Biegler 2006 §2.4): y + α_max·Δy − J_y⁺h(y + α_max·Δy), only
+        # where the rejected step raised ‖h‖ (the Maratos effect it is for; elsewhere it only costs a trial)
+        # and kept only if it respects the fraction to the boundary
+        corrigible = pending & ~(h_full.norm(dim=-1) < h_norm)
+        if problem.m and bool(corrigible.any()):
+            correction = -matvec(torch.linalg.pinv(Jy), torch.nan_to_num(h_full))
             y_soc = y_full + correction
             lower_soc, upper_soc = self._gaps(y_soc)
             inside = (~self.has_L | (lower_soc >= (1 - tau) * lower)).all(-1) & \
                 (~self.has_U | (upper_soc >= (1 - tau) * upper)).all(-1)
             f_s, c_s = problem.values(y_soc[:, :n])
             phi_soc = self._barrier_value(f_s, y_soc, mu) + penalty * self._h(c_s, y_soc[:, n:]).norm(dim=-1)
-            ok = pending & inside & torch.isfinite(phi_soc) & (phi_soc <= threshold)
+            ok = corrigible & inside & torch.isfinite(phi_soc) & (phi_soc <= threshold)
             alpha = torch.where(ok, alpha_max, alpha)
             shift = torch.where(ok.unsqueeze(-1), correction, shift)
             packed = torch.where(ok.unsqueeze(-1), torch.cat([f_s.unsqueeze(-1), c_s], -1), packed)

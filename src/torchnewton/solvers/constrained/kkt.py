@@ -48,7 +48,6 @@ class KKTStep:
     delta: torch.Tensor  # (B,) regularization used
     status: torch.Tensor  # (B,) SUCCESS, SINGULAR (no δ gave the right inertia) or the solver's status
     iterations: torch.Tensor  # (B,) inner iterations of an iterative solver
-    residual: torch.Tensor  # (B,) ‖K z − r‖
 
 
 @dataclass
@@ -66,31 +65,16 @@ class KKTSolver:
               delta_last: torch.Tensor, accuracy: torch.Tensor | None = None) -> KKTStep:
         batch, n = r_x.shape
         m = r_c.shape[-1]
-        size = n + m
         rhs = torch.cat([r_x, r_c], -1)
-        eye = torch.eye(n, dtype=W.dtype, device=W.device)
-        K = W.new_zeros(batch, size, size)
-        K[:, :n, :n] = W
-        K[:, :n, n:] = J.transpose(-1, -2)
-        K[:, n:, :n] = J
+        K = torch.cat([torch.cat([W, J.transpose(-1, -2)], -1), torch.cat([J, J.new_zeros(batch, m, m)], -1)], -2)
+        on_x = torch.cat([W.new_ones(n), W.new_zeros(m)])  # δ shifts the x block only
         delta = torch.zeros_like(delta_last)
-        done = torch.zeros(batch, dtype=torch.bool, device=W.device)
-        z = torch.zeros_like(rhs)
-        status = torch.full((batch,), int(Status.SINGULAR), dtype=torch.long, device=W.device)
-        iterations = torch.zeros(batch, dtype=torch.long, device=W.device)
+        # δ = 0 first, for every member
+        z, done, status, iterations = self._attempt(K, rhs, n, accuracy)
+        self.calls += 1
+        status = torch.where(done, status, int(Status.SINGULAR))
         first = True
-        while True:
-            shifted = K.clone()
-            shifted[:, :n, :n] = W + delta.view(-1, 1, 1) * eye
-            trial, ok, trial_status, trial_iterations = self._attempt(shifted, rhs, n, accuracy)
-            self.calls += 1
-            take = ~done
-            z = torch.where(take.unsqueeze(-1), trial, z)
-            status = torch.where(take & ok, trial_status, status)
-            iterations = torch.where(take, iterations + trial_iterations, iterations)
-            done = done | ok
-            if bool(done.all()):
-                break
+        while not bool(done.all()):
             if first:
                 start = torch.where(delta_last > 0, torch.clamp(delta_last / 3, min=_DELTA_MIN),
                                     torch.full_like(delta_last, _DELTA_FIRST))
@@ -101,10 +85,15 @@ class KKTSolver:
             first = False
             if bool((delta[~done] > _DELTA_MAX).all()):
                 break
-        residual = (matvec(K, z) + torch.cat([delta.unsqueeze(-1) * z[:, :n], z.new_zeros(batch, m)], -1)
-                    - rhs).norm(dim=-1)
-        return KKTStep(dx=z[:, :n], dlam=z[:, n:], delta=delta, status=status, iterations=iterations,
-                       residual=residual)
+            shifted = K + torch.diag_embed(delta.unsqueeze(-1) * on_x)
+            trial, ok, trial_status, trial_iterations = self._attempt(shifted, rhs, n, accuracy)
+            self.calls += 1
+            take = ~done
+            z = torch.where(take.unsqueeze(-1), trial, z)
+            status = torch.where(take & ok, trial_status, status)
+            iterations = torch.where(take, iterations + trial_iterations, iterations)
+            done = done | ok
+        return KKTStep(dx=z[:, :n], dlam=z[:, n:], delta=delta, status=status, iterations=iterations)
 
     def _attempt(self, K: torch.Tensor, rhs: torch.Tensor, n: int, accuracy: torch.Tensor | None):
         """(z, right inertia?, status, iterations) for one δ."""

@@ -5,7 +5,10 @@ both come from autodiff of the batched functions (one reverse-over-reverse pass 
 the user's ``jac``/``hess``/``hessp`` of f and a constraint's ``jac``/``hess`` (x, v) ↦ Σ vᵢ∇²cᵢ
 replace the corresponding pieces. Counters: ``nfev`` objective calls, ``njev`` gradients,
 ``nhev`` Hessians (or n Hessian-vector products forming one), ``ncev`` constraint calls,
-``njcev`` constraint Jacobians. A call on the whole (B, n) batch counts once.
+``njcev`` constraint Jacobians. A call on the whole (B, n) batch counts once; the entry point's
+input checks of f and c at x0 count too, and their values are the solver's first ones
+(:meth:`ConstrainedProblem.remember`). Without user derivatives, ∇f and every constraint's
+Jacobian come from one recorded evaluation and one batched reverse pass.
 
 Objective scaling (Ipopt's gradient-based rule, Wächter & Biegler 2006 §3.8): with
 ``scale_objective`` the solvers see s·f, s = min(1, 100/‖∇f(x₀)‖∞) per member, fixed at the first
@@ -36,6 +39,19 @@ class ConstrainedProblem:
         self.m = spec.m
         self.scale_objective = scale_objective
         self.scale: torch.Tensor | None = None  # (B,), set by the first gradient
+        self._known: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def remember(self, x: torch.Tensor, f: torch.Tensor, c: torch.Tensor) -> None:
+        """Keep (f(x), c(x)) computed (and counted) elsewhere — the entry point's checks at x0 —
+        so that the first :meth:`values` or :meth:`evaluate` at that x calls neither again."""
+        self._known = (x, f.detach(), c.detach())
+
+    def _recall(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The remembered (unscaled f, c) if x is the remembered point, once."""
+        known, self._known = self._known, None
+        if known is None or known[0].shape != x.shape or not (known[0] is x or torch.equal(known[0], x)):
+            return None
+        return known[1], known[2]
 
     def _scale(self, g: torch.Tensor) -> torch.Tensor:
         if self.scale is None:
@@ -54,22 +70,35 @@ class ConstrainedProblem:
 
     def values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x), c(x)), no derivatives."""
-        self.counters.nfev += 1
-        f = self.fun(x)
-        return (f if self.scale is None else self.scale * f), self.constraints(x)
+        known = self._recall(x)
+        if known is not None:
+            f, c = known
+            self._known = (x, f, c)  # still known to a following :meth:`evaluate` at x
+        else:
+            self.counters.nfev += 1
+            f, c = self.fun(x), self.constraints(x)
+        return (f if self.scale is None else self.scale * f), c
 
     # ---- first derivatives ----------------------------------------------------------------
     def evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(f, ∇f, c, J) at x: one call of f and of c, reverse-mode derivatives."""
+        """(f, ∇f, c, J) at x: one call of f and of c (none where :meth:`remember` knows them),
+        reverse-mode derivatives."""
+        known = self._recall(x)
+        if known is not None:
+            g, J = self.derivatives(x)
+            return self.scale * known[0], g, known[1], J
         self.counters.nfev += 1
         self.counters.njev += 1
         self.ncev += 1
         self.njcev += 1
-        if self.jac is not None:
-            f, g = self.fun(x), self.jac(x)
+        if self._all_autodiff():
+            f, g, c, J = self._autodiff_first_order(x)
         else:
-            f, g = autodiff.gradient(self.fun, x)
-        c, J = self._constraints_and_jacobian(x)
+            if self.jac is not None:
+                f, g = self.fun(x), self.jac(x)
+            else:
+                f, g = autodiff.gradient(self.fun, x)
+            c, J = self._constraints_and_jacobian(x)
         scale = self._scale(g.detach())
         return scale * f.detach(), scale.unsqueeze(-1) * g.detach(), c, J
 
@@ -80,6 +109,9 @@ class ConstrainedProblem:
         f and c internally (the user's callables see those calls)."""
         self.counters.njev += 1
         self.njcev += 1
+        if self._all_autodiff():
+            _, g, _, J = self._autodiff_first_order(x)
+            return self._scale(g).unsqueeze(-1) * g, J
         g = self.jac(x) if self.jac is not None else autodiff.gradient(self.fun, x)[1]
         g = self._scale(g.detach()).unsqueeze(-1) * g.detach()
         if not self.spec.blocks:
@@ -87,6 +119,29 @@ class ConstrainedProblem:
         jacobians = [b.jac(x).reshape(x.shape[0], b.size, x.shape[-1]) if b.jac is not None
                      else autodiff.jacobian(b.fun, x, mode="reverse")[1] for b in self.spec.blocks]
         return g, torch.cat(jacobians, -2)
+
+    def _all_autodiff(self) -> bool:
+        """No user derivative of f or c, and no outer graph or torch.func transform to serve."""
+        return self.jac is None and all(b.jac is None for b in self.spec.blocks) and \
+            not torch.is_grad_enabled() and torch._C._functorch.peek_interpreter_stack() is None
+
+    def _autodiff_first_order(self, x: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(f, ∇f, c, J) from one recorded evaluation of f and c and one batched reverse pass over
+        the 1 + m outputs (instead of one graph for f and one per constraint block)."""
+        batch, n = x.shape
+        with torch.enable_grad():
+            z = x.detach().requires_grad_(True)
+            f = self.fun(z)
+            c = torch.cat([b.fun(z) for b in self.spec.blocks], -1) if self.spec.blocks else z.new_zeros(batch, 0)
+            out = torch.cat([f.unsqueeze(-1), c], -1)
+            rows = None
+            if out.requires_grad:
+                k = out.shape[-1]
+                basis = torch.eye(k, dtype=out.dtype, device=out.device).unsqueeze(1).expand(k, batch, k)
+                (rows,) = torch.autograd.grad(out, z, grad_outputs=basis, is_grads_batched=True, allow_unused=True)
+        rows = x.new_zeros(batch, out.shape[-1], n) if rows is None else rows.transpose(0, 1)
+        return f.detach(), rows[:, 0], c.detach(), rows[:, 1:]
 
     def _constraints_and_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.spec.blocks:

@@ -62,6 +62,7 @@ class ConstraintSpec:
     upper: torch.Tensor  # (B, m) c_u
     x_lower: torch.Tensor  # (B, n)
     x_upper: torch.Tensor  # (B, n)
+    values: torch.Tensor | None = None  # (B, m) c(x0) from the checks, reused by the solvers' first step
 
     @property
     def m(self) -> int:
@@ -129,7 +130,7 @@ def _evaluate(fun: BatchFunction, x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _one_constraint(item: Any, index: int, x: torch.Tensor, args: tuple, batch: bool
-                    ) -> tuple[Block, torch.Tensor, torch.Tensor]:
+                    ) -> tuple[Block, torch.Tensor, torch.Tensor, torch.Tensor]:
     name = f"constraints[{index}]"
     if isinstance(item, NonlinearConstraint):
         fun, jac, hess, lower, upper = item.fun, item.jac, item.hess, item.lower, item.upper
@@ -162,7 +163,7 @@ def _one_constraint(item: Any, index: int, x: torch.Tensor, args: tuple, batch: 
     low, up = _limits(lower, f"{name} lower", shape, x), _limits(upper, f"{name} upper", shape, x)
     if bool((low > up).any()):
         raise ValueError(f"{name}: lower > upper in some entries")
-    return block, low, up
+    return block, low, up, values
 
 
 def build_spec(constraints: Any, bounds: Any, x: torch.Tensor, args: tuple, *, batch: bool) -> ConstraintSpec:
@@ -176,12 +177,13 @@ def build_spec(constraints: Any, bounds: Any, x: torch.Tensor, args: tuple, *, b
     else:
         raise TypeError(f"constraints must be a dict, a NonlinearConstraint or a list of them, "
                         f"got {type(constraints).__name__}")
-    blocks, lowers, uppers = [], [], []
+    blocks, lowers, uppers, values = [], [], [], []
     for i, item in enumerate(items):
-        block, low, up = _one_constraint(item, i, x, args, batch)
+        block, low, up, value = _one_constraint(item, i, x, args, batch)
         blocks.append(block)
         lowers.append(low)
         uppers.append(up)
+        values.append(value)
     batch_size, n = x.shape
     if bounds is None:
         xl = torch.full_like(x, -float("inf"))
@@ -203,10 +205,12 @@ def build_spec(constraints: Any, bounds: Any, x: torch.Tensor, args: tuple, *, b
                             jac=lambda y, s=selector: s.expand(y.shape[0], -1, -1),
                             rebind=lambda new_args, s=selector: (lambda y: y @ s.T)))
         # the column's bounds move into the constraint for every member (an equality where fixed)
+        values.append(x[:, columns].clone())
         lowers.append(xl[:, columns].clone())
         uppers.append(xu[:, columns].clone())
         xl[:, columns] = -float("inf")
         xu[:, columns] = float("inf")
     empty = x.new_zeros(batch_size, 0)
     return ConstraintSpec(blocks=blocks, lower=torch.cat(lowers, -1) if lowers else empty,
-                          upper=torch.cat(uppers, -1) if uppers else empty.clone(), x_lower=xl, x_upper=xu)
+                          upper=torch.cat(uppers, -1) if uppers else empty.clone(), x_lower=xl, x_upper=xu,
+                          values=torch.cat(values, -1).to(x.dtype) if values else empty.clone())

@@ -10,13 +10,14 @@ Each iteration at (x, λ), with c the constraint residual c(x) − c_target, J =
 2. lower ν and raise μ of the merit L_μ,ν (:mod:`.merit`, both per member) until (Δx, Δλ) is a
    sufficient-descent direction; if no penalty can (an inexact step), tighten θ tenfold and solve
    again; if still not, fall back to −∇L_μ,ν;
-3. line search on L_μ,ν over (x + αΔx, λ + αΔλ): α = 1, else the second-order correction
-   x + Δx − J⁺c(x + Δx) against the Maratos effect (Nocedal & Wright §15.6), else Armijo
-   backtracking from α = ½.
+3. line search on L_μ,ν over (x + αΔx, λ + αΔλ): α = 1, else — where the full step raised ‖c‖,
+   the Maratos effect (Nocedal & Wright §15.6; Ipopt's rule, Wächter & Biegler 2006 §2.4) — the
+   second-order correction x + Δx − J⁺c(x + Δx), else Armijo backtracking from α = ½.
 
 Evaluations: a trial point costs one batched call of f and of c; ∇f and J follow only where the
 lower bound f + λᵀc + (μ/2)‖c‖² ≤ L_μ,ν does not already reject it, and the accepted trial's
-(f, ∇f, c, J) are the next iterate's — nothing is evaluated twice at one point. So an iteration
+(f, ∇f, c, J) are the next iterate's, and x0's f and c are those of the entry point's input checks
+(:meth:`.ConstrainedProblem.remember`) — nothing is evaluated twice at one point. So an iteration
 whose full step is accepted costs f, ∇f, c, J once and one Lagrangian Hessian. Every member has its
 own μ, ν, δ, θ and step.
 """
@@ -150,12 +151,15 @@ class SQP:
         lam_new = torch.where(accept_full.unsqueeze(-1), lam + dlam, lam)
         moved = accept_full
         pending = active & ~accept_full
-        if self.second_order_correction and problem.m and bool((pending & ~fallback).any()):
-            c_full = packed[:, 1 + n: 1 + n + m]
+        c_full = packed[:, 1 + n: 1 + n + m]
+        # the correction is for the Maratos effect, a full step rejected because the curvature of c
+        # raised ‖c‖ (Wächter & Biegler 2006, §2.4); where ‖c‖ fell it would only cost a trial
+        corrigible = pending & ~fallback & ~((c_full * c_full).sum(-1) < (c * c).sum(-1))
+        if self.second_order_correction and problem.m and bool(corrigible.any()):
             correction = -matvec(torch.linalg.pinv(J), torch.nan_to_num(c_full))
             x_soc = x + dx + correction
             phi_soc, packed_soc = trial(x_soc, lam + dlam, threshold)
-            ok = pending & ~fallback & torch.isfinite(phi_soc) & (phi_soc <= threshold)
+            ok = corrigible & torch.isfinite(phi_soc) & (phi_soc <= threshold)
             x_new = torch.where(ok.unsqueeze(-1), x_soc, x_new)
             lam_new = torch.where(ok.unsqueeze(-1), lam + dlam, lam_new)
             packed = torch.where(ok.unsqueeze(-1), packed_soc, packed)
