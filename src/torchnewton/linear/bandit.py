@@ -81,7 +81,9 @@ class ChebyshevContextualBandit:
     loss on the Chebyshev polynomials T₀…T_d of the context (mapped to [−1, 1] from
     ``context_range``); the action is sampled by inverse-gap weighting (SquareCB, Foster &
     Rakhlin 2020): p_i = 1/(K + η_t (ŷ_i − ŷ*)) for every arm but the predicted best, which
-    takes the rest. Losses are divided by their running mean; η_t = γ√(K t)."""
+    takes the rest. Losses are divided by their running mean; η_t = γ√(K t). This is a
+    simplification of the authors' code, whose η_t is data-dependent (from the regression's
+    residuals) and whose fit is box-constrained by a Lipschitz bound on the cost."""
 
     def __init__(self, n_arms: int, context_range: tuple[float, float], *, degree: int = 5, gamma: float = 4.0,
                  ridge: float = 1e-6, seed: int = 0):
@@ -94,6 +96,7 @@ class ChebyshevContextualBandit:
         self.rng = np.random.default_rng(seed)
         self.gram = np.zeros((n_arms, degree + 1, degree + 1))
         self.moment = np.zeros((n_arms, degree + 1))
+        self.coefficients = np.zeros((n_arms, degree + 1))  # each arm's fit, refreshed when it is played
         self.t = 0
         self.observed = 0.0
         self.probabilities = np.full(n_arms, 1.0 / n_arms)
@@ -105,10 +108,7 @@ class ChebyshevContextualBandit:
     def predictions(self, context: float) -> np.ndarray:
         """Predicted loss of every arm at this context (0 for an arm never played, which makes
         it look best and so gets it tried)."""
-        phi = self.features(context)
-        eye = self.ridge * np.eye(self.degree + 1)
-        return np.array([phi @ np.linalg.lstsq(self.gram[k] + eye, self.moment[k], rcond=None)[0]
-                         for k in range(self.n_arms)])
+        return self.coefficients @ self.features(context)
 
     def select(self, context: float) -> int:
         self.t += 1
@@ -130,6 +130,8 @@ class ChebyshevContextualBandit:
         phi = self.features(context)
         self.gram[arm] += np.outer(phi, phi)
         self.moment[arm] += loss * phi
+        eye = self.ridge * np.eye(self.degree + 1)
+        self.coefficients[arm] = np.linalg.lstsq(self.gram[arm] + eye, self.moment[arm], rcond=None)[0]
 
 
 @dataclass
@@ -206,17 +208,22 @@ def regret(chosen_costs: Sequence[float], table: np.ndarray) -> dict[str, float]
 
 
 def play_table(table: np.ndarray, *, omega: str = "bandit", contexts: Sequence[float] | None = None,
-               seed: int = 0, degree: int = 5, gamma: float = 4.0) -> tuple[list[int], list[float]]:
+               seed: int = 0, degree: int = 5, gamma: float = 4.0, normalization: str = "mean",
+               maxiter: int = 5000) -> tuple[list[int], list[float]]:
     """Run a bandit against a precomputed cost table (T, K) — the iteration count of every grid ω
     on every system, e.g. from :func:`~torchnewton.linear.relaxation_table.sor_iteration_table`.
     SOR is deterministic, so this is the sequence :func:`solve_sor_sequence` would produce on the
-    same systems, at no solve cost. Returns (arms chosen, their costs)."""
+    same systems (same ``seed``, ``normalization`` and ``maxiter``), at no solve cost. Returns
+    (arms chosen, their costs)."""
     table = np.asarray(table, dtype=float)
     if table.ndim != 2 or table.shape[0] == 0:
         raise ValueError(f"table must be (T, K) with T >= 1, got shape {table.shape}")
+    if normalization not in ("mean", "maxiter"):
+        raise ValueError(f"normalization must be 'mean' or 'maxiter', got {normalization!r}")
     count, arms = table.shape
+    divisor = float(maxiter) if normalization == "maxiter" else 1.0
     if omega == "bandit":
-        bandit = TsallisINF(arms, seed=seed)
+        bandit = TsallisINF(arms, seed=seed, normalization="mean" if normalization == "mean" else "none")
     elif omega == "contextual":
         if contexts is None or len(contexts) != count:
             raise ValueError("omega='contextual' needs one context per system (contexts=)")
@@ -229,9 +236,9 @@ def play_table(table: np.ndarray, *, omega: str = "bandit", contexts: Sequence[f
         arm = bandit.select() if omega == "bandit" else contextual.select(float(contexts[t]))
         cost = float(table[t, arm])
         if omega == "bandit":
-            bandit.update(arm, max(cost - 1, 0.0))
+            bandit.update(arm, max(cost - 1, 0.0) / divisor)
         else:
-            contextual.update(arm, float(contexts[t]), max(cost - 1, 0.0))
+            contextual.update(arm, float(contexts[t]), max(cost - 1, 0.0) / divisor)
         chosen.append(arm)
         costs.append(cost)
     return chosen, costs
