@@ -28,8 +28,11 @@ def _pair(solve, x0, other, **kwargs):
 
 
 # the exact trust region sums ‖s(λ)‖² of its secular equation on Python floats for one problem:
-# the same formulas, rounded differently (1/√ against torch's rsqrt), so its iterates agree to round-off
-ROUND_OFF = ("trust-exact",)
+# the same formulas, rounded differently (1/√ against torch's rsqrt), so its iterates agree to round-off;
+# L-BFGS runs its two-loop recursion for one small problem in coordinates of (∇f, s, y) (a Gram
+# matrix, then Python floats): the same recursion, its inner products summed in another order, and
+# Rosenbrock's valley amplifies that round-off to ~1e-9 relative in f before the iterates meet again
+ROUND_OFF = {"trust-exact": 1e-10, "l-bfgs": 1e-7}
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -40,7 +43,7 @@ def test_minimize_lean_equals_batched_bitwise(method):
     fb = torch.stack([h["fun"][0] for h in many.history[:len(fa)]])
     if method in ROUND_OFF:
         assert torch.allclose(one.x, many.x[0], rtol=0, atol=1e-12)
-        assert torch.allclose(fa, fb, rtol=1e-10, atol=1e-20)
+        assert torch.allclose(fa, fb, rtol=ROUND_OFF[method], atol=1e-20)
     else:
         assert torch.equal(one.x, many.x[0])
         assert torch.equal(fa, fb)

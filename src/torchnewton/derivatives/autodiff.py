@@ -7,6 +7,7 @@ basis vectors, whichever is fewer.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -118,6 +119,102 @@ def gradient(objective: BatchFunction, x: torch.Tensor) -> tuple[torch.Tensor, t
     return value.detach(), torch.zeros_like(x) if grad is None else grad
 
 
+def value_then_gradient(objective: BatchFunction, x: torch.Tensor
+                        ) -> tuple[torch.Tensor, Callable[..., "GradientGraph"]]:
+    """(f(x), ``pull``) from one recorded evaluation; ``pull()`` gives ∇f(x) as a :class:`GradientGraph`.
+
+    For a trial point whose gradient is wanted only if it is accepted (a trust-region step, a
+    backtracking trial): f is evaluated once with its graph recorded, and the gradient, if asked
+    for, is one backward pass through that graph instead of a second evaluation of f; its values
+    are those of :func:`gradient`, bitwise. ``pull(keep_graph=True)`` records the gradient's own
+    graph as well, so the Hessian or its products at x (the next Newton step) need no new
+    evaluation either. Where grad mode is on or a ``torch.func`` transform is active, the
+    gradient is computed afresh by :func:`gradient`.
+
+    Example:
+        >>> with torch.no_grad():
+        ...     value, pull = value_then_gradient(lambda x: (x ** 2).sum(-1), torch.tensor([[1.0, 2.0]]))
+        ...     graph = pull(keep_graph=True)
+        ...     value, graph.gradient(), graph.hessian()
+        (tensor([5.]), tensor([[2., 4.]]), tensor([[[2., 0.],
+                 [0., 2.]]]))
+    """
+    if torch.is_grad_enabled() or torch._C._functorch.peek_interpreter_stack() is not None:
+        value = objective(x)
+        return value, lambda keep_graph=False: GradientGraph(objective, x, None, value, gradient(objective, x)[1], False)
+    with torch.enable_grad():
+        z = x.detach().requires_grad_(True)
+        value = objective(z)
+    if not value.requires_grad:  # f does not depend on x
+        return value, lambda keep_graph=False: GradientGraph(objective, x, z, value, torch.zeros_like(x), True)
+
+    def pull(keep_graph: bool = False) -> GradientGraph:
+        with torch.enable_grad():
+            if keep_graph:
+                (grad,) = torch.autograd.grad(value.sum(), z, create_graph=True)
+            else:
+                (grad,) = torch.autograd.grad(value, z, torch.ones_like(value), allow_unused=True)
+        return GradientGraph(objective, x, z, value.detach(), torch.zeros_like(x) if grad is None else grad, keep_graph)
+
+    return value.detach(), pull
+
+
+@dataclass
+class GradientGraph:
+    """∇f at x, with the graph of its own computation when recorded (``grad.requires_grad``).
+
+    Reverse over reverse: the Hessian ∇²f(x) is one batched backward pass through ∇f along the n
+    basis vectors (``is_grads_batched``; on CPU several times faster than ``vmap`` over
+    forward-mode passes for small dense Hessians), a product ∇²f(x)v one backward pass along v;
+    neither evaluates f again. Without a graph (grad mode on, a ``torch.func`` transform, or a
+    gradient pulled without ``keep_graph``) the first such request records one.
+    """
+
+    objective: BatchFunction
+    x: torch.Tensor  # the point, as the caller holds it (identity says which iterate this is)
+    z: torch.Tensor | None  # the leaf the graph starts from
+    value: torch.Tensor
+    grad: torch.Tensor
+    recorded: bool  # grad carries its graph (or f is affine in x and there is none to carry)
+
+    @classmethod
+    def record(cls, objective: BatchFunction, x: torch.Tensor) -> "GradientGraph":
+        with torch.enable_grad():
+            z = x.detach().requires_grad_(True)
+            value = objective(z)
+            grad = torch.autograd.grad(value.sum(), z, create_graph=True)[0] if value.requires_grad else None
+        return cls(objective, x, z, value.detach(), torch.zeros_like(x) if grad is None else grad, True)
+
+    def gradient(self) -> torch.Tensor:
+        return self.grad.detach()
+
+    def _recorded(self) -> "GradientGraph":
+        return self if self.recorded else GradientGraph.record(self.objective, self.x)
+
+    def hessian(self) -> torch.Tensor:
+        """∇²f(x) (B, n, n), symmetrized."""
+        graph = self._recorded()
+        batch, n = self.x.shape
+        if not graph.grad.requires_grad:  # f is affine in x
+            return self.x.new_zeros(batch, n, n)
+        with torch.enable_grad():
+            (rows,) = torch.autograd.grad(graph.grad, graph.z, grad_outputs=_basis(n, self.x), is_grads_batched=True,
+                                          retain_graph=True, allow_unused=True)
+        if rows is None:
+            return self.x.new_zeros(batch, n, n)
+        hess = rows.transpose(0, 1)
+        return 0.5 * (hess + hess.transpose(-1, -2))
+
+    def product(self, v: torch.Tensor) -> torch.Tensor:
+        """∇²f(x)v."""
+        graph = self._recorded()
+        if not graph.grad.requires_grad:
+            return torch.zeros_like(self.x)
+        with torch.enable_grad():
+            (out,) = torch.autograd.grad(graph.grad, graph.z, v, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(self.x) if out is None else out
+
+
 def _gradient_only(objective: BatchFunction) -> BatchFunction:
     return lambda y: gradient(objective, y)[1]
 
@@ -145,6 +242,27 @@ def hvp(objective: BatchFunction, x: torch.Tensor, v: torch.Tensor) -> tuple[tor
     return grad.detach(), torch.zeros_like(x) if product is None else product
 
 
+def hvp_linearized(objective: BatchFunction, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """v ↦ ∇²f(x)v with f and its gradient's graph recorded once, for many products at one x.
+
+    Each product is then one backward pass through the recorded ∇f (``retain_graph``), with no
+    new evaluation of f: what a Krylov solver or a model value needs at one iterate. The products
+    are the ones :func:`hvp` computes (the same graph, the same backward), bitwise. Where a product
+    may itself be differentiated (grad mode on, or inside a ``torch.func`` transform) each product
+    falls back to :func:`hvp`.
+
+    Example:
+        >>> f = lambda x: (x ** 3).sum(-1)
+        >>> with torch.no_grad():
+        ...     product = hvp_linearized(f, torch.tensor([[1.0, 2.0]]))
+        ...     product(torch.tensor([[1.0, 1.0]]))
+        tensor([[ 6., 12.]])
+    """
+    if torch.is_grad_enabled() or torch._C._functorch.peek_interpreter_stack() is not None:
+        return lambda v: hvp(objective, x, v)[1]
+    return GradientGraph.record(objective, x).product
+
+
 def hessian(objective: BatchFunction, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(f(x), ∇f(x), ∇²f(x) (B, n, n)), symmetrized.
 
@@ -152,19 +270,8 @@ def hessian(objective: BatchFunction, x: torch.Tensor) -> tuple[torch.Tensor, to
     one batched backward call (``is_grads_batched``); on CPU that is several times faster than
     ``vmap`` over forward-mode passes for the small dense Hessians Newton methods factorize.
     """
-    batch, n = x.shape
-    with torch.enable_grad():
-        z = x.detach().requires_grad_(True)
-        value = objective(z)
-        (grad,) = torch.autograd.grad(value.sum(), z, create_graph=True)
-        if not grad.requires_grad:  # f is affine in x
-            return value.detach(), grad.detach(), x.new_zeros(batch, n, n)
-        (rows,) = torch.autograd.grad(grad, z, grad_outputs=_basis(n, x), is_grads_batched=True,
-                                      allow_unused=True)
-    if rows is None:
-        return value.detach(), grad.detach(), x.new_zeros(batch, n, n)
-    hess = rows.transpose(0, 1)
-    return value.detach(), grad.detach(), 0.5 * (hess + hess.transpose(-1, -2))
+    graph = GradientGraph.record(objective, x)
+    return graph.value, graph.gradient(), graph.hessian()
 
 
 def gauss_newton_product(fun: BatchFunction, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

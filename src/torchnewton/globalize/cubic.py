@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import torch
+from torch.linalg import vector_norm
 
 from .members import ops_for
 from .secular import EigenHessian, solve_secular
@@ -36,11 +37,11 @@ def cubic_step(eig: EigenHessian, g: torch.Tensor, sigma: torch.Tensor) -> torch
 
     # ‖s(λ)‖ ≤ ‖g‖/(λ + λ₁): λ(λ + λ₁) ≥ σ‖g‖ guarantees σ‖s(λ)‖ ≤ λ
     lowest = o.value(eig.values[:, 0])
-    upper = 0.5 * (-lowest + o.sqrt(lowest * lowest + 4 * sigma * o.value(g.norm(dim=-1))))
+    upper = 0.5 * (-lowest + o.sqrt(lowest * lowest + 4 * sigma * o.value(vector_norm(g, dim=-1))))
     interior_allowed = o.full(o.isfinite(sigma), False)
     return solve_secular(eig, g, target, upper * (1 + 1e-6) + tiny, interior_allowed=interior_allowed).step
 
 
 def cubic_model_decrease(eig: EigenHessian, g: torch.Tensor, sigma: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """−m(s) = −(gᵀs + ½sᵀHs + (σ/3)‖s‖³), the decrease the model predicts."""
-    return -((g * s).sum(-1) + 0.5 * eig.quadratic(s) + sigma / 3 * s.norm(dim=-1) ** 3)
+    return -((g * s).sum(-1) + 0.5 * eig.quadratic(s) + sigma / 3 * vector_norm(s, dim=-1) ** 3)

@@ -42,10 +42,32 @@ def levenberg_marquardt_step(J: torch.Tensor, F: torch.Tensor, damping: torch.Te
     return _triangular_or_lstsq(R, Q.transpose(-1, -2) @ rhs, A, rhs)
 
 
+def gauss_newton_step(J: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+    """The Gauss–Newton step min ‖J p + F‖ (λ = 0 above) by the QR of J itself, batched; the
+    minimum-norm step where J is rank-deficient (or m < n), as :func:`levenberg_marquardt_step`.
+
+    Example:
+        >>> gauss_newton_step(torch.eye(2).expand(1, 2, 2), torch.ones(1, 2))
+        tensor([[-1., -1.]])
+    """
+    rhs = -F.unsqueeze(-1)
+    if J.shape[-2] < J.shape[-1]:
+        return (torch.linalg.pinv(J) @ rhs).squeeze(-1)
+    Q, R = torch.linalg.qr(J)
+    return _triangular_or_lstsq(R, Q.transpose(-1, -2) @ rhs, J, rhs)
+
+
 def _triangular_or_lstsq(R: torch.Tensor, Qtb: torch.Tensor, A: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    diag = R.diagonal(dim1=-2, dim2=-1).abs()
-    rank_ok = diag.min(-1).values > torch.finfo(R.dtype).eps * diag.max(-1).values.clamp(min=torch.finfo(R.dtype).tiny) * R.shape[-1]
+    eps, tiny, n = torch.finfo(R.dtype).eps, torch.finfo(R.dtype).tiny, R.shape[-1]
     p = torch.linalg.solve_triangular(R, Qtb, upper=True).squeeze(-1)
+    if lean(R):  # one problem: its pivots read back once, the rank test on floats
+        diag = [abs(v) for v in R.diagonal(dim1=-2, dim2=-1).tolist()[0]]
+        threshold = eps * max(max(diag), tiny) * n
+        if all(v > threshold for v in diag):  # (False for a NaN pivot, as the tensor test)
+            return p
+        return (torch.linalg.pinv(A) @ rhs).squeeze(-1)
+    diag = R.diagonal(dim1=-2, dim2=-1).abs()
+    rank_ok = diag.min(-1).values > eps * diag.max(-1).values.clamp(min=tiny) * n
     if bool(rank_ok.all()):
         return p
     # rank-deficient [J; √λD] (λ = 0 with singular J): minimum-norm solution via pseudo-inverse
@@ -70,11 +92,13 @@ class ScaledJacobian:
     significant: torch.Tensor
 
     @classmethod
-    def of(cls, J: torch.Tensor, F: torch.Tensor, scale: torch.Tensor) -> "ScaledJacobian":
+    def of(cls, J: torch.Tensor, F: torch.Tensor, scale: torch.Tensor, finite: bool | None = None) -> "ScaledJacobian":
         """Decompose J D⁻¹ per member; a member with a non-finite J or F gets σ = c = NaN (see
-        ``finite``) instead of aborting the batched SVD for everyone."""
+        ``finite``) instead of aborting the batched SVD for everyone. ``finite=True`` vouches for a
+        batch of one (the caller read its norms): no test before the SVD."""
         scaled = J / scale.unsqueeze(-2)
-        finite = torch.isfinite(scaled).all(-1).all(-1) & torch.isfinite(F).all(-1)
+        if finite is not True or not lean(J):
+            finite = torch.isfinite(scaled).all(-1).all(-1) & torch.isfinite(F).all(-1)
         if lean(J) and bool(finite):  # one finite member: nothing to mask
             U, sigma, Vh = torch.linalg.svd(scaled, full_matrices=False)
             significant = sigma > sigma[..., :1] * torch.finfo(sigma.dtype).eps * max(J.shape[-2:])
@@ -121,31 +145,52 @@ class ScaledJacobian:
         return (self.singular * self.coefficients).norm(dim=-1)
 
     def spectrum(self) -> "ScaledSpectrum":
-        """The one member of a batch of one as Python floats (the lean path)."""
-        return ScaledSpectrum(self.singular[0].tolist(), self.coefficients[0].tolist(),
-                              self.significant[0].tolist(), bool(self.full_rank))
+        """The one member of a batch of one as Python floats (the lean path), in one read-back."""
+        n, k = self.vectors.shape[-2:]
+        parts = (self.singular, self.coefficients, self.significant.to(self.singular.dtype), self.scale)
+        flat = torch.cat([*parts, self.vectors.reshape(1, -1)], dim=-1).tolist()[0]
+        sigma, c, significant, d, v = flat[:k], flat[k:2 * k], flat[2 * k:3 * k], flat[3 * k:3 * k + n], flat[3 * k + n:]
+        significant = [s > 0 for s in significant]
+        return ScaledSpectrum(sigma, c, significant, all(significant) and k == n,
+                              [v[i * k:(i + 1) * k] for i in range(n)], d)
 
 
 @dataclass
 class ScaledSpectrum:
-    """σ, c and the significance mask of one member as Python numbers: the O(k) sums a λ search
-    repeats cost a few hundred nanoseconds each instead of a dozen torch calls. Same formulas
-    as :class:`ScaledJacobian`, summed in order (equal to round-off)."""
+    """σ, c, V, d and the significance mask of one member as Python numbers: the O(k) sums a λ
+    search repeats and the O(nk) step cost microseconds instead of a dozen torch calls each. Same
+    formulas as :class:`ScaledJacobian`, summed in order (equal to round-off)."""
 
     singular: list[float]
     coefficients: list[float]
     significant: list[bool]
     full_rank: bool
+    vectors: list[list[float]]  # the rows of V (n × k)
+    scale: list[float]  # d
+
+    def _weights(self, damping: float) -> list[float]:
+        """σᵢ / (σᵢ² + λ), cut off as :meth:`ScaledJacobian._weights`."""
+        return [sigma / (sigma * sigma + damping) if (damping > 0 or significant) and sigma * sigma + damping != 0
+                else 0.0 for sigma, significant in zip(self.singular, self.significant)]
+
+    def step(self, damping: float) -> tuple[list[float], float]:
+        """(p(λ), ‖D p(λ)‖): q = −V (w ⊙ c), p = D⁻¹q."""
+        wc = [w * c for w, c in zip(self._weights(damping), self.coefficients)]
+        q = [-sum(v * u for v, u in zip(row, wc)) for row in self.vectors]
+        return [qi / d for qi, d in zip(q, self.scale)], math.sqrt(sum(qi * qi for qi in q))
+
+    def model_norm(self, damping: float) -> float:
+        """‖J p(λ)‖ = ‖diag(σ) Vᵀ q‖ = ‖σ ⊙ w ⊙ c‖ (V has orthonormal columns)."""
+        return math.sqrt(sum((s * w * c) * (s * w * c)
+                             for s, w, c in zip(self.singular, self._weights(damping), self.coefficients)))
 
     def scaled_norm(self, damping: float) -> tuple[float, float]:
         norm2 = slope = 0.0
-        for sigma, c, significant in zip(self.singular, self.coefficients, self.significant):
-            if damping > 0 or significant:
-                weight = sigma / (sigma * sigma + damping) if sigma * sigma + damping != 0 else 0.0
-                w = weight * c
-                norm2 += w * w
-                if weight > 0:
-                    slope += w * w * weight / sigma
+        for sigma, weight, c in zip(self.singular, self._weights(damping), self.coefficients):
+            w = weight * c
+            norm2 += w * w
+            if weight > 0:
+                slope += w * w * weight / sigma
         return math.sqrt(norm2), slope
 
     def scaled_gradient_norm(self) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..linear import CholeskyFactor
+from .members import FloatOps, lean
 
 
 def shifted_cholesky(H: torch.Tensor, *, beta: float = 1e-3, max_tries: int = 80,
@@ -30,6 +31,8 @@ def shifted_cholesky(H: torch.Tensor, *, beta: float = 1e-3, max_tries: int = 80
     scale = H.abs().amax(dim=(-1, -2)).clamp(min=torch.finfo(H.dtype).eps)
     eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
     min_diag = H.diagonal(dim1=-2, dim2=-1).amin(-1)
+    if lean(H):
+        return _shifted_cholesky_one(H, eye, scale, min_diag, beta, max_tries, initial, floor)
     if floor is None:
         floor = beta * scale
     if initial is None:
@@ -46,3 +49,25 @@ def shifted_cholesky(H: torch.Tensor, *, beta: float = 1e-3, max_tries: int = 80
         L = torch.where(ok.view(-1, 1, 1), L, L_try)
         ok = ok | (info == 0)
     return CholeskyFactor(matrix=H + tau.view(-1, 1, 1) * eye, L=L, ok=ok), tau
+
+
+def _shifted_cholesky_one(H: torch.Tensor, eye: torch.Tensor, scale: torch.Tensor, min_diag: torch.Tensor,
+                          beta: float, max_tries: int, initial: torch.Tensor | None,
+                          floor: torch.Tensor | None) -> tuple[CholeskyFactor, torch.Tensor]:
+    """The same ladder for one problem on the CPU: τ and the tests on Python floats, one
+    factorization per try (the same arithmetic, so the same τ and factor bitwise)."""
+    scale, min_diag = torch.cat([scale, min_diag]).tolist()
+    floor = beta * scale if floor is None else float(floor)
+    if initial is None:
+        tau = 0.0 if min_diag > 0 else -min_diag + beta * scale
+    else:
+        tau = float(initial.to(H.dtype))
+    shifted = H + tau * eye
+    L, info = torch.linalg.cholesky_ex(shifted)
+    for _ in range(max_tries):
+        if int(info) == 0:
+            break
+        tau = FloatOps.maximum(2 * tau, floor)
+        shifted = H + tau * eye
+        L, info = torch.linalg.cholesky_ex(shifted)
+    return CholeskyFactor(matrix=shifted, L=L, ok=info == 0), H.new_full((1,), tau)

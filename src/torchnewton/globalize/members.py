@@ -85,6 +85,17 @@ class FloatOps:
         return 1.0 if v > 0 else (-1.0 if v < 0 else 0.0 * v)
 
     @staticmethod
+    def power(a: float, b: float) -> float:
+        """a ** b with IEEE semantics (inf on overflow, nan for a negative base and fractional b)
+        where Python would raise or return a complex number."""
+        try:
+            return math.pow(a, b)
+        except OverflowError:
+            return math.inf
+        except ValueError:
+            return math.nan
+
+    @staticmethod
     def full(like: Any, value: Any) -> Any:
         return value
 
@@ -109,6 +120,11 @@ class FloatOps:
         return t.item()
 
     @staticmethod
+    def values(*ts: torch.Tensor) -> list[Any]:
+        """``value`` of several (1,) tensors of one dtype with one read-back (one ``cat``)."""
+        return torch.cat(ts).tolist()
+
+    @staticmethod
     def pack(v: Any, like: torch.Tensor) -> torch.Tensor:
         """A member's scalar back into a (1,) tensor of ``like``'s dtype (for the state)."""
         return like.new_full((1,), v)
@@ -131,6 +147,7 @@ class TensorOps:
     maximum = staticmethod(torch.maximum)
     clamp = staticmethod(torch.clamp)
     sign = staticmethod(torch.sign)
+    power = staticmethod(torch.pow)
 
     @staticmethod
     def sqrt(v: torch.Tensor) -> torch.Tensor:
@@ -164,6 +181,10 @@ class TensorOps:
     @staticmethod
     def value(t: torch.Tensor) -> torch.Tensor:
         return t
+
+    @staticmethod
+    def values(*ts: torch.Tensor) -> list[torch.Tensor]:
+        return list(ts)
 
     @staticmethod
     def pack(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ accept/shrink/grow decisions on Python floats. In float64 both backends give bit
 numbers (the arithmetic is the same sequence of IEEE operations).
 
 Example:
+    >>> import torch
     >>> update_radius(1.0, 0.9, 1.0)  # a good step on the boundary doubles Δ
     2.0
     >>> update_radius(torch.tensor([1.0]), torch.tensor([0.1]), torch.tensor([1.0]))

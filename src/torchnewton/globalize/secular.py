@@ -31,11 +31,13 @@ first test "H ≻ 0 by Cholesky and ‖H⁻¹g‖ ≤ r" decides interior steps,
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch.linalg import vector_norm
 
 from .members import FloatOps, lean, ops_for
 
@@ -63,15 +65,15 @@ class EigenHessian:
         return cls(torch.where(finite.unsqueeze(-1), values, torch.full_like(values, float("nan"))), vectors, H)
 
     def coordinates(self, g: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bni,bn->bi", self.vectors, g)
+        return (g.unsqueeze(-2) @ self.vectors).squeeze(-2)
 
     def expand(self, c: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bni,bi->bn", self.vectors, c)
+        return (self.vectors @ c.unsqueeze(-1)).squeeze(-1)
 
     def quadratic(self, s: torch.Tensor) -> torch.Tensor:
         """sᵀHs, per member (from H itself when kept: exact also in its near-null directions)."""
         if self.matrix is not None:
-            return (s * torch.einsum("bij,bj->bi", self.matrix, s)).sum(-1)
+            return (s * (self.matrix @ s.unsqueeze(-1)).squeeze(-1)).sum(-1)
         c = self.coordinates(s)
         return (self.values * c * c).sum(-1)
 
@@ -127,15 +129,20 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
     o = ops_for(g)
     tiny, eps = torch.finfo(g.dtype).tiny, torch.finfo(g.dtype).eps
     values = eig.values
-    scale = o.clamp(o.value(values.abs().amax(-1)), min=tiny)
     c = eig.coordinates(g)
     c2 = c * c
     if o.batched:
+        scale = torch.clamp(values.abs().amax(-1), min=tiny)
+        lowest, c_first, g_norm = values[:, 0], c[:, 0], vector_norm(g, dim=-1)
         norm_at = lambda lam: _inverse_norm(c2, values, lam)
-    else:
-        norm_at = _inverse_norm_of_member(c2[0].tolist(), values[0].tolist(), tiny)
+    else:  # every scalar of the member read back at once
+        n = values.shape[-1]
+        row = torch.cat([values[0], c2[0], c[0, :1], vector_norm(g, dim=-1)]).tolist()
+        values_list, c2_list, (c_first, g_norm) = row[:n], row[n:2 * n], row[2 * n:]
+        scale = FloatOps.clamp(functools.reduce(FloatOps.maximum, map(abs, values_list)), min=tiny)
+        lowest = values_list[0]
+        norm_at = _inverse_norm_of_member(c2_list, values_list, tiny)
     delta = eps ** 0.75 * scale  # how close to −λ₁ the shift may get
-    lowest = o.value(values[:, 0])
     # H ≻ 0 (λ₁ > 0, however small): the root lies in [0, upper] and λ = 0 may be the answer; only
     # an indefinite or singular H needs the shift kept off the pole at −λ₁
     lower = o.where(lowest > 0, o.full(lowest, 0.0), -lowest + delta)
@@ -152,7 +159,7 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
         newton_step, factored = _cholesky_step(eig.matrix, g, torch.zeros_like(g[:, 0]))
         factored = o.value(factored)
         allowed_and_factored = factored & interior_allowed
-        newton_inside = allowed_and_factored & (o.value(newton_step.norm(dim=-1)) * inv_r0 <= 1)
+        newton_inside = allowed_and_factored & (o.value(vector_norm(newton_step, dim=-1)) * inv_r0 <= 1)
         interior = newton_inside | (interior & o.not_(allowed_and_factored))
         at_lower = newton_inside | o.where(allowed_and_factored & (lower == 0), newton_inside, at_lower)
     # λ₁ < 0 within the eigensolver's backward error n·ε·‖H‖, with g ⟂ v₁ to within √ε‖g‖: the
@@ -160,8 +167,7 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
     # follow noise (the model predicts a decrease f cannot show, so the step is rejected until
     # the radius collapses); s(lower) minimizes the model to that accuracy. With a real slope
     # along v₁ (a flat valley) the completion is kept: it makes real progress
-    c_first = o.value(c[:, 0])
-    negligible = (lowest >= -values.shape[-1] * eps * scale) & (abs(c_first) <= eps ** 0.5 * o.value(g.norm(dim=-1)))
+    negligible = (lowest >= -values.shape[-1] * eps * scale) & (abs(c_first) <= eps ** 0.5 * g_norm)
     hard = at_lower & o.not_(interior) & o.not_(negligible)
     flat = at_lower & o.not_(interior) & negligible
     lo, hi = o.copy(lower), o.copy(upper)
@@ -206,7 +212,7 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
         if newton_step is not None:
             accurate = o.where(interior, newton_step, accurate)
         # λ from the eigenpairs may be slightly off: never exceed the target length
-        norm = o.value(accurate.norm(dim=-1))
+        norm = o.value(vector_norm(accurate, dim=-1))
         accurate = accurate * o.column(o.clamp(radius / o.clamp(norm, min=tiny), max=1.0))
         use = ok & o.not_(hard) & o.value(torch.isfinite(accurate).all(-1))
         step = o.where(use, accurate, step)

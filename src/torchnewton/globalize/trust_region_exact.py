@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import torch
+from torch.linalg import vector_norm
 
 from .members import ops_for
 from .secular import EigenHessian, solve_secular
@@ -32,7 +33,7 @@ def exact_trust_region_step(eig: EigenHessian, g: torch.Tensor, radius: torch.Te
         return inverse_radius, 0.0
 
     # ‖s(λ)‖ ≤ ‖g‖/(λ₁ + λ) ≤ Δ once λ ≥ ‖g‖/Δ − λ₁
-    upper = o.value(g.norm(dim=-1)) / radius - o.value(eig.values[:, 0])
+    upper = o.value(vector_norm(g, dim=-1)) / radius - o.value(eig.values[:, 0])
     interior_allowed = o.full(o.isfinite(radius), True)
     return solve_secular(eig, g, target, upper * (1 + 1e-6) + torch.finfo(g.dtype).tiny,
                          interior_allowed=interior_allowed).step

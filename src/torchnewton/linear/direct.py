@@ -6,6 +6,7 @@ whose solution is not finite is solved again with Tikhonov regularization (AᵀA
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,9 @@ def _regularized_solve(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def solve_dense(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, symmetric: bool = False) -> LinearSolution:
     """Solve the batch of square systems A x = b, A (B, n, n), b (B, n).
 
+    ``residual_norm`` is computed only when read (a Newton step on a small system takes x and
+    the status, and the product would be a fifth of its work). A batch of one on the CPU reads the pivots back once and decides on floats (no masks).
+
     Example:
         >>> A = torch.eye(3).expand(2, 3, 3); b = torch.ones(2, 3)
         >>> solve_dense(A, b).x
@@ -42,21 +46,38 @@ def solve_dense(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, symmetric:
     if matrix.shape[-1] != matrix.shape[-2]:
         raise ValueError(f"A must be square, got shape {tuple(matrix.shape)}")
     rhs = b.unsqueeze(-1)
-    if symmetric:
-        L, info = torch.linalg.cholesky_ex(matrix)
-        x = torch.cholesky_solve(rhs, L).squeeze(-1)
-        ok = (info == 0) & torch.isfinite(x).all(-1)
-        if not bool(ok.all()):
-            x_lu, lu_ok = _lu_solve(matrix, rhs)
-            x = torch.where(ok.unsqueeze(-1), x, x_lu)
-            ok = ok | lu_ok
+    if matrix.shape[0] == 1 and matrix.device.type == "cpu" and not symmetric:  # no sync to read back
+        x, ok = _lu_solve_one(matrix, rhs)
+        if not ok:
+            x = _regularized_solve(matrix, b)
+        status = torch.full((1,), int(Status.SUCCESS if ok else Status.SINGULAR), device=b.device)
     else:
-        x, ok = _lu_solve(matrix, rhs)
-    if not bool(ok.all()):
-        x = torch.where(ok.unsqueeze(-1), x, _regularized_solve(matrix, b))
-    status = torch.where(ok, int(Status.SUCCESS), int(Status.SINGULAR))
-    residual = (b - matvec(matrix, x)).norm(dim=-1)
-    return LinearSolution(x=x, status=status, iterations=torch.zeros_like(status), residual_norm=residual)
+        if symmetric:
+            L, info = torch.linalg.cholesky_ex(matrix)
+            x = torch.cholesky_solve(rhs, L).squeeze(-1)
+            ok = (info == 0) & torch.isfinite(x).all(-1)
+            if not bool(ok.all()):
+                x_lu, lu_ok = _lu_solve(matrix, rhs)
+                x = torch.where(ok.unsqueeze(-1), x, x_lu)
+                ok = ok | lu_ok
+        else:
+            x, ok = _lu_solve(matrix, rhs)
+        if not bool(ok.all()):
+            x = torch.where(ok.unsqueeze(-1), x, _regularized_solve(matrix, b))
+        status = torch.where(ok, int(Status.SUCCESS), int(Status.SINGULAR))
+    return LinearSolution(x=x, status=status, iterations=torch.zeros_like(status),
+                          residual_norm=lambda: (b - matvec(matrix, x)).norm(dim=-1))
+
+
+def _lu_solve_one(matrix: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """:func:`_lu_solve` of a batch of one, its tests on the pivots and x read back as floats."""
+    LU, pivots, info = torch.linalg.lu_factor_ex(matrix)
+    x = torch.linalg.lu_solve(LU, pivots, rhs).squeeze(-1)
+    diagonal = [abs(v) for v in LU.diagonal(dim1=-2, dim2=-1).tolist()[0]]
+    largest = max(diagonal)
+    regular = min(diagonal) > LU.shape[-1] * torch.finfo(LU.dtype).eps * max(largest, torch.finfo(LU.dtype).tiny)
+    # a NaN pivot fails the comparison above, so x is tested for Inf/NaN only where it can pass
+    return x, regular and int(info) == 0 and all(map(math.isfinite, x.tolist()[0]))
 
 
 def _lu_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -143,7 +143,7 @@ def cg(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | 
         p = torch.where(_col(active), z + _col(beta) * p, p)
         rz = torch.where(active, rz_next, rz)
     return LinearSolution(x=x, status=status, iterations=iterations,
-                          residual_norm=(b - op.matvec(x)).norm(dim=-1),
+                          residual_norm=lambda: (b - op.matvec(x)).norm(dim=-1),
                           direction=direction, on_boundary=on_boundary)
 
 
@@ -192,7 +192,7 @@ def _cg_one(op: LinearOperator, b: torch.Tensor, x0: torch.Tensor | None, precon
     long = dict(dtype=torch.long, device=b.device)
     return LinearSolution(x=x, status=torch.full((1,), int(status), **long),
                           iterations=torch.full((1,), iterations, **long),
-                          residual_norm=_norm(b - op.matvec(x)),
+                          residual_norm=lambda: _norm(b - op.matvec(x)),
                           direction=torch.zeros_like(b) if direction is None else direction,
                           on_boundary=torch.full((1,), on_boundary, dtype=torch.bool, device=b.device))
 
@@ -260,7 +260,7 @@ def minres(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tenso
         status = torch.where(broken, torch.full_like(status, int(Status.BREAKDOWN)), status)
         active = active & ~converged & ~exhausted & ~broken
     return LinearSolution(x=x, status=status, iterations=iterations,
-                          residual_norm=(b - op.matvec(x)).norm(dim=-1))
+                          residual_norm=lambda: (b - op.matvec(x)).norm(dim=-1))
 
 
 def gmres(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | None = None,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
+from torch.linalg import vector_norm
 
 from ...core.status import Status
 from ...globalize.cubic import cubic_model_decrease, cubic_step
@@ -67,20 +68,22 @@ class AdaptiveCubicRegularization:
             age = torch.where(refresh, torch.zeros_like(age), age)
         s = cubic_step(eig, g, state.sigma)
         predicted = cubic_model_decrease(eig, g, state.sigma, s)
-        f_trial = problem.value(x + s)
+        x_trial = x + s
+        f_trial, gradient_at_trial = problem.value_then_gradient(x_trial)
         # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
         o = ops_for(x)
-        sigma_old = o.value(state.sigma)
-        rho = rounding_safe_ratio(o.value(state.f), o.value(f_trial), o.value(predicted), dtype=x.dtype)
+        sigma_old, f, trial, predicted, s_norm = o.values(state.sigma, state.f, f_trial, predicted,
+                                                          vector_norm(s, dim=-1))
+        rho = rounding_safe_ratio(f, trial, predicted, dtype=x.dtype)
         accept = rho >= self.eta1
-        x_new = o.where(accept, x + s, x)
-        g_new = o.where(accept, problem.gradient(x_new), g) if o.any(accept) else g
+        x_new = o.where(accept, x_trial, x)
+        g_new = o.where(accept, gradient_at_trial(), g) if o.any(accept) else g
         sigma = o.where(rho >= self.eta2, o.clamp(0.5 * sigma_old, min=self.min_sigma),
                         o.where(accept, sigma_old, 2 * sigma_old))
         # σ beyond 1/ε: no step of representable length decreases f any more
         stalled = sigma > 1 / torch.finfo(x.dtype).eps
         failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
-        step_norm = o.where(accept, o.value(s.norm(dim=-1)), 0.0)
+        step_norm = o.where(accept, s_norm, 0.0)
         return replace(state, x=x_new, f=o.where(accept, f_trial, state.f), g=g_new,
                        step_norm=o.pack(step_norm, state.step_norm), failure=o.pack(failure, state.failure),
                        sigma=o.pack(sigma, state.sigma), eigenvalues=eig.values, eigenvectors=eig.vectors,

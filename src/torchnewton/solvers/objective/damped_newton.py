@@ -23,9 +23,11 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
+from torch.linalg import vector_norm
 
 from ...core.status import Status
 from ...globalize.hessian_modification import shifted_cholesky
+from ...globalize.members import TensorOps, ops_for
 from .problem import ObjectiveProblem
 from .state import ObjectiveState, initial_fields, record
 
@@ -53,13 +55,13 @@ class DampedNewton:
         return DampedNewtonState(**initial_fields(x0, f, g), smoothness=torch.full_like(f, self.smoothness),
                                  stepsize=torch.zeros_like(f))
 
-    def _stepsize(self, G: torch.Tensor, smoothness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(α, θ) of the schedule for local gradient norm G."""
+    def _stepsize(self, G, smoothness, o=TensorOps):
+        """(α, θ) of the schedule for local gradient norm G (per-member scalars of ``o``)."""
         if self.schedule == "aicn":
-            alpha = 2 / (1 + torch.sqrt(1 + 2 * smoothness * G))
+            alpha = 2 / (1 + o.sqrt(1 + 2 * smoothness * G))
             return alpha, 1 / alpha - 1
         q = self.order
-        theta = (9 * smoothness) ** (1 / (q - 1)) * G ** ((q - 2) / (q - 1))
+        theta = o.power(9 * smoothness, 1 / (q - 1)) * o.power(G, (q - 2) / (q - 1))
         return 1 / (1 + theta), theta
 
     def step(self, problem: ObjectiveProblem, state: DampedNewtonState, running: torch.Tensor) -> DampedNewtonState:
@@ -72,32 +74,41 @@ class DampedNewton:
             alpha, _ = self._stepsize(G, state.smoothness)
             x_new = x - alpha.unsqueeze(-1) * newton
             f_new, g_new = problem.value_and_grad(x_new)
-            return replace(state, x=x_new, f=f_new, g=g_new, step_norm=alpha * newton.norm(dim=-1), stepsize=alpha)
+            return replace(state, x=x_new, f=f_new, g=g_new, step_norm=alpha * vector_norm(newton, dim=-1), stepsize=alpha)
         return self._backtrack(problem, state, factor, newton, G)
 
     def _backtrack(self, problem: ObjectiveProblem, state: DampedNewtonState, factor, newton: torch.Tensor,
                    G: torch.Tensor) -> DampedNewtonState:
-        x = state.x
-        smoothness = state.smoothness / self.backtrack_factor
-        searching = torch.ones_like(state.f, dtype=torch.bool)
-        x_new, f_new, g_new, alpha_new = x, state.f, state.g, torch.zeros_like(state.f)
+        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
+        o = ops_for(state.x)
+        x, tiny = state.x, torch.finfo(state.x.dtype).tiny
+        G, f0 = o.value(G), o.value(state.f)
+        smoothness = o.value(state.smoothness) / self.backtrack_factor
+        searching = torch.ones_like(state.f, dtype=torch.bool) if o.batched else True
+        x_new, f_new, g_new, alpha_new = x, state.f, state.g, o.full(f0, 0.0)
         for _ in range(self.max_backtracks):
-            alpha, theta = self._stepsize(G, smoothness)
-            trial = x - alpha.unsqueeze(-1) * newton
+            alpha, theta = self._stepsize(G, smoothness, o)
+            trial = x - o.column(alpha) * newton
             f_trial, g_trial = problem.value_and_grad(trial)
-            local = (g_trial * factor.solve(g_trial)).sum(-1)  # ‖∇f(x⁺)‖*ₓ²
-            progress = (g_trial * newton).sum(-1) >= local / (2 * alpha * theta).clamp(min=torch.finfo(x.dtype).tiny)
-            ok = searching & torch.isfinite(f_trial) & torch.isfinite(local) & progress & (f_trial <= state.f)
-            col = ok.unsqueeze(-1)
-            x_new, f_new, g_new = torch.where(col, trial, x_new), torch.where(ok, f_trial, f_new), torch.where(col, g_trial, g_new)
-            alpha_new = torch.where(ok, alpha, alpha_new)
-            searching = searching & ~ok
-            if not bool(searching.any()):
+            local = o.value((g_trial * factor.solve(g_trial)).sum(-1))  # ‖∇f(x⁺)‖*ₓ²
+            progress = o.value((g_trial * newton).sum(-1)) >= local / o.clamp(2 * alpha * theta, min=tiny)
+            value = o.value(f_trial)
+            ok = searching & o.isfinite(value) & o.isfinite(local) & progress & (value <= f0)
+            if o.batched:
+                col = ok.unsqueeze(-1)
+                x_new, f_new, g_new = torch.where(col, trial, x_new), torch.where(ok, f_trial, f_new), torch.where(col, g_trial, g_new)
+            elif ok:
+                x_new, f_new, g_new = trial, f_trial, g_trial
+            alpha_new = o.where(ok, alpha, alpha_new)
+            searching = searching & o.not_(ok)
+            if not o.any(searching):
                 break
-            smoothness = torch.where(searching, smoothness * self.backtrack_factor, smoothness)
-        failure = torch.where(searching, torch.full_like(state.failure, int(Status.LINESEARCH_FAILED)), state.failure)
-        return replace(state, x=x_new, f=f_new, g=g_new, step_norm=alpha_new * newton.norm(dim=-1),
-                       failure=failure, smoothness=smoothness, stepsize=alpha_new)
+            smoothness = o.where(searching, smoothness * self.backtrack_factor, smoothness)
+        failure = o.where(searching, int(Status.LINESEARCH_FAILED), o.value(state.failure))
+        step_norm = alpha_new * o.value(vector_norm(newton, dim=-1))
+        return replace(state, x=x_new, f=f_new, g=g_new, step_norm=o.pack(step_norm, state.step_norm),
+                       failure=o.pack(failure, state.failure), smoothness=o.pack(smoothness, state.smoothness),
+                       stepsize=o.pack(alpha_new, state.stepsize))
 
     def terminate(self, problem: ObjectiveProblem, state: DampedNewtonState):
         return self.termination(state)

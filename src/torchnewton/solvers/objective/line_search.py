@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
+from torch.linalg import vector_norm
 
 from ...core.status import Status
 from ...globalize.members import lean
@@ -96,20 +97,23 @@ class LineSearch:
 
             found = strong_wolfe(phi, phi0, slope, (state.f, g), alpha0=float(alpha0), c1=self.c1, c2=self.c2,
                                  max_steps=self.max_steps, active=slope < 0, dtype=x.dtype)
-            f_new, g_new = found.aux
+            (f_new, g_new), x_new = found.aux, None
         else:
             def phi(alpha: float):
-                f = problem.value(x + alpha * d)
-                return float(f), f
+                trial = x + alpha * d
+                f, gradient = problem.value_then_gradient(trial)
+                return float(f), (f, gradient, trial)
 
             found = armijo(phi, phi0, slope, alpha0=float(alpha0), c1=self.c1, max_steps=self.max_steps,
-                           active=slope < 0, aux0=state.f)
-            f_new = found.aux
-            g_new = problem.gradient(x + found.alpha * d) if found.success else g
+                           active=slope < 0, aux0=(state.f, None, x))
+            f_new, gradient, x_new = found.aux
+            g_new = gradient() if found.success else g
         if not found.success:
             return SearchOutcome(x=x, f=state.f, g=g, step=torch.zeros_like(d), ok=_FALSE)
         step = found.alpha * d
-        return SearchOutcome(x=x + step, f=f_new, g=g_new, step=step, ok=_TRUE)
+        # the accepted trial x + αd itself (the same values as x + step): its gradient's graph,
+        # kept by the problem, then gives the next Newton step's curvature without evaluating f
+        return SearchOutcome(x=x + step if x_new is None else x_new, f=f_new, g=g_new, step=step, ok=_TRUE)
 
 
 @dataclass
@@ -139,7 +143,7 @@ class LineSearchMinimizer(ABC):
             failure = state.failure if outcome.ok is _TRUE else torch.full_like(state.failure, int(Status.LINESEARCH_FAILED))
         else:
             failure = torch.where(outcome.ok, state.failure, torch.full_like(state.failure, int(Status.LINESEARCH_FAILED)))
-        moved = replace(state, x=outcome.x, f=outcome.f, g=outcome.g, step_norm=outcome.step.norm(dim=-1),
+        moved = replace(state, x=outcome.x, f=outcome.f, g=outcome.g, step_norm=vector_norm(outcome.step, dim=-1),
                         failure=failure)
         return self.update(problem, state, moved, outcome)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch.linalg import vector_norm
 
 from ...core.status import Status
 from ...globalize.hessian_modification import shifted_cholesky
@@ -64,7 +65,7 @@ class NewtonCG(LineSearchMinimizer):
 
     def direction(self, problem: ObjectiveProblem, state: ObjectiveState) -> torch.Tensor:
         g = state.g
-        g_norm = g.norm(dim=-1)
+        g_norm = vector_norm(g, dim=-1)
         forcing = torch.clamp(g_norm.sqrt(), max=0.5)
         if self.recycler is not None and bool(torch.isfinite(g).all()):
             return self._recycled_direction(problem, state, float(forcing[0]))

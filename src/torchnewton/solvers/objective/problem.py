@@ -28,14 +28,24 @@ BatchFunction = Callable[..., torch.Tensor]
 
 
 def _checked(fun: BatchFunction, name: str, trailing: tuple[int, ...]) -> BatchFunction:
-    """Wrap a batched user function so a wrong output type or shape is a clear error."""
+    """Wrap a batched user function so a wrong output type or shape is a clear error.
+
+    The output is checked on the first call for each batch size (the first call happens before
+    the loop: validation once, not at every iteration of a small solve).
+    """
+    checked: set[int] = set()
+
     def call(*inputs: torch.Tensor) -> torch.Tensor:
         out = fun(*inputs)
-        expected = (inputs[0].shape[0],) + trailing
+        batch = inputs[0].shape[0]
+        if batch in checked:
+            return out
+        expected = (batch,) + trailing
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"{name} must return a torch.Tensor, got {type(out).__name__}")
         if tuple(out.shape) != expected:
             raise ValueError(f"{name} returned shape {tuple(out.shape)}, expected {expected}")
+        checked.add(batch)
         return out
 
     return call
@@ -55,6 +65,8 @@ class ObjectiveProblem:
         self.curvature, self.residuals = curvature, residuals
         self.hutchinson_samples, self.generator = hutchinson_samples, generator
         self.counters = Counters()
+        # ∇f with its own graph at the last accepted trial point: the next Newton step's curvature
+        self._graph: autodiff.GradientGraph | None = None
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         self.counters.nfev += 1
@@ -66,6 +78,33 @@ class ObjectiveProblem:
         if self.jac is not None:
             return self.fun(x), self.jac(x)
         return autodiff.gradient(self.fun, x)
+
+    def value_then_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+        """f(x) and a function giving ∇f(x) (counted when called), for a trial point whose
+        gradient is needed only if it is accepted: autodiff then reuses the value's graph."""
+        self.counters.nfev += 1
+        if self.jac is not None:
+            return self.fun(x), lambda: self.gradient(x)
+        value, pull = autodiff.value_then_gradient(self.fun, x)
+
+        def grad() -> torch.Tensor:
+            self.counters.njev += 1
+            graph = pull(keep_graph=self._autodiff_curvature)
+            if self._autodiff_curvature:
+                self._graph = graph
+            return graph.gradient()
+
+        return value, grad
+
+    @property
+    def _autodiff_curvature(self) -> bool:
+        """Whether the curvature comes from differentiating f's gradient (no user hess/hessp)."""
+        return self.hess is None and self.hessp is None and self.curvature in ("exact", "hvp")
+
+    def _gradient_graph(self, x: torch.Tensor) -> autodiff.GradientGraph:
+        """∇f's graph at x: the one kept from x's acceptance when x is that tensor, else recorded."""
+        graph, self._graph = self._graph, None
+        return graph if graph is not None and graph.x is x else autodiff.GradientGraph.record(self.fun, x)
 
     def gradient(self, x: torch.Tensor) -> torch.Tensor:
         self.counters.njev += 1
@@ -98,16 +137,43 @@ class ObjectiveProblem:
         if self.hessp is not None or self.curvature == "hvp":
             return self.operator(x).to_dense()
         self.counters.nhev += 1
-        return autodiff.hessian(self.fun, x)[2]
+        return self._gradient_graph(x).hessian()
 
     def operator(self, x: torch.Tensor) -> LinearOperator:
-        """The curvature at x as an operator for Krylov solvers (products only where possible)."""
+        """The curvature at x as an operator for Krylov solvers (products only where possible).
+
+        All products at one x share work: autodiff records f and ∇f once and each product is one
+        backward pass through that graph; a user ``hess`` without ``hessp`` is called once, on the
+        first product, and multiplied thereafter (counted as one Hessian).
+        """
         batch, n = x.shape
         if self.curvature == "hutchinson":
             return DiagonalOperator(self._diagonal(x))
         if self.hess is not None and self.hessp is None and self.curvature == "exact":
             return DenseOperator(self.hessian(x))
-        return MatrixFreeOperator(lambda v: self.hvp(x, v), (batch, n, n), dtype=x.dtype, device=x.device)
+        if self.curvature == "gauss-newton" or self.hessp is not None:
+            return MatrixFreeOperator(lambda v: self.hvp(x, v), (batch, n, n), dtype=x.dtype, device=x.device)
+        return MatrixFreeOperator(self._products(x), (batch, n, n), dtype=x.dtype, device=x.device)
+
+    def _products(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """v ↦ ∇²f(x)v from ``hess`` or autodiff, its one-time work done on the first product."""
+        apply: list[Callable[[torch.Tensor], torch.Tensor]] = []
+
+        def product(v: torch.Tensor) -> torch.Tensor:
+            if not apply:
+                if self.hess is not None:
+                    self.counters.nhev += 1
+                    H = self.hess(x)
+                    apply.append(lambda u: matvec(H, u))
+                elif torch.is_grad_enabled():  # products that may be differentiated
+                    apply.append(autodiff.hvp_linearized(self.fun, x))
+                else:
+                    apply.append(self._gradient_graph(x).product)
+            if self.hess is None:
+                self.counters.nhev += 1
+            return apply[0](v)
+
+        return product
 
     def _diagonal(self, x: torch.Tensor) -> torch.Tensor:
         return hutchinson_diagonal(lambda v: self.hvp(x, v), x, samples=self.hutchinson_samples,

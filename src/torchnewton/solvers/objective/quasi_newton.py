@@ -4,7 +4,10 @@ BFGS keeps the inverse Hessian approximation Hₖ and updates it with s = xₖ�
 y = ∇fₖ₊₁ − ∇fₖ, ρ = 1/yᵀs:  Hₖ₊₁ = (I − ρsyᵀ) Hₖ (I − ρysᵀ) + ρssᵀ, starting from
 H₀ = (yᵀs / yᵀy) I after the first step (Nocedal & Wright §6.1, eq. 6.20). L-BFGS keeps the last
 m pairs and applies Hₖ by the two-loop recursion (Nocedal 1980; N&W Alg. 7.4), with empty slots
-(ρ = 0) contributing nothing, so members of a batch may hold different numbers of pairs.
+(ρ = 0) contributing nothing, so members of a batch may hold different numbers of pairs. The
+recursion is written once over its vector arithmetic: (B, n) tensors for a batch; for one small
+problem on the CPU (the loop's lean path) coordinates in the basis (∇f, s₁…sₖ, y₁…yₖ) with one
+Gram matrix, so a step of the recursion is a few float operations instead of torch calls.
 A pair with yᵀs ≤ ε‖s‖‖y‖ (possible only without the Wolfe curvature condition) is skipped.
 When a search fails with a non-trivial memory, the memory is dropped and the member retries
 along −∇f; only a failure from the steepest-descent restart is final.
@@ -12,9 +15,11 @@ along −∇f; only a failure from the steepest-descent restart is final.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, replace
 
 import torch
+from torch.linalg import vector_norm
 
 from ...globalize.members import lean
 from .line_search import _FALSE, _TRUE, LineSearchMinimizer, SearchOutcome
@@ -40,7 +45,7 @@ def _curvature_pairs(old: ObjectiveState, outcome: SearchOutcome) -> tuple[torch
     """(s, y, yᵀs, usable mask) of the step just taken."""
     s, y = outcome.step, outcome.g - old.g
     sy = (s * y).sum(-1)
-    usable = outcome.ok & (sy > torch.finfo(s.dtype).eps * s.norm(dim=-1) * y.norm(dim=-1)) & torch.isfinite(sy)
+    usable = outcome.ok & (sy > torch.finfo(s.dtype).eps * vector_norm(s, dim=-1) * vector_norm(y, dim=-1)) & torch.isfinite(sy)
     return s, y, sy, usable
 
 
@@ -53,7 +58,7 @@ def _restart(new: ObjectiveState, outcome: SearchOutcome, has_memory: torch.Tens
 
 def _first_step(state: ObjectiveState, has_memory: torch.Tensor) -> torch.Tensor:
     """α₀ = 1/‖∇f‖ along −∇f before any curvature is known (a unit-length first step), else 1."""
-    g_norm = state.g.norm(dim=-1).clamp(min=torch.finfo(state.g.dtype).tiny)
+    g_norm = vector_norm(state.g, dim=-1).clamp(min=torch.finfo(state.g.dtype).tiny)
     return torch.where(has_memory, torch.ones_like(g_norm), torch.clamp(1 / g_norm, max=1.0))
 
 
@@ -68,7 +73,7 @@ class BFGS(LineSearchMinimizer):
         return _first_step(state, state.has_memory)
 
     def direction(self, problem: ObjectiveProblem, state: BFGSState) -> torch.Tensor:
-        return -torch.einsum("bij,bj->bi", state.inverse_hessian, state.g)
+        return -(state.inverse_hessian @ state.g.unsqueeze(-1)).squeeze(-1)
 
     def update(self, problem: ObjectiveProblem, old: BFGSState, new: BFGSState, outcome: SearchOutcome) -> BFGSState:
         if lean(old.x):
@@ -97,7 +102,7 @@ class BFGS(LineSearchMinimizer):
             eye = torch.eye(old.x.shape[-1], dtype=old.x.dtype).expand_as(old.inverse_hessian)
             return replace(new, inverse_hessian=eye, has_memory=_FALSE, failure=torch.zeros_like(new.failure))
         s, y = outcome.step, outcome.g - old.g
-        sy, s_norm, y_norm = float((s * y).sum()), float(s.norm()), float(y.norm())
+        sy, s_norm, y_norm = float((s * y).sum()), float(vector_norm(s)), float(vector_norm(y))
         if not (sy > torch.finfo(s.dtype).eps * s_norm * y_norm and math.isfinite(sy)):
             return new
         eye = torch.eye(s.shape[-1], dtype=s.dtype)
@@ -110,8 +115,8 @@ class BFGS(LineSearchMinimizer):
 def _inverse_update(H: torch.Tensor, s: torch.Tensor, y: torch.Tensor, rho: torch.Tensor | float,
                     eye: torch.Tensor) -> torch.Tensor:
     """Hₖ₊₁ = (I − ρsyᵀ) Hₖ (I − ρysᵀ) + ρssᵀ."""
-    left = eye - rho * torch.einsum("bi,bj->bij", s, y)
-    return left @ H @ left.transpose(-1, -2) + rho * torch.einsum("bi,bj->bij", s, s)
+    left = eye - rho * (s.unsqueeze(-1) * y.unsqueeze(-2))
+    return left @ H @ left.transpose(-1, -2) + rho * (s.unsqueeze(-1) * s.unsqueeze(-2))
 
 
 @dataclass
@@ -124,31 +129,161 @@ class LBFGS(LineSearchMinimizer):
         return LBFGSState(**fields, s=x.new_zeros(batch, self.memory, n), y=x.new_zeros(batch, self.memory, n),
                           rho=x.new_zeros(batch, self.memory), gamma=x.new_ones(batch))
 
-    def initial_step(self, state: LBFGSState) -> torch.Tensor:
+    def initial_step(self, state: LBFGSState) -> torch.Tensor | float:
+        if lean(state.x):
+            return _first_step_one(state, float(state.rho[0, -1]) > 0)
         return _first_step(state, state.rho[:, -1] > 0)
 
     def direction(self, problem: ObjectiveProblem, state: LBFGSState) -> torch.Tensor:
-        q = state.g.clone()
-        alphas = []
-        for i in reversed(range(self.memory)):
-            a = state.rho[:, i] * (state.s[:, i] * q).sum(-1)
-            q = q - a.unsqueeze(-1) * state.y[:, i]
-            alphas.append(a)
-        r = state.gamma.unsqueeze(-1) * q
-        for i, a in zip(range(self.memory), reversed(alphas)):
-            b = state.rho[:, i] * (state.y[:, i] * r).sum(-1)
-            r = r + (a - b).unsqueeze(-1) * state.s[:, i]
-        return -r
+        if not lean(state.x):
+            pairs = _TensorPairs(state.g, state.s.unbind(1), state.y.unbind(1))
+            return -pairs.vector(_two_loop(pairs, state.rho.unbind(1), state.gamma))
+        rho = state.rho[0].tolist()
+        # the pairs held fill the newest slots (rho > 0); the empty ones contribute exact zeros
+        first = next((i for i, r in enumerate(rho) if r != 0), self.memory)
+        S, Y = state.s[:, first:], state.y[:, first:]
+        pairs = (_CoordinatePairs(state.g, S, Y) if state.x.shape[-1] <= _COORDINATES_MAX_N
+                 else _TensorPairs(state.g, S.unbind(1), Y.unbind(1)))
+        return -pairs.vector(_two_loop(pairs, rho[first:], float(state.gamma)))
 
     def update(self, problem: ObjectiveProblem, old: LBFGSState, new: LBFGSState, outcome: SearchOutcome) -> LBFGSState:
+        if lean(old.x):
+            return self._update_one(old, new, outcome)
         s, y, sy, usable = _curvature_pairs(old, outcome)
         safe_sy = torch.where(usable, sy, torch.ones_like(sy))
-        shift = lambda buffer, item: torch.cat([buffer[:, 1:], item.unsqueeze(1)], dim=1)
         keep = lambda mask, a, b: torch.where(mask.view((-1,) + (1,) * (a.dim() - 1)), a, b)
-        S, Y = keep(usable, shift(old.s, s), old.s), keep(usable, shift(old.y, y), old.y)
-        rho = keep(usable, shift(old.rho, 1 / safe_sy), old.rho)
+        S, Y = keep(usable, _shift(old.s, s), old.s), keep(usable, _shift(old.y, y), old.y)
+        rho = keep(usable, _shift(old.rho, 1 / safe_sy), old.rho)
         gamma = torch.where(usable, sy / (y * y).sum(-1).clamp(min=torch.finfo(s.dtype).tiny), old.gamma)
         reset, failure = _restart(new, outcome, old.rho[:, -1] > 0)
         rho = torch.where(reset.unsqueeze(-1), torch.zeros_like(rho), rho)
         gamma = torch.where(reset, torch.ones_like(gamma), gamma)
         return replace(new, s=S, y=Y, rho=rho, gamma=gamma, failure=failure)
+
+    def _update_one(self, old: LBFGSState, new: LBFGSState, outcome: SearchOutcome) -> LBFGSState:
+        """The same update for one problem, its decisions taken on Python floats."""
+        if not bool(outcome.ok):
+            if not float(old.rho[0, -1]) > 0:
+                return new
+            # restart along −∇f: drop the pairs, clear the search failure
+            return replace(new, rho=torch.zeros_like(old.rho), gamma=torch.ones_like(old.gamma),
+                           failure=torch.zeros_like(new.failure))
+        s, y = outcome.step, outcome.g - old.g
+        sy, s_norm, y_norm = float((s * y).sum()), float(vector_norm(s)), float(vector_norm(y))
+        if not (sy > torch.finfo(s.dtype).eps * s_norm * y_norm and math.isfinite(sy)):
+            return new
+        gamma = sy / max(float((y * y).sum()), torch.finfo(s.dtype).tiny)
+        return replace(new, s=_shift(old.s, s), y=_shift(old.y, y), rho=_shift(old.rho, old.rho.new_full((1,), 1 / sy)),
+                       gamma=old.gamma.new_full((1,), gamma))
+
+
+def _shift(buffer: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+    """Drop the oldest slot of ``buffer`` (B, m, ...) and append ``item`` (B, ...) as the newest."""
+    return torch.cat([buffer[:, 1:], item.unsqueeze(1)], dim=1)
+
+
+def _first_step_one(state: ObjectiveState, has_memory: bool) -> float:
+    """:func:`_first_step` for one problem, on Python floats."""
+    if has_memory:
+        return 1.0
+    return min(1 / max(float(vector_norm(state.g)), torch.finfo(state.g.dtype).tiny), 1.0)
+
+
+def _two_loop(pairs, rho, gamma):
+    """r = Hₖ∇f by the two-loop recursion (N&W Alg. 7.4) over the pairs (sᵢ, yᵢ), oldest first:
+
+        q ← ∇f;  for i = k…1: aᵢ = ρᵢ sᵢᵀq, q ← q − aᵢyᵢ;   r ← γq;
+        for i = 1…k: bᵢ = ρᵢ yᵢᵀr, r ← r + (aᵢ − bᵢ)sᵢ.
+
+    ``pairs`` holds the vectors and their arithmetic (:class:`_TensorPairs` or
+    :class:`_CoordinatePairs`); ``rho``, ``gamma`` are per-member scalars ((B,) tensors or floats).
+    """
+    q = pairs.start()
+    alphas = []
+    for i in reversed(range(len(rho))):
+        a = rho[i] * pairs.dot_s(i, q)
+        q = pairs.minus_y(q, a, i)
+        alphas.append(a)
+    r = pairs.scale(q, gamma)
+    for i, a in zip(range(len(rho)), reversed(alphas)):
+        b = rho[i] * pairs.dot_y(i, r)
+        r = pairs.plus_s(r, a - b, i)
+    return r
+
+
+class _TensorPairs:
+    """Vectors as (B, n) tensors, per-member scalars as (B,) tensors: the batched arithmetic."""
+
+    def __init__(self, g: torch.Tensor, s: tuple[torch.Tensor, ...], y: tuple[torch.Tensor, ...]):
+        self.g, self.s, self.y = g, s, y
+
+    def start(self) -> torch.Tensor:
+        return self.g
+
+    def dot_s(self, i: int, v: torch.Tensor):
+        return (self.s[i] * v).sum(-1)
+
+    def dot_y(self, i: int, v: torch.Tensor):
+        return (self.y[i] * v).sum(-1)
+
+    def minus_y(self, v: torch.Tensor, a, i: int) -> torch.Tensor:
+        return v - _column(a) * self.y[i]
+
+    def plus_s(self, v: torch.Tensor, c, i: int) -> torch.Tensor:
+        return v + _column(c) * self.s[i]
+
+    def scale(self, v: torch.Tensor, gamma) -> torch.Tensor:
+        return _column(gamma) * v
+
+    def vector(self, v: torch.Tensor) -> torch.Tensor:
+        return v
+
+
+def _column(c):
+    return c.unsqueeze(-1) if isinstance(c, torch.Tensor) else c
+
+
+class _CoordinatePairs:
+    """One problem's vectors as coordinates in the basis V = (∇f, s₁…sₖ, y₁…yₖ), Python floats.
+
+    Every vector of the recursion lies in span V, and each inner product has a basis vector on one
+    side, so with the Gram matrix VVᵀ (one matrix product) a step of the recursion is O(k) float
+    operations instead of several torch calls on n-vectors; the direction is rebuilt as cᵀV once.
+    Worth it while (2k+1)²n flops of the Gram matrix cost less than the torch calls they replace
+    (small n, see ``_COORDINATES_MAX_N``).
+    """
+
+    def __init__(self, g: torch.Tensor, S: torch.Tensor, Y: torch.Tensor):
+        self.k = S.shape[1]
+        self.basis = torch.cat([g, S[0], Y[0]])  # (2k+1, n)
+        self.gram = (self.basis @ self.basis.T).tolist()
+
+    def start(self) -> list[float]:
+        return [1.0] + [0.0] * (2 * self.k)
+
+    def _dot(self, row: int, v: list[float]) -> float:
+        return sum(map(operator.mul, self.gram[row], v))
+
+    def dot_s(self, i: int, v: list[float]) -> float:
+        return self._dot(1 + i, v)
+
+    def dot_y(self, i: int, v: list[float]) -> float:
+        return self._dot(1 + self.k + i, v)
+
+    def minus_y(self, v: list[float], a: float, i: int) -> list[float]:
+        v[1 + self.k + i] -= a
+        return v
+
+    def plus_s(self, v: list[float], c: float, i: int) -> list[float]:
+        v[1 + i] += c
+        return v
+
+    def scale(self, v: list[float], gamma: float) -> list[float]:
+        return [gamma * c for c in v]
+
+    def vector(self, v: list[float]) -> torch.Tensor:
+        return (self.basis.new_tensor(v) @ self.basis).unsqueeze(0)
+
+
+# largest n for which one problem's two-loop recursion runs in coordinates (_CoordinatePairs)
+_COORDINATES_MAX_N = 64

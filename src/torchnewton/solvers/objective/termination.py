@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.linalg import vector_norm
 
 from ...core.status import Status
 from ...globalize.members import lean
@@ -40,11 +41,14 @@ class GradientTermination:
         return success | failed | ~finite, status
 
     def _one(self, state: ObjectiveState) -> tuple[bool, int]:
-        f, g_max = float(state.f), float(state.g.abs().amax())
-        # the largest magnitude is NaN or Inf exactly when some entry is
-        if not (math.isfinite(f) and math.isfinite(g_max) and math.isfinite(float(state.x.abs().amax()))):
+        # one read-back for the four scalars; the largest magnitude (‖·‖∞, NaN if any entry is) is
+        # NaN or Inf exactly when some entry is
+        inf = math.inf
+        f, f_initial, g_max, x_max = torch.cat([state.f, state.f_initial, vector_norm(state.g, inf, dim=-1),
+                                                vector_norm(state.x, inf, dim=-1)]).tolist()
+        if not (math.isfinite(f) and math.isfinite(g_max) and math.isfinite(x_max)):
             return True, int(Status.NONFINITE)
-        if g_max <= self.tol * max(min(abs(f), abs(float(state.f_initial))), 1.0):
+        if g_max <= self.tol * max(min(abs(f), abs(f_initial)), 1.0):
             return True, int(Status.SUCCESS)
         failure = int(state.failure)
         return failure != 0, failure

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
+from torch.linalg import vector_norm
 
 from ...core.status import Status
 from ...globalize.secular import EigenHessian
@@ -73,15 +74,15 @@ class TrustRegionMinimizer(ABC):
         o = ops_for(state.x)
         s, predicted, state = self.subproblem(problem, state)
         x = state.x
-        f_trial = problem.value(x + s)
-        f = o.value(state.f)
-        rho = rounding_safe_ratio(f, o.value(f_trial), o.value(predicted), dtype=x.dtype)
+        x_trial = x + s
+        f_trial, gradient_at_trial = problem.value_then_gradient(x_trial)
+        f, trial, predicted, step_norm, x_norm, radius = o.values(
+            state.f, f_trial, predicted, vector_norm(s, dim=-1), vector_norm(x, dim=-1), state.radius)
+        rho = rounding_safe_ratio(f, trial, predicted, dtype=x.dtype)
         accept = rho > self.eta
-        x_new = o.where(accept, x + s, x)
-        g_new = o.where(accept, problem.gradient(x_new), state.g) if o.any(accept) else state.g
-        step_norm = o.value(s.norm(dim=-1))
-        radius = update_radius(o.value(state.radius), rho, step_norm, max_radius=self.max_radius)
-        x_norm = o.value(x.norm(dim=-1))
+        x_new = o.where(accept, x_trial, x)
+        g_new = o.where(accept, gradient_at_trial(), state.g) if o.any(accept) else state.g
+        radius = update_radius(radius, rho, step_norm, max_radius=self.max_radius)
         stalled = o.not_(accept) & (radius <= torch.finfo(x.dtype).eps * o.clamp(x_norm, min=1.0))
         failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
         return self.moved(replace(state, x=x_new, f=o.where(accept, f_trial, state.f), g=g_new,
@@ -134,7 +135,7 @@ class SteihaugTrustRegion(TrustRegionMinimizer):
     def subproblem(self, problem: ObjectiveProblem, state: TrustRegionState):
         g = state.g
         operator = problem.operator(state.x)
-        forcing = torch.clamp(g.norm(dim=-1).sqrt(), max=0.5)
+        forcing = torch.clamp(vector_norm(g, dim=-1).sqrt(), max=0.5)
         s = cg(operator, -g, rtol=forcing, max_iter=self.cg_max_iter, radius=state.radius).x
         problem.counters.nlinsolve += 1
         predicted = -((g * s).sum(-1) + 0.5 * (s * operator.matvec(s)).sum(-1))

@@ -37,7 +37,9 @@ loop (MGH's trigonometric function from 10·x₀ is one). A curve still being fo
 ``max_iter`` ends ``MAX_ITER``.
 
 Members of a batch carry their own λ, tangent and step; a member that has accepted its
-correction waits (unchanged) while the others finish correcting.
+correction waits (unchanged) while the others finish correcting. One problem on the CPU runs the
+same steps with its scalars (λ, h, the step tests) on Python floats and skips the vectors a
+masked branch would discard (the landing point, the loop test, the tangent of a rejected step).
 
 Example:
     >>> import torch, torchnewton
@@ -54,11 +56,13 @@ from typing import Callable
 import torch
 
 from ...core.status import Status
+from ...globalize.members import ops_for
 from ...linear import solve_dense
 from ...linear.batched import rmatvec
 from .homotopy_maps import HOMOTOPIES, homotopy_map, tangent
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
+from .termination import all_finite, max_abs, norm
 
 Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
@@ -118,110 +122,125 @@ class Homotopy:
                              land=torch.zeros_like(lam, dtype=torch.bool), J=J0)
 
     def step(self, problem: ResidualProblem, state: HomotopyState, running: torch.Tensor) -> HomotopyState:
+        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean
+        # path), where the vectors a branch would discard are not computed at all
+        o = ops_for(state.x)
         y = torch.cat([state.x, state.lam.unsqueeze(-1)], dim=-1)
-        t, h, lam = state.tangent, state.arc_step, state.lam
+        t, h, lam, land = state.tangent, o.value(state.arc_step), o.value(state.lam), o.value(state.land)
         # the end game: a predictor that would cross λ = 1 is cut there and corrected at λ = 1
-        t_lam = t[:, -1]
+        t_lam = o.value(t[:, -1])
         crossing = (t_lam != 0) & ((lam - 1) * (lam + h * t_lam - 1) <= 0)
-        length = torch.where(crossing, (1 - lam) / torch.where(t_lam != 0, t_lam, 1), h)
-        y_pred = y + length.unsqueeze(-1) * t
-        y_pred[:, -1] = torch.where(crossing, torch.ones_like(lam), y_pred[:, -1])
+        length = o.where(crossing, (1 - lam) / o.where(t_lam != 0, t_lam, 1.0), h)
+        y_pred = y + o.column(length) * t
+        if o.batched:
+            y_pred[:, -1] = torch.where(crossing, torch.ones_like(lam), y_pred[:, -1])
+        elif crossing:
+            y_pred[:, -1] = 1.0
         # ...and so is the chord of a step whose correction landed beyond λ = 1
-        crossing = crossing | state.land
-        y_pred = torch.where(state.land.unsqueeze(-1), state.landing, y_pred)
-        length = torch.where(state.land, (state.landing - y).norm(dim=-1), length)
-        e_lam = torch.zeros_like(t)
-        e_lam[:, -1] = 1
-        normal = torch.where(crossing.unsqueeze(-1), e_lam, t)
-        target = torch.where(crossing, torch.full_like(lam, self.tol), state.path_tol)
-        budget = torch.where(crossing, 3 * self.max_corrector, self.max_corrector)
-        out = self._correct(problem, state, y_pred, normal, target, budget, length, running, crossing)
+        crossing = crossing | land
+        if o.batched or land:
+            y_pred = o.where(land, state.landing, y_pred)
+            length = o.where(land, norm(o, state.landing - y), length)
+        if o.batched or crossing:
+            e_lam = torch.zeros_like(t)
+            e_lam[:, -1] = 1
+        normal = o.where(crossing, e_lam, t) if o.batched or crossing else t
+        target = o.where(crossing, o.full(lam, self.tol), o.value(state.path_tol))
+        budget = o.where(crossing, 3 * self.max_corrector, self.max_corrector)
+        out = self._correct(problem, state, y_pred, normal, target, budget, length, running, crossing, o)
         accepted, y_new, F_new, J_new, A_new, iterations, nonfinite = out
 
         n = state.x.shape[-1]
-        x_new, lam_new = y_new[:, :n], y_new[:, -1]
+        x_new, lam_new = y_new[:, :n], o.value(y_new[:, -1])
         # a tracking step whose corrector carried λ across 1 is redone as an end game from the
         # point of its chord at λ = 1: the first crossing of λ = 1 is the root
-        overshot = accepted & ~crossing & ((lam - 1) * (lam_new - 1) < 0)
-        fraction = ((1 - lam) / torch.where(overshot, lam_new - lam, 1)).unsqueeze(-1)
-        landing = y + fraction * (y_new - y)
-        landing[:, -1] = 1
-        accepted = accepted & ~overshot
-        t_new = tangent(torch.where(accepted.view(-1, 1, 1), A_new, 0), previous=t)
+        overshot = accepted & o.not_(crossing) & ((lam - 1) * (lam_new - 1) < 0)
+        landing = state.landing
+        if o.batched or overshot:
+            fraction = o.column((1 - lam) / o.where(overshot, lam_new - lam, 1.0))
+            landing = y + fraction * (y_new - y)
+            landing[:, -1] = 1
+        accepted = accepted & o.not_(overshot)
+        if o.batched:
+            t_new = tangent(torch.where(accepted.view(-1, 1, 1), A_new, 0), previous=t)
+        else:
+            t_new = tangent(A_new, previous=t) if accepted else t
         problem.counters.nlinsolve += 1
         easy = iterations <= 2
-        h_new = torch.where(accepted, torch.where(easy & ~crossing, 2 * h, h), 0.5 * torch.minimum(h, length.abs()))
-        h_new = torch.where(overshot, h, h_new)
-        col = accepted.unsqueeze(-1)
-        x_next = torch.where(col, x_new, state.x)
-        lam_next = torch.where(accepted, lam_new, lam)
-        F_next = torch.where(col, F_new, state.F)
-        J_next = torch.where(col.unsqueeze(-1), J_new, state.J)
+        h_new = o.where(accepted, o.where(easy & o.not_(crossing), 2 * h, h), 0.5 * o.minimum(h, abs(length)))
+        h_new = o.where(overshot, h, h_new)
+        x_next, lam_next = o.where(accepted, x_new, state.x), o.where(accepted, lam_new, lam)
+        F_next, J_next = o.where(accepted, F_new, state.F), o.where(accepted, J_new, state.J)
 
         # J(z₀) regular makes the curve through (z₀, 0) locally unique: passing there again means
         # it is a closed loop that never reaches λ = 1
         through_zero = accepted & (lam * lam_next < 0)
-        at_zero = state.x + (lam / torch.where(through_zero, lam - lam_next, 1)).unsqueeze(-1) * (x_next - state.x)
-        near = 0.1 * (y_new - y).norm(dim=-1) + _MIN_STEP * (1 + state.z0.norm(dim=-1))
-        loop = through_zero & ((at_zero - state.z0).norm(dim=-1) <= near)
-        too_short = h_new < _MIN_STEP * (1 + y.norm(dim=-1))
+        step_norm = norm(o, y_new - y)
+        loop = through_zero
+        if o.batched or through_zero:
+            at_zero = state.x + o.column(lam / o.where(through_zero, lam - lam_next, 1.0)) * (x_next - state.x)
+            near = 0.1 * step_norm + _MIN_STEP * (1 + norm(o, state.z0))
+            loop = through_zero & (norm(o, at_zero - state.z0) <= near)
+        too_short = h_new < _MIN_STEP * (1 + norm(o, y))
         lost = accepted & ((lam_next < self.min_lambda)
-                           | (x_next.abs().amax(-1) > _MAX_GROWTH * (1 + state.z0.abs().amax(-1))))
-        failure = torch.where(too_short | lost | loop, int(Status.STALLED), state.failure)
-        failure = torch.where(too_short & nonfinite & ~accepted, int(Status.NONFINITE), failure)
+                           | (max_abs(o, x_next) > _MAX_GROWTH * (1 + max_abs(o, state.z0))))
+        failure = o.where(too_short | lost | loop, int(Status.STALLED), o.value(state.failure))
+        failure = o.where(too_short & nonfinite & o.not_(accepted), int(Status.NONFINITE), failure)
         return replace(state, x=x_next, F=F_next, cost=0.5 * (F_next * F_next).sum(-1), grad=rmatvec(J_next, F_next),
-                       step_norm=torch.where(accepted, (y_new - y).norm(dim=-1), float("inf")), failure=failure,
-                       lam=lam_next, tangent=torch.where(col, t_new, t), arc_step=h_new, J=J_next,
-                       landing=torch.where(overshot.unsqueeze(-1), landing, state.landing), land=overshot)
+                       step_norm=o.pack(o.where(accepted, step_norm, float("inf")), state.step_norm),
+                       failure=o.pack(failure, state.failure), lam=o.pack(lam_next, state.lam),
+                       tangent=o.where(accepted, t_new, t), arc_step=o.pack(h_new, state.arc_step), J=J_next,
+                       landing=o.where(overshot, landing, state.landing), land=o.pack(overshot, state.land))
 
     def _correct(self, problem: ResidualProblem, state: HomotopyState, y_pred: torch.Tensor, normal: torch.Tensor,
-                 target: torch.Tensor, budget: torch.Tensor, length: torch.Tensor, running: torch.Tensor,
-                 end_game: torch.Tensor):
+                 target, budget, length, running: torch.Tensor, end_game, o):
         """Newton on [H(y); normalᵀ(y − y_pred)] = 0 from y_pred, for every running member at once.
 
         Tracking corrections must contract at once (else the prediction may sit in the basin of
         another branch); at λ = 1 any root will do, so the end game only has to keep ‖F‖ below
         ten times its predicted value — which lets it converge, linearly, to singular roots too.
-        Returns (accepted, y, F(z), J(z), A(y), corrections used, last trial non-finite); the
-        derivative fields hold the values at the accepted point where ``accepted``.
+        The per-member scalars (``target``, ``budget``, ``length``, ``end_game``) are (B,)
+        tensors or one problem's floats (``o``). Returns (accepted, y, F(z), J(z), A(y),
+        corrections used, last trial non-finite); the derivative fields hold the values at the
+        accepted point where ``accepted``.
         """
         n = state.x.shape[-1]
         y = y_pred
-        active, accepted = running.clone(), torch.zeros_like(running)
-        nonfinite = torch.zeros_like(running)
-        used = torch.zeros_like(budget)
-        previous = torch.full_like(length, float("inf"))
-        slack = torch.finfo(y.dtype).eps ** 0.5 * (1 + y_pred.norm(dim=-1))
+        active, accepted, nonfinite = (running, o.full(running, False), o.full(running, False)) if o.batched \
+            else (True, False, False)
+        used = o.full(budget, 0)
+        previous = o.full(length, float("inf"))
+        slack = torch.finfo(y.dtype).eps ** 0.5 * (1 + norm(o, y_pred))
         kept, first = None, None
         for k in range(3 * self.max_corrector + 1):
             z, lam = y[:, :n], y[:, -1]
             F, J = problem.linearize(z)
             H, A = homotopy_map(self.homotopy, z, lam, F, J, state.z0, state.F0)
-            finite = torch.isfinite(H).all(-1) & torch.isfinite(A).flatten(1).all(-1)
-            size_H = H.abs().amax(-1)
+            size_H = max_abs(o, H)  # NaN/Inf exactly where H is not finite
+            finite = o.isfinite(size_H) & all_finite(o, A.flatten(1))
             first = size_H if first is None else first
             done = active & finite & (size_H <= target)
-            if kept is None:
+            if kept is None or (not o.batched and done):
                 kept = [y, F, J, A]
-            else:
+            elif o.batched:
                 kept = [torch.where(done.view(-1, *[1] * (new.dim() - 1)), new, old)
                         for old, new in zip(kept, (y, F, J, A))]
-            nonfinite = torch.where(active, ~finite, nonfinite)
-            accepted |= done
-            active &= finite & ~done & (used < budget)
-            if not bool(active.any()):
+            nonfinite = o.where(active, o.not_(finite), nonfinite)
+            accepted = accepted | done
+            active = active & finite & o.not_(done) & (used < budget)
+            if not o.any(active):
                 break
             system = torch.cat([A, normal.unsqueeze(-2)], dim=-2)
             rhs = torch.cat([-H, torch.zeros_like(H[:, :1])], dim=-1)
             delta = solve_dense(system, rhs).x
             problem.counters.nlinsolve += 1
-            size = delta.norm(dim=-1)
+            size = norm(o, delta)
             # Newton must contract at once, or the prediction is outside its basin (another branch)
-            bound = torch.where(used == 0, 0.5 * length.abs() + slack, 0.5 * previous)
-            contracting = torch.where(end_game, size_H <= 10 * first, size <= bound)
-            active &= torch.isfinite(size) & contracting
-            y = torch.where(active.unsqueeze(-1), y + delta, y)
-            used = used + active.long()
+            bound = o.where(used == 0, 0.5 * abs(length) + slack, 0.5 * previous)
+            contracting = o.where(end_game, size_H <= 10 * first, size <= bound)
+            active = active & o.isfinite(size) & contracting
+            y = o.where(active, y + delta, y)
+            used = used + (active.long() if o.batched else int(active))
             previous = size
         y_acc, F_acc, J_acc, A_acc = kept
         return accepted, y_acc, F_acc, J_acc, A_acc, used, nonfinite

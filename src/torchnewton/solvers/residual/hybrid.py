@@ -28,6 +28,8 @@ One problem on the CPU keeps ratios, radius and counters as Python floats (``glo
 and skips the dogleg's other legs when the Newton point lies inside: the batch's arithmetic, bitwise.
 
 Example:
+    >>> from torchnewton.solvers.loop import iterate
+    >>> from torchnewton.solvers.residual.termination import RootTermination
     >>> problem = ResidualProblem(lambda x: x**3 - 8)
     >>> method = PowellHybrid(RootTermination(1e-12))
     >>> iterate(method, problem, torch.ones(1, 1, dtype=torch.float64), max_iter=50).state.x
@@ -63,6 +65,7 @@ class HybridState(ResidualState):
     evaluated: torch.Tensor  # bool: J was evaluated at x, not updated, since the last trial (jeval)
     recompute: torch.Tensor  # bool: evaluate J afresh before the next trial
     first: torch.Tensor  # bool: no step accepted yet (MINPACK's iter = 1)
+    residual_norm: float | None = None  # ‖F‖ for one problem (lean path), as the last step computed it
 
 
 def _norm(v: torch.Tensor) -> torch.Tensor:
@@ -89,11 +92,12 @@ def check_scaling(diag: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | 
     return diag.to(dtype=x.dtype, device=x.device).expand_as(x).clone()
 
 
-def gauss_newton_from_qr(R: torch.Tensor, qtf: torch.Tensor) -> torch.Tensor:
-    """−R⁻¹ Qᵀ F, an exact zero pivot replaced by eps·max|Rᵢⱼ| over its column (eps if that is 0)."""
+def gauss_newton_from_qr(R: torch.Tensor, qtf: torch.Tensor, regular: bool | None = None) -> torch.Tensor:
+    """−R⁻¹ Qᵀ F, an exact zero pivot replaced by eps·max|Rᵢⱼ| over its column (eps if that is 0).
+    ``regular``: for one problem, whether no pivot is zero, if the caller read them."""
     eps = torch.finfo(R.dtype).eps
     pivots = torch.diagonal(R, dim1=-2, dim2=-1)
-    if lean(R) and bool((pivots != 0).all()):  # one problem with a regular R: nothing to substitute
+    if lean(R) and (bool((pivots != 0).all()) if regular is None else regular):  # nothing to substitute
         return -torch.linalg.solve_triangular(R, qtf.unsqueeze(-1), upper=True).squeeze(-1)
     column_max = R.abs().amax(dim=-2)
     substitute = torch.where(column_max > 0, eps * column_max, torch.full_like(column_max, eps))
@@ -102,16 +106,19 @@ def gauss_newton_from_qr(R: torch.Tensor, qtf: torch.Tensor) -> torch.Tensor:
     return -torch.linalg.solve_triangular(R_safe, qtf.unsqueeze(-1), upper=True).squeeze(-1)
 
 
-def scaled_dogleg(R: torch.Tensor, qtf: torch.Tensor, diag: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+def scaled_dogleg(R: torch.Tensor, qtf: torch.Tensor, diag: torch.Tensor, radius: torch.Tensor,
+                  radius_value: float | None = None, regular: bool | None = None) -> torch.Tensor:
     """min ‖qtf + R p‖ over the dogleg path with ‖D p‖ ≤ Δ (MINPACK's dogleg), batched.
 
     In y = D p the model is ‖qtf + R D⁻¹ y‖: gradient g = D⁻¹RᵀQᵀF, curvature along it ‖R D⁻¹ g‖²,
     Newton point D p_GN; the dogleg there is the classic one (``globalize.trust_region.dogleg``).
+    ``radius_value`` is Δ of one problem as a float and ``regular`` whether no pivot of R is
+    zero, if the caller has them.
     """
-    newton = gauss_newton_from_qr(R, qtf)
+    newton = gauss_newton_from_qr(R, qtf, regular)
     if lean(R):  # one problem whose Newton point lies inside: the dogleg's other legs are not needed
         scaled_newton = diag * newton
-        if _norm(scaled_newton).item() <= radius.item():
+        if _norm(scaled_newton).item() <= (radius.item() if radius_value is None else radius_value):
             return scaled_newton / diag
     gradient = rmatvec(R, qtf) / diag
     Rg = matvec(R, gradient / diag)
@@ -143,10 +150,12 @@ class PowellHybrid:
         batch = x0.shape[0]
         counter = lambda: torch.zeros(batch, dtype=torch.long, device=x0.device)
         flag = lambda value: torch.full((batch,), value, dtype=torch.bool, device=x0.device)
-        return HybridState(**initial_state(x0, F, rmatvec(J, F)), J=J, diag=diag,
+        # Jᵀ F is never formed (nothing reads it: J is a Broyden approximation between evaluations)
+        return HybridState(**initial_state(x0, F), J=J, diag=diag,
                            radius=self._initial_radius(x_norm), x_norm=x_norm, successes=counter(),
                            failures=counter(), slow_trials=counter(), slow_jacobians=counter(),
-                           evaluated=flag(True), recompute=flag(False), first=flag(True))
+                           evaluated=flag(True), recompute=flag(False), first=flag(True),
+                           residual_norm=_norm(F).item() if lean(x0) else None)
 
     def _refresh(self, problem: ResidualProblem, state: HybridState, refresh: torch.Tensor) -> HybridState:
         """Evaluate J at x where ``refresh``; rescale, and restart Δ before any accepted step."""
@@ -165,21 +174,33 @@ class PowellHybrid:
 
     def step(self, problem: ResidualProblem, state: HybridState, running: torch.Tensor) -> HybridState:
         # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
+        # (one problem: a member still stepped is running, and unchanged fields are not packed again)
         o = ops_for(state.x)
-        refresh = state.recompute & running
-        if o.any(o.value(refresh)):
+        refresh = state.recompute & running if o.batched else state.recompute
+        previous_recompute = o.value(refresh)
+        if o.any(previous_recompute):
             state = self._refresh(problem, state, refresh)
         x, F, J, diag = state.x, state.F, state.J, state.diag
         Q, R = torch.linalg.qr(J)
         problem.counters.nlinsolve += 1
         qtf = rmatvec(Q, F)
-        p = scaled_dogleg(R, qtf, diag, state.radius)
+        previous_radius = o.value(state.radius)
+        eps = torch.finfo(x.dtype).eps
+        if o.batched:
+            p = scaled_dogleg(R, qtf, diag, state.radius)
+            pivots = torch.diagonal(R, dim1=-2, dim2=-1).abs()
+            singular = pivots.amin(-1) <= x.shape[-1] * eps * pivots.amax(-1)
+        else:
+            pivots = [abs(v) for v in torch.diagonal(R, dim1=-2, dim2=-1).tolist()[0]]
+            p = scaled_dogleg(R, qtf, diag, state.radius, previous_radius, 0.0 not in pivots)
+            singular = min(pivots) <= x.shape[-1] * eps * max(pivots)
         p_norm, first = o.value(_norm(diag * p)), o.value(state.first)
-        radius = o.where(first, o.minimum(o.value(state.radius), p_norm), o.value(state.radius))
+        radius = o.where(first, o.minimum(previous_radius, p_norm), previous_radius)
 
         x_trial = x + p
         F_trial = problem.residual(x_trial)
-        f_norm, trial_norm = o.value(_norm(F)), o.value(_norm(F_trial))
+        f_norm = state.residual_norm if not o.batched else _norm(F)
+        trial_norm = o.value(_norm(F_trial))
         safe_norm = o.where(f_norm > 0, f_norm, 1.0)
         finite = o.isfinite(trial_norm)
         trial_fraction = trial_norm / safe_norm
@@ -190,8 +211,9 @@ class PowellHybrid:
         ratio = o.where(predicted > 0, actual / o.where(predicted > 0, predicted, 1.0), 0.0)
 
         good = ratio >= 0.1
-        successes = o.where(good, o.value(state.successes) + 1, 0)
-        failures = o.where(good, 0, o.value(state.failures) + 1)
+        counters = [o.value(c) for c in (state.successes, state.failures, state.slow_trials, state.slow_jacobians)]
+        successes = o.where(good, counters[0] + 1, 0)
+        failures = o.where(good, 0, counters[1] + 1)
         grown = o.where((ratio >= 0.5) | (successes > 1), o.maximum(radius, 2 * p_norm), radius)
         grown = o.where(abs(ratio - 1) <= 0.1, 2 * p_norm, grown)
         radius = o.where(good, grown, 0.5 * radius)
@@ -203,10 +225,10 @@ class PowellHybrid:
         else:
             x_new, F_new = (x_trial, F_trial) if accept else (x, F)
             x_norm = _norm(diag * x_new).item() if accept else state.x_norm.item()
-        slow_trials = o.where(actual >= 1e-3, 0, o.value(state.slow_trials) + 1)
-        slow_jacobians = o.where(actual >= 0.1, 0, o.value(state.slow_jacobians) + o.value(state.evaluated.long()))
+        slow_trials = o.where(actual >= 1e-3, 0, counters[2] + 1)
+        evaluated = o.value(state.evaluated)
+        slow_jacobians = o.where(actual >= 0.1, 0, counters[3] + (evaluated.long() if o.batched else int(evaluated)))
 
-        eps = torch.finfo(x.dtype).eps
         stalled = (0.1 * o.maximum(0.1 * radius, p_norm) <= eps * x_norm) | (slow_jacobians >= 5) | \
             (slow_trials >= 10)
         failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
@@ -217,20 +239,23 @@ class PowellHybrid:
         update = o.not_(recompute) & finite & (p_norm > 0)
         J_new = self._broyden_update(J, p, p_norm, F_trial - F, diag, update, o)
 
-        pivots = torch.diagonal(R, dim1=-2, dim2=-1).abs()
-        singular = pivots.amin(-1) <= x.shape[-1] * eps * pivots.amax(-1)
-        cost, cost_new = o.value(state.cost), 0.5 * (F_new * F_new).sum(-1)
+        cost_new = 0.5 * (F_new * F_new).sum(-1) if o.batched or accept else state.cost
+        cost = o.value(state.cost)
         reduction = o.where(accept, (cost - o.value(cost_new)) / o.clamp(cost, min=torch.finfo(x.dtype).tiny),
                             float("inf"))
-        return replace(state, x=x_new, F=F_new, cost=cost_new, grad=rmatvec(J_new, F_new),
-                       step_norm=o.pack(o.where(finite, p_norm, float("inf")), state.step_norm),
-                       reduction=o.pack(reduction, state.reduction), failure=o.pack(failure, state.failure),
-                       regularized=singular, J=J_new, radius=o.pack(radius, state.radius),
-                       x_norm=o.pack(x_norm, state.x_norm), successes=o.pack(successes, state.successes),
-                       failures=o.pack(failures, state.failures), slow_trials=o.pack(slow_trials, state.slow_trials),
-                       slow_jacobians=o.pack(slow_jacobians, state.slow_jacobians),
-                       evaluated=torch.zeros_like(state.evaluated), recompute=o.pack(recompute, state.recompute),
-                       first=o.pack(first & o.not_(accept), state.first))
+        new = dict(step_norm=o.where(finite, p_norm, float("inf")), reduction=reduction, failure=failure,
+                   regularized=singular, radius=radius, x_norm=x_norm, successes=successes, failures=failures,
+                   slow_trials=slow_trials, slow_jacobians=slow_jacobians, recompute=recompute,
+                   first=first & o.not_(accept), evaluated=o.full(evaluated, False))
+        if not o.batched:  # a field whose value stays needs no new tensor
+            old = dict(step_norm=None, reduction=None, failure=o.value(state.failure),
+                       regularized=o.value(state.regularized), radius=previous_radius,
+                       x_norm=None if accept else x_norm, successes=counters[0], failures=counters[1],
+                       slow_trials=counters[2], slow_jacobians=counters[3], recompute=previous_recompute,
+                       first=first, evaluated=evaluated)
+            new = {k: getattr(state, k) if v == old[k] else o.pack(v, getattr(state, k)) for k, v in new.items()}
+        return replace(state, x=x_new, F=F_new, cost=cost_new, J=J_new, **new,
+                       residual_norm=None if o.batched else trial_norm if accept else f_norm)
 
     @staticmethod
     def _broyden_update(J: torch.Tensor, p: torch.Tensor, p_norm, change: torch.Tensor, diag: torch.Tensor,
@@ -240,9 +265,9 @@ class PowellHybrid:
             if not update:
                 return J
             scaled = diag * diag * p / (p_norm * p_norm)
-            return J + (change - matvec(J, p)).unsqueeze(-1) * scaled.unsqueeze(-2)
+            return torch.addcmul(J, (change - matvec(J, p)).unsqueeze(-1), scaled.unsqueeze(-2))
         scaled = diag * diag * p / torch.where(update, p_norm * p_norm, 1.0).unsqueeze(-1)
-        broyden = J + (change - matvec(J, p)).unsqueeze(-1) * scaled.unsqueeze(-2)
+        broyden = torch.addcmul(J, (change - matvec(J, p)).unsqueeze(-1), scaled.unsqueeze(-2))
         return torch.where(update.view(-1, 1, 1), broyden, J)
 
     def terminate(self, problem: ResidualProblem, state: HybridState):

@@ -42,6 +42,7 @@ def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method:
     The Result adds ``cost`` = ½‖r‖². Batching and implicit gradients as in :func:`root`.
 
     Example:
+        >>> import torch, torchnewton
         >>> t = torch.linspace(0, 1, 20, dtype=torch.float64); y = 2 * torch.exp(-3 * t)
         >>> res = torchnewton.least_squares(lambda p: p[0] * torch.exp(p[1] * t) - y, torch.tensor([1.0, -1.0], dtype=torch.float64))
         >>> res.x

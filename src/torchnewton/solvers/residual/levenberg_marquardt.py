@@ -22,19 +22,26 @@ every member of a batch keeps its own trust radius Δ, damping λ and scaling D.
   iterate passes the test far from the solution; ``reduction`` is
   max(|actred|, prered) when ρ ≤ 2 (else ∞); ``gradient_cosine`` is
   maxⱼ |Jⱼᵀ F| / (‖Jⱼ‖ ‖F‖), the scaled gradient test.
+
+One problem on the CPU (the loop's lean path) reads the decomposition back as Python floats once
+per Jacobian (``ScaledSpectrum``): every λ search, trial step p(λ) and model value ‖J p‖ =
+‖diag(σ) w c‖ then costs microseconds of float arithmetic instead of a dozen small torch calls.
+The same formulas, summed in another order: the iterates agree with the batch's to round-off.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 
 from ...core.status import Status
-from ...globalize.damping import ScaledJacobian, levenberg_marquardt_parameter
-from ...globalize.members import ops_for, ops_of
+from ...globalize.damping import ScaledJacobian, ScaledSpectrum, levenberg_marquardt_parameter
+from ...globalize.members import lean, ops_for, ops_of
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
+from .termination import norm
 from ...linear.batched import matvec, rmatvec
 
 Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
@@ -53,6 +60,58 @@ class LevenbergMarquardtState(ResidualState):
     vectors: torch.Tensor
     coefficients: torch.Tensor
     significant: torch.Tensor
+    # one problem (lean path): the decomposition and ‖F‖ as floats, so a step reads no tensor back
+    spectrum: ScaledSpectrum | None = None
+    residual_norm: float | None = None
+
+
+@dataclass
+class _Linearization:
+    """What the method keeps of J at an accepted point: the scaling D (the running maximum of
+    the column norms), the column norms themselves (1 for a zero column), the decomposition of
+    J D⁻¹, Jᵀ F and the first-order test. For one problem the per-column arithmetic runs on
+    Python floats after one read-back (``spectrum`` then holds the decomposition as floats)."""
+
+    scaling: torch.Tensor
+    column_norms: torch.Tensor
+    decomposition: ScaledJacobian
+    grad: torch.Tensor
+    cosine: torch.Tensor | float
+    saturated: torch.Tensor | bool
+    finite: torch.Tensor | bool
+    spectrum: ScaledSpectrum | None = None
+
+
+def _linearize(J: torch.Tensor, F: torch.Tensor, F_norm: torch.Tensor | float,
+               previous: torch.Tensor | None, spectrum: ScaledSpectrum | None = None) -> _Linearization:
+    """The linearization at (F, J), with D ← max(``previous``, ‖Jⱼ‖) (``previous`` None: the
+    first point). ``F_norm`` is ‖F‖ as a tensor (batch) or a float (one problem, whose previous
+    D as floats is ``spectrum.scale``)."""
+    norms, grad = J.norm(dim=-2), rmatvec(J, F)
+    if not lean(J):
+        column = _nonzero(norms)
+        scaling = column if previous is None else torch.maximum(previous, column)
+        decomposition = ScaledJacobian.of(J, F, scaling)
+        cosine, saturated = _first_order(norms, F_norm, grad, scaling)
+        return _Linearization(scaling, column, decomposition, grad, cosine, saturated, decomposition.finite)
+    n = J.shape[-1]
+    flat = torch.cat([norms, grad], dim=-1).tolist()[0]
+    norm_list, grad_list = flat[:n], flat[n:]
+    column_list = [v if v > 0 else 1.0 for v in norm_list]  # _nonzero (a NaN norm gives 1 there too)
+    column = J.new_tensor([column_list])
+    if previous is None:
+        scaling_list, scaling = column_list, column
+    else:
+        scaling_list = [a if a >= b else b for a, b in zip(spectrum.scale, column_list)]
+        scaling = previous if scaling_list == spectrum.scale else column if scaling_list == column_list \
+            else J.new_tensor([scaling_list])
+    # a column norm is finite exactly when the column is (short of overflowing the norm itself)
+    finite = math.isfinite(F_norm) and all(math.isfinite(v) for v in norm_list)
+    decomposition = ScaledJacobian.of(J, F, scaling, finite=finite)
+    if not finite:
+        return _Linearization(scaling, column, decomposition, grad, math.nan, False, False)
+    cosine, saturated = _first_order_floats(norm_list, F_norm, grad_list, scaling_list, torch.finfo(J.dtype).eps)
+    return _Linearization(scaling, column, decomposition, grad, cosine, saturated, True, decomposition.spectrum())
 
 
 @dataclass
@@ -63,45 +122,55 @@ class LevenbergMarquardt:
 
     def init(self, problem: ResidualProblem, x0: torch.Tensor) -> LevenbergMarquardtState:
         F, J = problem.linearize(x0)
-        norms = J.norm(dim=-2)
-        scale = _nonzero(norms)
-        fields = initial_state(x0, F, rmatvec(J, F))
-        fields["scale"] = scale
-        cosine, saturated = _first_order(norms, F.norm(dim=-1), fields["grad"], scale)
-        x_norm = (scale * x0).norm(dim=-1)
+        o = ops_for(x0)
+        F_norm = F.norm(dim=-1) if o.batched else norm(o, F)
+        point = _linearize(J, F, F_norm, None)
+        fields = initial_state(x0, F, point.grad)
+        fields["scale"] = point.column_norms
+        x_norm = (point.scaling * x0).norm(dim=-1)
         radius = self.initial_radius * torch.where(x_norm > 0, x_norm, torch.ones_like(x_norm))
         batch = x0.shape[0]
-        decomposition = ScaledJacobian.of(J, F, scale)
-        fields["failure"] = _nonfinite(decomposition, fields["failure"])
+        fields["failure"] = o.pack(o.where(point.finite, o.value(fields["failure"]), int(Status.NONFINITE)),
+                                   fields["failure"])
+        decomposition = point.decomposition
         return LevenbergMarquardtState(
-            **fields, J=J, scaling=scale, radius=radius, damping=torch.zeros_like(radius),
-            gradient_cosine=cosine, saturated=saturated,
+            **fields, J=J, scaling=point.scaling, radius=radius, damping=torch.zeros_like(radius),
+            gradient_cosine=o.pack(point.cosine, radius), saturated=o.pack(point.saturated, fields["regularized"]),
             first_step=torch.ones(batch, dtype=torch.bool, device=x0.device),
             singular=decomposition.singular, vectors=decomposition.vectors,
-            coefficients=decomposition.coefficients, significant=decomposition.significant)
+            coefficients=decomposition.coefficients, significant=decomposition.significant, spectrum=point.spectrum,
+            residual_norm=None if o.batched else F_norm)
 
     def step(self, problem: ResidualProblem, state: LevenbergMarquardtState, running: torch.Tensor) -> LevenbergMarquardtState:
-        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
+        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path),
+        # where the λ search, the step and the model run on the decomposition read back as floats
         o = ops_for(state.x)
         x, F, J, scale = state.x, state.F, state.J, state.scaling
         tiny, eps = torch.finfo(x.dtype).tiny, torch.finfo(x.dtype).eps
         decomposition = ScaledJacobian(state.singular, state.vectors, state.coefficients, scale, state.significant)
-        damping = levenberg_marquardt_parameter(decomposition, o.value(state.radius), o.value(state.damping),
+        spectrum = decomposition if o.batched else state.spectrum
+        damping = levenberg_marquardt_parameter(spectrum, o.value(state.radius), o.value(state.damping),
                                                 dtype=x.dtype)
-        p, p_norm = decomposition.step(o.pack(damping, state.damping))
-        p_norm = o.value(p_norm)
+        if o.batched:
+            p, p_norm = decomposition.step(damping)
+        else:
+            p, p_norm = spectrum.step(damping)
+            p = x.new_tensor([p])
         problem.counters.nlinsolve += 1
         first_step = o.value(state.first_step)
         radius = o.where(first_step, o.minimum(o.value(state.radius), p_norm), o.value(state.radius))
         x_trial = x + p
         F_trial = problem.residual(x_trial)
-        F_norm, trial_norm = o.value(F.norm(dim=-1)), o.value(F_trial.norm(dim=-1))
+        if o.batched:
+            F_norm, trial_norm = F.norm(dim=-1), F_trial.norm(dim=-1)
+        else:
+            F_norm, trial_norm = state.residual_norm, norm(o, F_trial)
         safe_norm = o.clamp(F_norm, min=tiny)
         finite = o.isfinite(trial_norm)
         # a trial ten times worse (or non-finite) counts as actred = −1, as in MINPACK: no overflow
         relative = trial_norm / safe_norm
         actual = o.where(finite & (0.1 * trial_norm < F_norm), 1 - relative * relative, -1.0)
-        model = o.value(matvec(J, p).norm(dim=-1)) / safe_norm
+        model = (matvec(J, p).norm(dim=-1) if o.batched else spectrum.model_norm(damping)) / safe_norm
         step_ratio = p_norm / safe_norm
         model_term, damping_term = model * model, damping * (step_ratio * step_ratio)
         predicted = model_term + 2 * damping_term
@@ -113,18 +182,20 @@ class LevenbergMarquardt:
         x_new, F_new = o.where(accept, x_trial, x), o.where(accept, F_trial, F)
         J_new, new_scale, fresh, grad, cost = J, scale, decomposition, state.grad, state.cost
         column_norms, cosine, saturated = state.scale, state.gradient_cosine, state.saturated
+        # no new point: the decomposition at x stays (finite, or the member already ended NONFINITE)
+        fresh_finite, fresh_spectrum = decomposition.finite if o.batched else True, state.spectrum
         if o.any(accept):
             J_new = o.where(accept, problem.jacobian(x_new), J)
-            norms = J_new.norm(dim=-2)
-            new_scale = torch.maximum(scale, _nonzero(norms))
-            fresh = ScaledJacobian.of(J_new, F_new, new_scale)
-            grad = rmatvec(J_new, F_new)
-            F_new_norm = F_new.norm(dim=-1)
-            cost = o.where(accept, 0.5 * (F_new_norm * F_new_norm), state.cost)
-            column_norms = o.where(accept, _nonzero(norms), state.scale)
-            new_cosine, new_saturated = _first_order(norms, F_new_norm, grad, new_scale)
-            cosine = o.where(accept, new_cosine, state.gradient_cosine)
-            saturated = o.where(accept, new_saturated, state.saturated)
+            F_new_norm = F_new.norm(dim=-1) if o.batched else trial_norm
+            point = _linearize(J_new, F_new, F_new_norm, scale, state.spectrum)
+            new_scale, fresh, grad, fresh_finite, fresh_spectrum = (point.scaling, point.decomposition, point.grad,
+                                                                    point.finite, point.spectrum)
+            cost = o.where(accept, 0.5 * (F_new_norm * F_new_norm), o.value(state.cost))
+            column_norms = o.where(accept, point.column_norms, state.scale)
+            cosine = o.where(accept, point.cosine, o.value(state.gradient_cosine))
+            saturated = o.where(accept, point.saturated, o.value(state.saturated))
+            cost, cosine, saturated = (o.pack(cost, state.cost), o.pack(cosine, state.gradient_cosine),
+                                       o.pack(saturated, state.saturated))
             if o.batched:
                 keep = ~accept
                 fresh = ScaledJacobian(*(torch.where(keep.view(keep.shape + (1,) * (new.dim() - 1)), old, new)
@@ -133,21 +204,31 @@ class LevenbergMarquardt:
                                                           (decomposition.coefficients, fresh.coefficients),
                                                           (scale, fresh.scale),
                                                           (decomposition.significant, fresh.significant))))
+                fresh_finite = fresh.finite
         reduction = o.where(0.5 * ratio <= 1, o.maximum(abs(actual), predicted), float("inf"))
-        x_norm = o.value((new_scale * x_new).norm(dim=-1))
+        if o.batched:
+            x_norm = (new_scale * x_new).norm(dim=-1)
+        else:  # D is fresh_spectrum.scale (where J was finite)
+            d = fresh_spectrum.scale if fresh_finite else new_scale.tolist()[0]
+            x_norm = math.sqrt(sum((a * b) * (a * b) for a, b in zip(d, x_new.tolist()[0])))
         # Δ at the rounding level of x: no representable step is left (MINPACK's info = 7)
         stalled = radius <= eps * x_norm
-        failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
+        previous_failure = o.value(state.failure)
+        failure = o.where(stalled, int(Status.STALLED), previous_failure)
         # stalling because every trial point was NaN/Inf is a non-finite failure, not a plateau
         failure = o.where(stalled & o.not_(finite), int(Status.NONFINITE), failure)
-        failure = o.where(o.value(fresh.finite), failure, int(Status.NONFINITE))
+        failure = o.where(fresh_finite, failure, int(Status.NONFINITE))
+        unchanged = not o.batched and failure == previous_failure
+        still_first = first_step & o.not_(accept)
         return replace(state, x=x_new, F=F_new, J=J_new, cost=cost, grad=grad,
                        step_norm=o.pack(radius, state.step_norm), reduction=o.pack(reduction, state.reduction),
-                       failure=o.pack(failure, state.failure), scaling=new_scale, scale=column_norms,
-                       radius=o.pack(radius, state.radius), damping=o.pack(damping, state.damping),
+                       failure=state.failure if unchanged else o.pack(failure, state.failure), scaling=new_scale,
+                       scale=column_norms, radius=o.pack(radius, state.radius), damping=o.pack(damping, state.damping),
                        gradient_cosine=cosine, saturated=saturated,
-                       first_step=o.pack(first_step & o.not_(accept), state.first_step), singular=fresh.singular,
-                       vectors=fresh.vectors, coefficients=fresh.coefficients, significant=fresh.significant)
+                       first_step=state.first_step if not o.batched and still_first == first_step
+                       else o.pack(still_first, state.first_step), singular=fresh.singular,
+                       vectors=fresh.vectors, coefficients=fresh.coefficients, significant=fresh.significant,
+                       spectrum=fresh_spectrum, residual_norm=None if o.batched else o.where(accept, trial_norm, F_norm))
 
     def terminate(self, problem: ResidualProblem, state: LevenbergMarquardtState):
         return self.termination(state)
@@ -176,12 +257,6 @@ def _update_radius(radius, damping, p_norm, ratio, actual, directional, worse):
     return new_radius, new_damping
 
 
-def _nonfinite(decomposition: ScaledJacobian, failure: torch.Tensor) -> torch.Tensor:
-    """A non-finite J (or F) at an accepted point ends the member as NONFINITE: no step can be
-    computed there, and shrinking the radius for ever would end in a false step-size success."""
-    return torch.where(decomposition.finite, failure, torch.full_like(failure, int(Status.NONFINITE)))
-
-
 def _first_order(norms: torch.Tensor, F_norm: torch.Tensor, grad: torch.Tensor,
                  scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(the gradient cosine maxⱼ |Jⱼᵀ F| / (‖Jⱼ‖ ‖F‖) over the nonzero columns (0 for F = 0),
@@ -201,6 +276,18 @@ def _first_order(norms: torch.Tensor, F_norm: torch.Tensor, grad: torch.Tensor,
     eps = torch.finfo(norms.dtype).eps
     vanished = (norms > 0) & (norms <= eps * scale)
     return cosine.amax(-1), (vanished & positive & (cosine > eps ** 0.25)).any(-1)
+
+
+def _first_order_floats(norms: list[float], F_norm: float, grad: list[float], scale: list[float],
+                        eps: float) -> tuple[float, bool]:
+    """:func:`_first_order` of one problem on Python floats (finite inputs)."""
+    cosine, saturated = 0.0, False
+    for length, g, d in zip(norms, grad, scale):
+        column = length * F_norm
+        c = abs(g) / column if column > 0 else 0.0
+        cosine = c if c > cosine else cosine
+        saturated = saturated or (0 < length <= eps * d and column > 0 and c > eps ** 0.25)
+    return cosine, saturated
 
 
 def _nonzero(norms: torch.Tensor) -> torch.Tensor:

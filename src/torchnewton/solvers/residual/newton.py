@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from ...core.status import Status
-from ...globalize.damping import levenberg_marquardt_step
+from ...globalize.damping import gauss_newton_step
 from ...globalize.linesearch import armijo
 from ...globalize.members import ops_for
 from ...linear import solve_dense
@@ -51,8 +51,7 @@ class NewtonLineSearch:
             solution = solve_dense(J, -F)
             d, singular = solution.x, solution.status == int(Status.SINGULAR)
         else:
-            zeros = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-            d = levenberg_marquardt_step(J, F, zeros, torch.ones_like(x))
+            d = gauss_newton_step(J, F)
             singular = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         grad = state.grad  # Jᵀ F, kept up to date by init and step
         # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
@@ -83,7 +82,7 @@ class NewtonLineSearch:
         x_new, F_new = x + step, search.aux
         reduction = o.where(ok, (cost - cost_new) / o.clamp(cost, min=torch.finfo(x.dtype).tiny), float("inf"))
         # an accepted step below the resolution of x changes nothing: the method has stalled
-        stalled = ok & o.value((x_new == x).all(-1))
+        stalled = ok & (o.value((x_new == x).all(-1)) if o.batched else ok and x_new.tolist() == x.tolist())
         failure = o.where(ok, o.value(state.failure), int(Status.LINESEARCH_FAILED))
         failure = o.where(stalled, int(Status.STALLED), failure)
         # ...and if NaN/Inf trial points forced it there, that is the honest reason
@@ -91,10 +90,12 @@ class NewtonLineSearch:
         # one problem whose search failed stays at x: its Jacobian and Jᵀ F are those of the state
         J = problem.jacobian(x_new) if o.batched or ok else state.J
         grad = rmatvec(J, F_new) if o.batched or ok else state.grad
+        # one problem: a flag or code that stays as it was needs no new tensor
+        keep = lambda value, field: field if not o.batched and value == o.value(field) else o.pack(value, field)
         return replace(state, x=x_new, F=F_new, cost=o.pack(cost_new, state.cost), grad=grad,
                        step_norm=o.pack(o.where(ok, o.value(step.norm(dim=-1)), float("inf")), state.step_norm),
-                       reduction=o.pack(reduction, state.reduction), failure=o.pack(failure, state.failure),
-                       regularized=o.pack(singular, state.regularized), J=J)
+                       reduction=o.pack(reduction, state.reduction), failure=keep(failure, state.failure),
+                       regularized=keep(singular, state.regularized), J=J)
 
     def terminate(self, problem: ResidualProblem, state: NewtonState):
         return self.termination(state)

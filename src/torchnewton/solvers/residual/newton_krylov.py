@@ -40,6 +40,8 @@ Pernice & Walker, "NITSOL" (SIAM J. Sci. Comput. 19, 1998); Parks, de Sturler, M
 Maiti, "Recycling Krylov subspaces for sequences of linear systems" (SIAM J. Sci. Comput. 28, 2006).
 
 Example:
+    >>> from torchnewton.solvers.loop import iterate
+    >>> from torchnewton.solvers.residual.termination import RootTermination
     >>> problem = ResidualProblem(lambda x: x**3 - 8)
     >>> method = NewtonKrylov(RootTermination(1e-12))
     >>> iterate(method, problem, torch.ones(1, 1, dtype=torch.float64), max_iter=50).state.x

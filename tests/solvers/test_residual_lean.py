@@ -1,0 +1,101 @@
+"""The lean path of the residual methods (one problem on the CPU, scalars on Python floats) and
+their batched path take the same iterates: bitwise where the arithmetic is the same sequence of
+IEEE operations, to round-off where the lean path sums on floats (Levenberg–Marquardt's step from
+the decomposition read back, the homotopy's norms).
+"""
+import pytest
+import torch
+
+from torchnewton.core.status import Status
+from torchnewton.linear import solve_dense
+from torchnewton.solvers.residual.least_squares import least_squares
+from torchnewton.solvers.residual.root import root
+
+X0 = torch.tensor([-1.2, 1.0], dtype=torch.float64)
+OTHER = torch.tensor([2.0, -1.5], dtype=torch.float64)
+
+
+def _rosenbrock(x):
+    return torch.stack([10 * (x[..., 1] - x[..., 0] ** 2), 1 - x[..., 0]], dim=-1)
+
+
+def _rosenbrock_jacobian(x):
+    one = torch.ones_like(x[0])
+    return torch.stack([torch.stack([-20 * x[0], 10 * one]), torch.stack([-one, 0 * one])])
+
+
+def _histories(one, many, key):
+    a = torch.tensor([h[key] for h in one.history], dtype=torch.float64)
+    return a, torch.stack([h[key][0] for h in many.history[:len(a)]])
+
+
+@pytest.mark.parametrize("method", ["gauss-newton", "dogleg"])
+@pytest.mark.parametrize("analytic", [False, True])
+def test_least_squares_lean_histories_bitwise(method, analytic):
+    jac = _rosenbrock_jacobian if analytic else None
+    one = least_squares(_rosenbrock, X0, method=method, jac=jac, record_history=True)
+    many = least_squares(_rosenbrock, torch.stack([X0, OTHER]), method=method, batch=True, record_history=True)
+    assert one.status == Status(int(many.status[0])) == Status.SUCCESS and one.nit == int(many.nit[0])
+    assert torch.equal(one.x, many.x[0])
+    for key in ("cost", "step_norm"):
+        a, b = _histories(one, many, key)
+        assert torch.equal(a, b), key
+
+
+def test_levenberg_marquardt_lean_round_off_on_a_tall_fit():
+    # m = 30 residuals, n = 4 parameters, one badly scaled: the floats' step and model agree to round-off
+    t = torch.linspace(0, 3, 30, dtype=torch.float64)
+    y = 3.0 * torch.exp(-0.7 * t) + 0.01 * torch.sin(5 * t) + 2.0
+    r = lambda p: p[..., :1] * torch.exp(-p[..., 1:2] * t) + 1e-3 * p[..., 2:3] * torch.sin(5 * t) + p[..., 3:4] - y
+    x0 = torch.tensor([1.0, 0.1, 1.0, 0.0], dtype=torch.float64)
+    other = torch.tensor([5.0, 2.0, 0.0, 1.0], dtype=torch.float64)
+    one = least_squares(r, x0, record_history=True)
+    many = least_squares(r, torch.stack([x0, other]), batch=True, record_history=True)
+    assert one.status == Status(int(many.status[0])) == Status.SUCCESS and one.nit == int(many.nit[0])
+    assert torch.allclose(one.x, many.x[0], rtol=1e-10, atol=0)
+    a, b = _histories(one, many, "cost")  # (a zero-residual fit: the last costs are rounding noise)
+    assert torch.allclose(a, b, rtol=1e-10, atol=1e-14 * float(a[0]))
+    assert torch.allclose(one.x, torch.tensor([3.0, 0.7, 10.0, 2.0], dtype=torch.float64), atol=1e-6)
+
+
+@pytest.mark.parametrize("homotopy", ["newton", "fixed-point"])
+def test_homotopy_lean_equals_batched(homotopy):
+    F = lambda x: torch.stack([x[..., 0] ** 2 + x[..., 1] ** 2 - 4, x[..., 0] - x[..., 1]], dim=-1)
+    x0, other = torch.tensor([1.0, 0.5], dtype=torch.float64), torch.tensor([3.0, 1.0], dtype=torch.float64)
+    one = root(F, x0, method="homotopy", options={"homotopy": homotopy}, record_history=True)
+    many = root(F, torch.stack([x0, other]), method="homotopy", batch=True, options={"homotopy": homotopy},
+                record_history=True)
+    assert one.status == Status(int(many.status[0])) == Status.SUCCESS and one.nit == int(many.nit[0])
+    assert torch.allclose(one.x, many.x[0], rtol=0, atol=1e-14)
+    # a root x₁ = x₂ = ±√2 (the fixed-point homotopy's curve from x₀ ends at the negative one)
+    assert torch.allclose(one.x.abs(), torch.full((2,), 2 ** 0.5, dtype=torch.float64), atol=1e-10)
+    for key in ("lam", "step_norm"):
+        a, b = _histories(one, many, key)
+        assert torch.allclose(a, b, rtol=1e-12, atol=0), key
+
+
+def test_homotopy_lean_turning_point_and_failure_statuses():
+    # x³ − 3x + 18 from x₀ = 2 passes a turning point of λ (F' = 0 at x = 1) on its way to −3;
+    # x² + 1 has no real root: its curve is lost, in both paths with the same status
+    f = lambda x: x**3 - 3 * x + 18
+    one = root(f, torch.tensor([2.0], dtype=torch.float64), method="homotopy")
+    many = root(f, torch.tensor([[2.0], [-1.0]], dtype=torch.float64), method="homotopy", batch=True)
+    assert one.success and float(one.x) == pytest.approx(-3.0, abs=1e-12) and one.nit == int(many.nit[0])
+    g = lambda x: x**2 + 1
+    one = root(g, torch.tensor([1.0], dtype=torch.float64), method="homotopy", max_iter=60)
+    many = root(g, torch.tensor([[1.0], [2.0]], dtype=torch.float64), method="homotopy", batch=True, max_iter=60)
+    assert not one.success and one.status == Status(int(many.status[0])) and one.nit == int(many.nit[0])
+
+
+def test_solve_dense_batch_of_one_equals_batch_member():
+    torch.manual_seed(3)
+    A = torch.randn(2, 4, 4, dtype=torch.float64)
+    A[1, :, 2] = 0  # singular: regularized, SINGULAR
+    b = torch.randn(2, 4, dtype=torch.float64)
+    together = solve_dense(A, b)
+    for i in range(2):
+        alone = solve_dense(A[i:i + 1], b[i:i + 1])
+        assert torch.equal(alone.x, together.x[i:i + 1]) and torch.equal(alone.status, together.status[i:i + 1])
+        assert torch.allclose(alone.residual_norm, together.residual_norm[i:i + 1])
+    assert together.status.tolist() == [int(Status.SUCCESS), int(Status.SINGULAR)]
+    assert torch.allclose(together.residual_norm, (b - torch.einsum("bij,bj->bi", A, together.x)).norm(dim=-1))
