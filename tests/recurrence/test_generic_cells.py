@@ -10,6 +10,7 @@ from torch import nn
 from torchnewton import Status
 from torchnewton.recurrence import DiagonalCIFGLSTMCell, run_sequential, solve
 from torchnewton.derivatives import rowwise
+from torchnewton.recurrence.dense import DenseLinearization
 from torchnewton.recurrence.problem import diagonal_of
 
 F64 = torch.float64
@@ -111,14 +112,14 @@ def test_declared_structure_solves_like_dense(kind, declared_by):
     cell = make(kind, F64)
     h0, xs = data(2, 400, 6, 3, F64)
     ref = run_sequential(cell, h0, xs)
-    dense = solve(cell, h0, xs, jacobian="dense")
+    dense = solve(cell, h0, xs, method="newton", jacobian="dense")
     if declared_by == "attribute":
-        res = solve(cell, h0, xs)
+        res = solve(cell, h0, xs, method="newton")
     else:
         plain = lambda h, x: cell(h, x)  # noqa: E731 - a function without attributes
         if kind == "block":
             plain = PairCellFunction(cell)
-        res = solve(plain, h0, xs, jacobian="diagonal" if kind == "diagonal" else "block-diagonal")
+        res = solve(plain, h0, xs, method="newton", jacobian="diagonal" if kind == "diagonal" else "block-diagonal")
     assert bool(res.success.all()) and bool(dense.success.all())
     assert rel(res.h, ref) < 1e-10 and rel(dense.h, ref) < 1e-10
     # exact Jacobians either way: the same Newton iterates
@@ -201,6 +202,8 @@ def test_quasi_newton_never_forms_a_dense_jacobian(monkeypatch):
         raise AssertionError("a dense Jacobian was formed")
 
     monkeypatch.setattr(rowwise, "dense_jacobian", forbidden)
+    # newton's dense Jacobians (all d rows of every per-step Jacobian, block by block)
+    monkeypatch.setattr(DenseLinearization, "rows", forbidden)
     monkeypatch.setattr(rowwise, "dense_jacobian_diagonal", counted)
     with torch.no_grad():
         res = solve(cell, h0, xs, method="quasi-newton")

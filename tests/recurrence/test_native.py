@@ -69,7 +69,7 @@ def test_subclasses_and_other_dtypes_use_torch():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("structure, k", [("diagonal", 1), ("block", 2)])
+@pytest.mark.parametrize("structure, k", [("diagonal", 1), ("block", 2), ("dense", 0)])
 @pytest.mark.parametrize("B, T, d, threads", [(1, 1, 6, 1), (2, 300, 6, 1), (1, 5000, 64, 2), (4, 3000, 16, 2)])
 def test_scan_kernel_matches_loop(dtype, structure, k, B, T, d, threads):
     torch.set_num_threads(threads)  # split by sequence, or by state entries for one sequence
@@ -95,8 +95,22 @@ def test_scan_in_place_into_b():
 
 
 def test_native_algorithm_refuses_what_it_cannot_do():
-    with pytest.raises(ValueError, match="algorithm='native'"):
-        linear_scan(torch.rand(10, 6, 6) * 0.1, torch.randn(10, 6), structure="dense", algorithm="native")
+    with pytest.raises(ValueError, match="algorithm='native'"):  # 3x3 blocks: no kernel
+        linear_scan(torch.rand(10, 2, 3, 3) * 0.1, torch.randn(10, 6), structure="block", algorithm="native")
+
+
+def test_dense_scan_gradients_match_chunked():
+    """The dense kernel also serves the adjoint (reverse) scan of the backward pass."""
+    gen = torch.Generator().manual_seed(5)
+    A = random_coefficients("dense", (2,), 150, 5, 0, torch.float64, gen).requires_grad_()
+    b = torch.randn(2, 150, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for algorithm in ("native", "chunked"):
+        h = linear_scan(A, b, h0, structure="dense", algorithm=algorithm)
+        grads.append(torch.autograd.grad((h * h.detach().cos()).sum(), (A, b, h0)))
+    for native_grad, chunked_grad in zip(*grads):
+        assert torch.allclose(native_grad, chunked_grad, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["newton", "quasi-newton"])

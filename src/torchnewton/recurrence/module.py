@@ -29,8 +29,8 @@ class ParallelRNN(nn.Module):
 
     Args:
         cell: a structured cell from :mod:`.cells` or any ``nn.Module`` ``f(h, x)`` on rows.
-        method: as in :func:`.solve.solve` (``"newton"``, ``"quasi-newton"``, ``"damped"``,
-            ``"jacobi"``, ``"sequential"``).
+        method: as in :func:`.solve.solve` (``"auto"``, ``"newton"``, ``"quasi-newton"``,
+            ``"damped"``, ``"jacobi"``, ``"sequential"``).
         on_failure: a solve that does not converge either raises ``RuntimeError`` with its
             status and residual (``"raise"``), or is redone by the sequential loop
             (``"sequential"``); it never returns unconverged states.
@@ -39,7 +39,7 @@ class ParallelRNN(nn.Module):
     The last :class:`.solve.RecurrenceResult` is kept in ``last_result`` (iterations, residual).
     """
 
-    def __init__(self, cell: nn.Module, method: str = "newton", *, on_failure: str = "raise", **solve_options: Any):
+    def __init__(self, cell: nn.Module, method: str = "auto", *, on_failure: str = "raise", **solve_options: Any):
         super().__init__()
         self.cell = cell
         self.method = check_method(method, METHODS)

@@ -1,4 +1,4 @@
-"""Fused CPU kernels for the structured cells and for diagonal / 2x2-block linear recurrences.
+"""Fused CPU kernels for the structured cells and for diagonal / 2x2-block / dense linear recurrences.
 
 On a CPU the Newton iteration of :mod:`.newton` is memory bound: the torch version of a cell
 evaluation makes about 25 elementwise passes over sequence-sized data, and the chunked scan a
@@ -51,6 +51,7 @@ _SIGNATURES = {
     "tn_lstm_vjp": [_long] * 5 + [_ptr] * 7,
     "tn_scan_diagonal": [_long] * 5 + [_ptr] * 4,
     "tn_scan_block2": [_long] * 5 + [_ptr] * 4,
+    "tn_scan_dense": [_long] * 3 + [_ptr, _long, _long, _ptr, _long, _ptr, _ptr],
 }
 
 
@@ -230,11 +231,12 @@ def _split(B: int, T: int, threads: int) -> list[tuple[int, int, int, int]]:
 def scan(A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, block: int,
          out: torch.Tensor | None = None) -> torch.Tensor | None:
     """``h_t = A_t h_{t-1} + b_t`` for b (B, T, ...) with n entries per step and A diagonal
-    (``block`` 1, A shaped like b) or of 2x2 blocks (``block`` 2, A (B, T, n/2, 2, 2)), written
+    (``block`` 1, A shaped like b), of 2x2 blocks (``block`` 2, A (B, T, n/2, 2, 2)) or dense
+    stored as one block (A (B, T, 1, n, n), b (B, T, 1, n), see :func:`scan_dense`), written
     into ``out`` when given (it may be ``b``); None where the kernels do not apply (then use the
     torch scan)."""
     if block not in (1, 2):
-        return None
+        return _scan_one_block(A, b, h0, out)
     A, b, h0 = A.contiguous(), b.contiguous(), h0.contiguous()
     out = torch.empty_like(b) if out is None else out
     lib = _usable(A, b, h0, out)
@@ -255,3 +257,58 @@ def scan(A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, block: int,
     _run([functools.partial(kernel, b1 - b0, T, n, lo, hi, _address(A, b0), _address(b, b0),
                             _address(h0, b0), _address(out, b0)) for b0, b1, lo, hi in pieces])
     return out
+
+
+def _scan_one_block(A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor,
+                    out: torch.Tensor | None) -> torch.Tensor | None:
+    """:func:`scan` for a dense A stored as one block: A (B, T, 1, d, d), b (B, T, 1, d)."""
+    if A.dim() != 5 or A.shape[2] != 1 or b.dim() != 4 or b.shape[2] != 1:
+        return None
+    B, T, _, d = b.shape
+    b, h0 = b.reshape(B, T, d), h0.reshape(B, d).contiguous()
+    target = torch.empty_like(b) if out is None else out.view(B, T, d)
+    if not b.is_contiguous():
+        b = b.contiguous()
+    if not scan_dense(A.reshape(B, T, d, d).contiguous(), b, h0, target):
+        return None
+    return target.view(B, T, 1, d)
+
+
+def scan_dense(A: torch.Tensor | list[torch.Tensor], b: torch.Tensor, h0: torch.Tensor, out: torch.Tensor) -> bool:
+    """``out_t = A_t out_{t-1} + b_t`` with dense ``A_t``, given either as a contiguous tensor
+    (B, T, d, d) or by rows: ``A[i]`` (B * T, d) contiguous holds row i of every ``A_t``
+    (sequence-major), the layout of d vector-Jacobian products with the cotangents ``e_i``.
+    ``b`` and ``out`` (B, T, d) with contiguous rows (``out`` may be ``b``), ``h0`` (B, d)
+    contiguous. Returns False, touching nothing, where the kernel does not apply (then use the
+    torch scan).
+
+    One thread per sequence: each step needs the whole previous state, so a split of the state
+    would synchronize every step.
+    """
+    B, T, d = b.shape
+    if isinstance(A, torch.Tensor):
+        if tuple(A.shape) != (B, T, d, d) or not A.is_contiguous():
+            return False
+        rows, step = [A[..., i, :] for i in range(d)], d * d
+    else:
+        if len(A) != d or any(r.shape != (B * T, d) or not r.is_contiguous() for r in A):
+            return False
+        rows, step = A, d
+    if not h0.is_contiguous() or b.stride(0) != out.stride(0) or h0.shape != (B, d):
+        return False
+    if any(t.stride(-1) != 1 or t.stride(-2) != d for t in (b, out)):
+        return False
+    if any(t.device.type != "cpu" or t.dtype != b.dtype for t in (*rows, h0, out)):
+        return False
+    lib = _library(b.dtype)
+    if lib is None:
+        return False
+    item = b.element_size()
+
+    def task(b0: int, b1: int) -> Callable[[], None]:
+        pointers = (ctypes.c_void_p * d)(*(r.data_ptr() + b0 * T * step * item for r in rows))
+        return lambda: lib.tn_scan_dense(b1 - b0, T, d, pointers, T * step, step, _address(b, b0), b.stride(0),
+                                         _address(h0, b0), _address(out, b0))
+
+    _run([task(b0, b1) for b0, b1 in _ranges(B, max(1, min(B, _threads(B * T * d * d))))])
+    return True

@@ -168,6 +168,31 @@ void tn_scan_block2(long nb, long T, long n, long lo, long hi, const real *A, co
     }
 }
 
+/* out_t = A_t out_{t-1} + b_t with dense d x d matrices A_t: row i of A_t of sequence s is the d
+ * entries at R[i] + s * sa + t * st. The blocked dense Newton step (dense.py) passes the d
+ * separate (nb * T, d) results of d vector-Jacobian products where autograd left them (st = d);
+ * a contiguous (nb, T, d, d) A is R[i] = A + i d, st = d^2. b and out have rows of d, sequence
+ * stride sb; out may be b. h0 (nb, d) is the state before step 0. One pass along time, O(d^2)
+ * per step: the sequential loop's arithmetic without its per-step interpreter cost. */
+void tn_scan_dense(long nb, long T, long d, const real *const *R, long sa, long st, const real *b, long sb,
+                   const real *h0, real *out) {
+    for (long s = 0; s < nb; s++) {
+        const real *prev = h0 + s * d;
+        for (long t = 0; t < T; t++) {
+            const real *bt = b + s * sb + t * d;
+            real *ot = out + s * sb + t * d;
+            for (long i = 0; i < d; i++) {
+                const real *restrict row = R[i] + s * sa + t * st;
+                real acc = bt[i];
+                _Pragma("omp simd reduction(+:acc)")
+                for (long j = 0; j < d; j++) acc += row[j] * prev[j];
+                ot[i] = acc;
+            }
+            prev = ot;
+        }
+    }
+}
+
 /* Vector-Jacobian products of the cells at the solution, for the implicit backward: given the
  * cotangent lam_t of f(h_{t-1}, u_t), write grad_u_t (3 d per step) and add to acc the gradient
  * of the recurrent parameters (GRU: a_r, a_z, a_n, c_n, 4 d; LSTM: a_f, a_o, a_g, 3 d). acc is

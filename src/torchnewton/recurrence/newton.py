@@ -149,10 +149,16 @@ class LinearizedNewton:
     def __init__(self, jacobian: str):
         self.jacobian = jacobian
 
+    def blocked(self, problem: RecurrenceProblem) -> bool:
+        """Whether steps use the blocked dense Newton step of :mod:`.dense`, which computes the
+        Jacobians itself (the evaluations between steps then compute the residual only, and
+        no Jacobian is formed at the final iterate)."""
+        return self.jacobian == "full" and problem.dense is not None
+
     def _evaluate(self, problem: RecurrenceProblem, h: torch.Tensor, recent: torch.Tensor,
                   gain: torch.Tensor, reuse: NewtonState | None = None) -> NewtonState:
         out = None if reuse is None else (reuse.rhs, reuse.jac)
-        rhs, jac, residual = problem.residual_and_jacobian(h, self.jacobian, out)
+        rhs, jac, residual = problem.residual_and_jacobian(h, "none" if self.blocked(problem) else self.jacobian, out)
         return NewtonState(h, rhs, jac, residual, recent, gain)
 
     def init(self, problem: RecurrenceProblem, h: torch.Tensor) -> NewtonState:
@@ -160,13 +166,16 @@ class LinearizedNewton:
         return self._evaluate(problem, h, recent, h.new_ones(h.shape[0]))
 
     def step(self, problem: RecurrenceProblem, state: NewtonState, running: torch.Tensor) -> NewtonState:
-        if state.jac is None:
+        if self.jacobian == "none":
             return self._evaluate(problem, state.h + state.rhs, _shifted(state.recent, state.residual), state.gain,
                                   state)
-        structure = problem.structure if self.jacobian == "full" else "diagonal"
         # delta overwrites rhs, and h is updated in place where members are running: no
         # sequence-sized allocation per step
-        delta = scan_batched(state.jac, state.rhs, torch.zeros_like(state.h[:, 0]), structure, out=state.rhs)
+        if self.blocked(problem):
+            delta = problem.dense_newton_step(state.h, state.rhs)
+        else:
+            structure = problem.structure if self.jacobian == "full" else "diagonal"
+            delta = scan_batched(state.jac, state.rhs, torch.zeros_like(state.h[:, 0]), structure, out=state.rhs)
         problem.counters.nlinsolve += 1
         step_size = max_abs(delta)  # nan/inf if the scan overflowed
         finite = torch.isfinite(step_size)

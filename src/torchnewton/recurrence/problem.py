@@ -11,8 +11,8 @@ Cells follow the batched-rows contract: ``f(h, x)`` takes ``(N, d)`` and ``(N, m
 Jacobian. Any other cell may *declare* the structure of its Jacobian, with an attribute
 ``jacobian_structure`` (``"diagonal"``, ``"block-diagonal"`` with ``block_size``, or ``"dense"``)
 or ``solve(..., jacobian=...)``; its Jacobians then come from as few reverse-mode products as the
-structure allows (:mod:`torchnewton.derivatives.rowwise`: one for a diagonal, k for k x k blocks, d for a dense one).
-An undeclared cell is dense.
+structure allows (:mod:`torchnewton.derivatives.rowwise`: one for a diagonal, k for k x k blocks, d for a dense one;
+dense Newton steps by :mod:`.dense`). An undeclared cell is dense.
 
 Example::
 
@@ -30,11 +30,16 @@ import torch
 from ..core.counters import Counters
 from ..derivatives import rowwise
 from . import native
+from .dense import DenseLinearization, newton_step
 
 # Elements (rows x state size) per block of the blocked evaluation: a few hundred KB. A dense
 # block Jacobian is d times larger, but it is d autograd products over blocks of this size,
 # and smaller blocks would multiply the number of those calls (their overhead dominated).
 _BLOCK_ELEMENTS = 2 ** 17
+# Rows x state size per block where dense Jacobians are formed by d autograd products: larger,
+# as each product is a Python-level autograd call (measured on the bench's Elman cell, d = 24:
+# 16k-32k rows per block take 0.6x the time of 5k).
+_DENSE_BLOCK_ELEMENTS = 2 ** 19
 
 # Declared Jacobian structures (the cell attribute ``jacobian_structure`` or ``solve(jacobian=)``)
 # and the storage each maps to.
@@ -120,6 +125,9 @@ class RecurrenceProblem:
     # the Jacobians' diagonals (N, d) without the full Jacobian, where that is cheaper than
     # ``linearize`` and ``diagonal_of`` (dense Jacobians)
     linearize_diagonal: Linearize | None = None
+    # dense Jacobians from batched products, and the blocked Newton step that never stores them
+    # for the whole sequence (:mod:`.dense`)
+    dense: DenseLinearization | None = None
 
     @classmethod
     def from_cell(cls, cell: Callable[..., torch.Tensor], h0: torch.Tensor, xs: torch.Tensor, *,
@@ -131,7 +139,8 @@ class RecurrenceProblem:
             us = cell.preprocess(xs)
             transition = cell.transition
             if jacobian == "dense":
-                return cls(transition, lambda h, u: rowwise.dense_jacobian(transition, h, u), "dense", h0, us, tol,
+                lin = DenseLinearization(transition)
+                return cls(transition, lin.jacobian, "dense", h0, us, tol, dense=lin,
                            linearize_diagonal=lambda h, u: rowwise.dense_jacobian_diagonal(transition, h, u))
             if jacobian in STRUCTURE_NAMES and STRUCTURE_NAMES[jacobian] != cell.jacobian_structure:
                 raise ValueError(f"jacobian={jacobian!r} contradicts the cell's own {cell.jacobian_structure!r} "
@@ -141,11 +150,17 @@ class RecurrenceProblem:
         structure, k = declared_structure(cell, jacobian, d)
         if structure == "dense":
             # quasi-Newton's diagonals by d products, keeping one entry of each: never (N, d, d)
-            diagonal = lambda h, u: rowwise.dense_jacobian_diagonal(cell, h, u)  # noqa: E731
-        else:
-            diagonal = None
-        return cls(cell, lambda h, u: rowwise.cell_jacobian(cell, h, u, structure, k), structure, h0, xs, tol,
-                   linearize_diagonal=diagonal)
+            lin = DenseLinearization(cell)
+            return cls(cell, lin.jacobian, structure, h0, xs, tol, dense=lin,
+                       linearize_diagonal=lambda h, u: rowwise.dense_jacobian_diagonal(cell, h, u))
+        return cls(cell, lambda h, u: rowwise.cell_jacobian(cell, h, u, structure, k), structure, h0, xs, tol)
+
+    def dense_newton_step(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The Newton step at ``h`` (B, T, d) written into ``out``, blocked along time (dense
+        Jacobians only: see :mod:`.dense`)."""
+        if self.dense is None:
+            raise RuntimeError("dense_newton_step needs a problem with dense Jacobians")
+        return newton_step(self, self.dense, h, out, _DENSE_BLOCK_ELEMENTS)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -169,7 +184,8 @@ class RecurrenceProblem:
         B, T, d = h.shape
         self.counters.nfev += 1
         self.counters.njev += int(kind != "none")
-        rows = max(1, _BLOCK_ELEMENTS // (B * d))
+        elements = _DENSE_BLOCK_ELEMENTS if kind != "none" and self.dense is not None else _BLOCK_ELEMENTS
+        rows = max(1, elements // (B * d))
         rhs, jac = out if out is not None else (torch.empty_like(h), None)
         if self.fused is not None and native.applies(self.h0, h, self.us, rhs):
             if kind != "none" and jac is None:

@@ -15,10 +15,11 @@ ICLR 2024). Three algorithms are provided:
   is itself a linear recurrence over T/L chunk summaries (solved by the same scan, recursively);
   a last loop of L steps pushes each chunk's entering state through the chunk and adds it to
   the local states. Python-level depth is about ``2L + T/L`` instead of ``T``.
-* ``"native"`` (diagonal and 2x2-block A on the CPU, the default there): a fused C loop along
-  time, vectorized across the state and split across threads by sequence or by state entries
-  (:mod:`.native`). On a CPU with a few cores the recurrence is memory bound, and one pass over
-  memory beats any parallel-prefix schedule, which makes several; the log-depth scans are for
+* ``"native"`` (diagonal, 2x2-block and dense A on the CPU, the default there): a fused C loop
+  along time, vectorized across the state and split across threads by sequence or by state
+  entries (:mod:`.native`); for dense A it does the loop's O(d^2) per step, not O(d^3). On a
+  CPU with a few cores the recurrence is memory bound, and one pass over memory beats any
+  parallel-prefix schedule, which makes several; the log-depth scans are for
   devices with thousands of lanes.
 
 ``A_t`` is stored in one of three structures: ``"diagonal"`` (shape ``(..., T, d)``),
@@ -191,8 +192,8 @@ def _forward_scan(ops: _Ops, A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor,
         if H is not None:
             return H
         if algorithm == "native":
-            raise ValueError("algorithm='native' needs float32/float64 CPU tensors, a diagonal or 2x2-block "
-                             "structure and a C compiler (see torchnewton.recurrence.native)")
+            raise ValueError("algorithm='native' needs float32/float64 CPU tensors, a diagonal, 2x2-block or "
+                             "dense structure and a C compiler (see torchnewton.recurrence.native)")
     if algorithm == "sequential":
         return _sequential(ops, A, b, h0)
     if algorithm == "associative":
@@ -279,7 +280,7 @@ def linear_scan(A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
         reverse: run from t = T down to 1.
         algorithm: ``"auto"`` (``"native"`` where it applies, else ``"chunked"``), ``"native"``
             (fused C loop along time, vectorized across the state, split across threads: float32 /
-            float64 CPU tensors, diagonal or 2x2-block structure; see :mod:`.native`),
+            float64 CPU tensors, diagonal, 2x2-block or dense structure; see :mod:`.native`),
             ``"chunked"`` (two-level), ``"associative"`` (log-depth odd/even scan) or
             ``"sequential"`` (reference loop of torch ops).
         chunk_size: chunk length of the chunked scan (default :func:`default_chunk_size`).

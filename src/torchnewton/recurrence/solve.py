@@ -19,11 +19,12 @@ from ..core.status import Status
 from ..core.tolerances import eps
 from ..core.validate import check_method, check_positive, check_same_device, check_tensor
 from ..solvers.loop import iterate
+from .auto import AutoMethod
 from .implicit import ImplicitStates
 from .newton import DampedNewton, LinearizedNewton
 from .problem import RecurrenceProblem, is_structured
 
-METHODS = ("newton", "quasi-newton", "damped", "jacobi", "sequential")
+METHODS = ("auto", "newton", "quasi-newton", "damped", "jacobi", "sequential")
 JACOBIANS = ("auto", "structured", "dense", "diagonal", "block-diagonal")
 INITS = ("zeros", "cell-at-zero")
 _JACOBIAN_KIND = {"newton": "full", "quasi-newton": "diagonal", "jacobi": "none"}
@@ -36,7 +37,9 @@ class RecurrenceResult:
     ``h`` holds the states ``(h_1, ..., h_T)``: (B, T, d), or (T, d) for an unbatched call.
     ``residual`` is ``max_t |h_t - f(h_{t-1}, x_t)|``; ``nit`` Newton iterations (T for the
     sequential loop); ``status``/``success`` per member (tensors under batching, else ``Status`` /
-    ``bool``). ``nfev`` counts batched cell evaluations over the whole sequence.
+    ``bool``). ``nfev`` counts batched cell evaluations over the whole sequence. ``method`` names
+    the method that produced ``h`` (for ``method="auto"``: ``"newton"``, ``"jacobi"`` or
+    ``"jacobi (k iterations), then newton"``).
     """
 
     h: torch.Tensor
@@ -47,6 +50,7 @@ class RecurrenceResult:
     message: str
     nfev: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    method: str = ""
 
     def __repr__(self) -> str:
         def short(v: Any) -> str:
@@ -142,7 +146,7 @@ def _initial_guess(init: Any, cell: Any, problem: RecurrenceProblem, batched: bo
 
 
 def solve(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h0: torch.Tensor, xs: torch.Tensor, *,
-          method: str = "newton", jacobian: str = "auto", init: str | torch.Tensor = "zeros",
+          method: str = "auto", jacobian: str = "auto", init: str | torch.Tensor = "zeros",
           tol: float | None = None, max_iter: int | None = None, damping: float | None = None,
           callback: Callable[[Any], Any] | None = None, record_history: bool = False) -> RecurrenceResult:
     """Solve ``h_t = f(h_{t-1}, x_t)``, t = 1..T, for all states at once.
@@ -161,10 +165,16 @@ def solve(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h0: torch.
             cheaply as the structure it declares in an attribute ``jacobian_structure`` allows:
             ``"diagonal"`` (one product for all time steps), ``"block-diagonal"`` (with an
             integer attribute ``block_size`` k: k products) or ``"dense"`` (the default: d
-            products and O(d^3) scans).
+            products per Jacobian; newton steps block by block along time with a compiled
+            O(d^2)-per-step scan and never store the sequence's Jacobians, see :mod:`.dense`).
         h0: initial state (B, d), or (d,) for one sequence.
         xs: inputs (B, T, m), or (T, m).
-        method: ``"newton"`` (exact Jacobians, DEER), ``"quasi-newton"`` (their diagonal,
+        method: ``"auto"`` (the default: ``"newton"`` where the Jacobian is structured or declared
+            diagonal / block-diagonal; for a dense Jacobian Jacobi iterations while their
+            measured rate predicts they finish sooner than Newton's, else Newton from where they
+            are; see :mod:`.auto`; ``result.method`` says which ran),
+            ``"newton"`` (exact Jacobians, DEER; dense ones by the blocked step of
+            :mod:`.dense`), ``"quasi-newton"`` (their diagonal,
             quasi-DEER), ``"damped"`` (quasi-ELK: Kalman-filter damped steps with adaptive damping,
             for unstable dynamics), ``"jacobi"`` (fixed point), ``"sequential"`` (reference loop).
         jacobian: ``"auto"`` (the cell's own or declared structure, else dense),
@@ -225,7 +235,7 @@ def solve(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h0: torch.
             residual = problem.residual_and_jacobian(h, "none")[2]
         nit = torch.full_like(residual, T, dtype=torch.long)
         status = torch.where(torch.isfinite(residual), int(Status.SUCCESS), int(Status.NONFINITE))
-        return _result(h, nit, residual, status, T + 1, [], batched)
+        return _result(h, nit, residual, status, T + 1, [], batched, "sequential")
 
     params = cell_parameters(cell)
     differentiable = torch.is_grad_enabled() and (
@@ -236,8 +246,12 @@ def solve(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h0: torch.
     solver_problem = dataclasses.replace(problem, h0=h0_b.detach(), us=us.detach())
     with torch.no_grad():
         guess = _initial_guess(init, cell, solver_problem, batched)
-        solver = DampedNewton(1.0 if damping is None else damping) if method == "damped" \
-            else LinearizedNewton(_JACOBIAN_KIND[method])
+        if method == "auto":
+            solver = AutoMethod() if solver_problem.dense is not None else LinearizedNewton("full")
+        elif method == "damped":
+            solver = DampedNewton(1.0 if damping is None else damping)
+        else:
+            solver = LinearizedNewton(_JACOBIAN_KIND[method])
         if max_iter is None:
             max_iter = T
         out = iterate(solver, solver_problem, guess, max_iter=max_iter,
@@ -245,11 +259,14 @@ def solve(cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h0: torch.
     h = out.state.h
     if differentiable:
         h = ImplicitStates.apply(solver_problem, h, h0_b, us, *params)
-    return _result(h, out.nit, out.state.residual, out.status, solver_problem.counters.nfev, out.history, batched)
+    used = solver.description(out.state) if isinstance(solver, AutoMethod) else \
+        "newton" if method == "auto" else method
+    return _result(h, out.nit, out.state.residual, out.status, solver_problem.counters.nfev, out.history, batched,
+                   used)
 
 
 def _result(h: torch.Tensor, nit: torch.Tensor, residual: torch.Tensor, status: torch.Tensor, nfev: int,
-            history: list[dict[str, Any]], batched: bool) -> RecurrenceResult:
+            history: list[dict[str, Any]], batched: bool, method: str) -> RecurrenceResult:
     success = status == int(Status.SUCCESS)
     codes = [Status(int(c)) for c in status.tolist()]
     if all(c == Status.SUCCESS for c in codes):
@@ -259,6 +276,6 @@ def _result(h: torch.Tensor, nit: torch.Tensor, residual: torch.Tensor, status: 
         message = (f"{len(codes) - int(success.sum())} of {len(codes)} sequences not converged: "
                    + "; ".join(f"{c.name}: {c.message}" for c in failed))
     if batched:
-        return RecurrenceResult(h, nit, residual.detach(), status, success, message, nfev, history)
+        return RecurrenceResult(h, nit, residual.detach(), status, success, message, nfev, history, method)
     return RecurrenceResult(h[0], int(nit[0]), residual.detach()[0], codes[0], bool(success[0]), message,
-                            nfev, history)
+                            nfev, history, method)

@@ -5,7 +5,8 @@ Two cells a user would write as an ``nn.Module``, d = 24, m = 4, float32, one th
 * diagonal: ``h' = z h + (1 - z) tanh(a h + c)`` with ``(z, c)`` from a linear map of x,
   declared ``jacobian_structure = "diagonal"`` (one autograd product per Jacobian);
 * dense: the Elman cell ``h' = tanh(W h + U x + b)`` with ``||W||_2 = 0.9``, nothing declared
-  (d products per Jacobian, O(d^3) scans for newton; d products per diagonal for quasi-newton).
+  (d products per Jacobian and a compiled O(d^2)-per-step scan for newton, see
+  :mod:`torchnewton.recurrence.dense`; d products per diagonal for quasi-newton).
 
 Warm: each method's solve vs the sequential loop of the same cell in this process (medians of
 CPU time, one thread: on a shared machine other processes' load inflates wall time). Cold: the
@@ -29,9 +30,11 @@ from ..suite import BenchContext, markdown_table
 
 T, D, M = 64_000, 24, 4
 GOALS = {"diagonal": 10.0, "dense": 3.0}
-METHODS = {"diagonal": ("newton", "quasi-newton", "jacobi"), "dense": ("newton", "quasi-newton", "jacobi")}
-# quick mode (budget 25 s): dense quasi-newton (d products per iteration, slow) is left to --full
-QUICK_METHODS = {"diagonal": ("newton", "quasi-newton", "jacobi"), "dense": ("newton", "jacobi")}
+# "auto" is solve's default
+METHODS = ("auto", "newton", "quasi-newton", "jacobi")
+# first calls in a fresh process (a subprocess each, about 3 s): quick mode times the default and
+# newton; --full every method and the loop
+QUICK_COLD = ("auto", "newton")
 
 
 class UserDiagonalCell(nn.Module):
@@ -73,7 +76,6 @@ def problem(kind: str, seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor
 
 _COLD = """
 import json, sys, time
-t0 = time.process_time()
 import torch
 torch.set_num_threads(1)
 from torchnewton.bench.suites.recurrence_generic import problem
@@ -110,48 +112,57 @@ def _case(kind: str, seed: int, quick: bool) -> dict[str, Any]:
     with torch.no_grad():
         loop_s, ref = _cpu_time(lambda: run_sequential(cell, h0, xs), 1)
         row["loop_s"] = loop_s
-        for method in (QUICK_METHODS if quick else METHODS)[kind]:
-            # one solve before timing, except where one costs seconds in quick mode (this process has
-            # imported and run the library already; nothing is compiled on the dense path)
-            cheap = kind == "diagonal" and method != "jacobi" or kind == "dense" and method == "jacobi"
-            if cheap or not quick:
+        for method in METHODS:
+            # one solve before timing (this process has imported and run the library already),
+            # except dense quasi-newton in quick mode (15 iterations of d products: seconds)
+            slow = kind == "dense" and method == "quasi-newton"
+            if not (quick and slow):
                 solve(cell, h0, xs, method=method)
-            repeats = 1 if quick or (kind == "dense" and method != "jacobi") else 3
+            repeats = 1 if quick or slow else 3
             t, res = _cpu_time(lambda: solve(cell, h0, xs, method=method), repeats)
-            row[method] = {"s": t, "speedup": loop_s / t, "nit": int(res.nit.max()),
+            row[method] = {"s": t, "speedup": loop_s / t, "nit": int(res.nit.max()), "ran": res.method,
                            "success": bool(res.success.all()),
                            "rel_err": float((res.h - ref).abs().max() / ref.abs().max())}
-    cold = _cold(kind, seed, "solve(cell, h0, xs)")
     # the loop compiles and imports nothing: quick mode compares with the warm loop
-    cold_loop = loop_s if quick else _cold(kind, seed, "run_sequential(cell, h0, xs)")["first_s"]
-    row.update(cold_newton_s=cold["first_s"], cold_loop_s=cold_loop, dynamo_imported=cold["dynamo"],
-               cold_speedup=cold_loop / cold["first_s"])
+    row["cold_loop_s"] = loop_s if quick else _cold(kind, seed, "run_sequential(cell, h0, xs)")["first_s"]
+    row["cold"] = {}
+    for method in QUICK_COLD if quick else METHODS:
+        call = "solve(cell, h0, xs)" if method == "auto" else f"solve(cell, h0, xs, method={method!r})"
+        cold = _cold(kind, seed, call)
+        row["cold"][method] = {"s": cold["first_s"], "speedup": row["cold_loop_s"] / cold["first_s"],
+                               "dynamo_imported": cold["dynamo"]}
     return row
 
 
 def run_generic(ctx: BenchContext) -> tuple[str, dict[str, Any]]:
     """Rows for the user-defined diagonal and dense cells: markdown and figures."""
     rows = [_case(kind, ctx.seed, ctx.quick) for kind in ctx.track(("diagonal", "dense"), desc="recurrence: user cells")]
-    header = ["cell", "method", "nit", "solve (s)", "loop (s)", "loop / solve", "goal", "rel err vs loop", "success"]
+    header = ["cell", "method", "ran", "nit", "solve (s)", "loop (s)", "loop / solve", "goal", "rel err vs loop",
+              "success"]
     table = []
     for r in rows:
-        for method in (m for m in METHODS[r["cell"]] if m in r):
+        for method in METHODS:
             m = r[method]
-            table.append([r["cell"], method, m["nit"], m["s"], r["loop_s"], f"{m['speedup']:.1f}x",
+            name = f"{method} (default)" if method == "auto" else method
+            table.append([r["cell"], name, m["ran"], m["nit"], m["s"], r["loop_s"], f"{m['speedup']:.1f}x",
                           f">= {GOALS[r['cell']]:.0f}x: {'met' if m['speedup'] >= GOALS[r['cell']] else 'NOT met'}",
                           f"{m['rel_err']:.1e}", m["success"]])
-    cold = [[r["cell"], r["cold_newton_s"], r["cold_loop_s"], f"{r['cold_speedup']:.2f}x",
-             "met" if r["cold_speedup"] >= 1 else "NOT met", r["dynamo_imported"]] for r in rows]
+    cold = [[r["cell"], f"{method} (default)" if method == "auto" else method, c["s"], r["cold_loop_s"],
+             f"{c['speedup']:.2f}x", "met" if c["speedup"] >= 1 else "NOT met", c["dynamo_imported"]]
+            for r in rows for method, c in r["cold"].items()]
     markdown = "\n".join([
         f"### User-defined cells (T = {T:,}, d = {D}, float32, 1 thread)", "",
         "A diagonal cell declaring `jacobian_structure = \"diagonal\"` and an undeclared dense Elman cell, "
         "written as plain `nn.Module`s. Warm: process CPU time of `solve(cell, h0, xs, method=...)` vs "
-        "`run_sequential` in this process (best of 1-3 runs). Goals: >= 10x the loop for the diagonal cell, "
-        ">= 3x for the dense cell.", "",
+        "`run_sequential` in this process (best of 1-3 runs). `auto` is the default: newton for declared "
+        "structure, and for the dense cell Jacobi iterations while their measured rate beats newton's cost, "
+        "then newton; \"ran\" is `result.method`. Dense newton takes d autograd products per Jacobian and "
+        "the blocked step of `recurrence.dense` (compiled O(d^2) scan, no sequence-sized Jacobian). "
+        "Goals: >= 10x the loop for the diagonal cell, >= 3x for the dense cell.", "",
         markdown_table(header, table), "",
-        "First call in a fresh process (CPU time of the first `solve` with the default method in its own "
-        "subprocess after imports, vs the loop: also a first call in a fresh process with `--full`, the warm "
-        "loop in quick mode; goal: no slower than the loop):", "",
-        markdown_table(["cell", "first solve (s)", "first loop (s)", "loop / solve", "goal", "torch._dynamo imported"],
-                       cold), ""])
+        "First call in a fresh process (CPU time of the first `solve` in its own subprocess after imports, vs "
+        "the loop: also a first call in a fresh process with `--full`, the warm loop in quick mode; quick mode "
+        "times the default and newton, `--full` every method; goal: no slower than the loop):", "",
+        markdown_table(["cell", "method", "first solve (s)", "first loop (s)", "loop / solve", "goal",
+                        "torch._dynamo imported"], cold), ""])
     return markdown, {"user_cells": rows}
