@@ -11,6 +11,9 @@ Solvers (names as reported):
   ``NonlinearConstraint(c, c_l, c_u, jac=J, hess=Σ vᵢ∇²cᵢ)`` and ``bounds``; torchnewton sends
   a problem with inequalities or bounds to its interior-point method (the record keeps which ran).
 * ``tn:interior-point`` — the same call with ``method="interior-point"`` on every problem.
+* ``tn:sqp (ℓ1 merit)``, ``tn:sqp (damped BFGS)``, ``tn:sqp (damped BFGS, ℓ1 merit)`` — ``tn:sqp``
+  with the options of :data:`TN_VARIANTS` on equality-constrained problems (the quasi-Newton ones
+  get no Hessian callables' calls: their ``nhev``/``nchev`` stay 0 because they never ask).
 * ``scipy:SLSQP`` — quasi-Newton SQP (first derivatives only), constraints split into scipy's
   ``eq``/``ineq`` dicts; stopped by the shared check (see :data:`SLSQP_FTOL`).
 * ``scipy:trust-constr`` — exact Hessians, the constraints as a scipy ``NonlinearConstraint``.
@@ -45,7 +48,16 @@ SLSQP_FTOL = 1e-12
 optimality on a third of the paper's problems, with ftol 1e-10 it runs to its iteration limit on
 others without moving x (HS7).  So it runs with a tight ftol and :func:`_run_scipy` stops it as
 soon as the shared checker accepts its iterate (the check's time is not counted)."""
-SOLVERS = ("tn:sqp", "tn:interior-point", "scipy:SLSQP", "scipy:trust-constr", "ipopt:exact", "ipopt:lbfgs")
+TN_VARIANTS = {
+    "tn:sqp": ("sqp", {}),
+    "tn:interior-point": ("interior-point", {}),
+    "tn:sqp (ℓ1 merit)": ("sqp", {"merit": "l1"}),
+    "tn:sqp (damped BFGS, ℓ1 merit)": ("sqp", {"merit": "l1", "hessian": "bfgs"}),
+    "tn:sqp (damped BFGS)": ("sqp", {"hessian": "bfgs"}),
+}
+"""torchnewton entries: (method, options). The SQP variants apply to equality-constrained problems;
+on others torchnewton routes to the interior-point method as for ``tn:sqp``."""
+SOLVERS = (*TN_VARIANTS, "scipy:SLSQP", "scipy:trust-constr", "ipopt:exact", "ipopt:lbfgs")
 COUNTS = ("nfev", "njev", "nhev", "ncev", "njcev", "nchev")
 
 
@@ -76,7 +88,9 @@ def _torch_hessian_of_constraints(problem: ConstrainedProblem) -> Callable[..., 
     return hess
 
 
-def _run_torchnewton(problem: ConstrainedProblem, method: str, count: _Counted, max_iter: int) -> tuple[np.ndarray, int, str]:
+def _run_torchnewton(problem: ConstrainedProblem, solver: str, count: _Counted,
+                     max_iter: int) -> tuple[np.ndarray, int, str]:
+    method, options = TN_VARIANTS[solver]
     constraints = None
     if problem.m:
         constraints = NonlinearConstraint(
@@ -86,7 +100,7 @@ def _run_torchnewton(problem: ConstrainedProblem, method: str, count: _Counted, 
     bounds = (problem.lower, problem.upper) if problem.has_bounds else None
     result = minimize(count("nfev", problem.objective), problem.x0.clone(), method=method, constraints=constraints,
                       bounds=bounds, jac=count("njev", problem.gradient), hess=count("nhev", problem.hessian),
-                      tol=SOLVER_TOL, max_iter=max_iter)
+                      tol=SOLVER_TOL, max_iter=max_iter, options=options if problem.equality_only else None)
     return result.x.detach().numpy(), int(result.nit), f"{result.method or method}: {result.status.name}"
 
 
@@ -173,7 +187,7 @@ def run_solver(solver: str, problem: ConstrainedProblem, *, max_iter: int, time_
     start = time.perf_counter()
     try:
         if family == "tn":
-            x, nit, message = _run_torchnewton(problem, method, count, max_iter)
+            x, nit, message = _run_torchnewton(problem, solver, count, max_iter)
         elif family == "scipy":
             x, nit, message = _run_scipy(problem, method, count, max_iter)
         else:

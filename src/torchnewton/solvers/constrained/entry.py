@@ -25,7 +25,7 @@ METHODS = ("sqp", "interior-point")
 _COMMON = ("kkt_solver", "sketch", "sketch_size", "inner_max_iter", "seed", "accuracy", "sharpen",
            "infeasibility_tol", "unbounded", "c1", "max_backtracks", "scale_objective")
 _OPTIONS = {
-    "sqp": _COMMON + ("nu", "mu0", "second_order_correction"),
+    "sqp": _COMMON + ("nu", "mu0", "second_order_correction", "merit", "hessian"),
     "interior-point": _COMMON + ("barrier", "barrier_init", "bound_push"),
 }
 
@@ -54,14 +54,16 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
       μ → 0 by the monotone (Fiacco–McCormick) or adaptive (LOQO) rule, fraction-to-the-boundary
       and an ℓ₂-penalty merit line search (:mod:`.interior_point`).
 
-    Options: ``kkt_solver`` ("direct" | "minres" | "sketch"), ``sketch`` ("gaussian" |
-    "coordinate"), ``sketch_size``, ``inner_max_iter``, ``seed``, ``accuracy`` θ₀ and
+    Options: ``kkt_solver`` ("direct" | "minres" | "sketch"), ``sketch`` ("coordinate":
+    block Kaczmarz, the default | "gaussian"), ``sketch_size``, ``inner_max_iter``, ``seed``, ``accuracy`` θ₀ and
     ``sharpen`` β of the inexact solves' accuracy θ_k = min(θ₀, ‖KKT‖^β), ``infeasibility_tol``
     (default √tol), ``unbounded`` (1e15), ``c1``, ``max_backtracks``, ``scale_objective`` (True:
     Ipopt's gradient-based rule, the solver works on s·f with s = min(1, 100/‖∇f(x₀)‖∞) and the KKT
     test applies to that scaled problem; ``fun``, ``grad``, ``optimality`` and the multipliers
     are reported unscaled); SQP: ``nu`` ν (0.1), ``mu0``
-    (1), ``second_order_correction`` (True); interior point: ``barrier`` ("monotone" |
+    (1), ``second_order_correction`` (True), ``merit`` ("augmented-lagrangian" | "l1": the ℓ₁
+    penalty, whose trial points cost f and c only), ``hessian`` ("exact" | "bfgs": Powell's damped
+    BFGS model of ∇²ₓL, no second derivatives; ν = 0 then); interior point: ``barrier`` ("monotone" |
     "adaptive"), ``barrier_init`` (0.1), ``bound_push`` (1e-2).
 
     ``tol`` (default √eps of the dtype) bounds the scaled KKT residuals; see
@@ -147,7 +149,7 @@ def _check_objective(objective, x: torch.Tensor) -> torch.Tensor:
 
 def _kkt_solver(opts: dict[str, Any], x: torch.Tensor) -> KKTSolver:
     kind = opts.pop("kkt_solver", "direct")
-    sketch = opts.pop("sketch", "gaussian")
+    sketch = opts.pop("sketch", "coordinate")
     check_kkt_options(kind, sketch)
     generator = torch.Generator(device=x.device)
     generator.manual_seed(int(opts.pop("seed", 0)))

@@ -20,6 +20,26 @@ lower bound f + λᵀc + (μ/2)‖c‖² ≤ L_μ,ν does not already reject it,
 (:meth:`.ConstrainedProblem.remember`) — nothing is evaluated twice at one point. So an iteration
 whose full step is accepted costs f, ∇f, c, J once and one Lagrangian Hessian. Every member has its
 own μ, ν, δ, θ and step.
+
+Composable parts (options of ``method="sqp"``):
+
+* ``merit="augmented-lagrangian"`` (default, the paper's method) or ``"l1"``: the ℓ₁ penalty
+  f + μ‖c‖₁ (:mod:`.l1_merit`), whose trial points cost f and c only — derivatives are evaluated
+  at the accepted point alone; x and λ move together, λ + αΔλ. With ``nu=0`` the augmented
+  Lagrangian is f + λᵀc + (μ/2)‖c‖², which needs no derivative at a trial point either.
+* ``hessian="exact"`` (default) or ``"bfgs"``: Powell's damped BFGS approximation of ∇²ₓL
+  (:mod:`.quasi_newton`), positive definite, so an iteration costs f, c, ∇f and J only. The ν-term of
+  the augmented Lagrangian needs the true ∇²ₓL, so with ``"bfgs"`` ν = 0.
+
+Example:
+    >>> import torch
+    >>> from torchnewton.solvers.constrained.entry import minimize_constrained
+    >>> f = lambda x: x[0] ** 2 + x[1] ** 2
+    >>> res = minimize_constrained(f, torch.tensor([2.0, 0.0], dtype=torch.float64), method="sqp",
+    ...                            constraints={"type": "eq", "fun": lambda x: x[0] * x[1] - 1},
+    ...                            options={"merit": "l1", "hessian": "bfgs"})
+    >>> res.success, round(float(res.fun), 8)
+    (True, 2.0)
 """
 from __future__ import annotations
 
@@ -31,9 +51,15 @@ from ...core.status import Status
 from ...globalize.linesearch import armijo
 from ...linear.batched import matvec, rmatvec
 from .kkt import KKTSolver
+from .l1_merit import l1_merit, l1_slope
 from .merit import augmented_lagrangian, merit_gradient, slope_parts, update_penalty
 from .problem import ConstrainedProblem
+from .quasi_newton import damped_bfgs_update
 from .termination import KKTFields, KKTTermination, infeasibility_measure, multiplier_scale, track_progress
+
+
+MERITS = ("augmented-lagrangian", "l1")
+HESSIANS = ("exact", "bfgs")
 
 
 @dataclass
@@ -48,6 +74,7 @@ class SQPState(KKTFields):
     delta: torch.Tensor  # last inertia correction (B,)
     step_norm: torch.Tensor
     inner_iterations: torch.Tensor  # iterative KKT solver iterations, summed (B,)
+    B: torch.Tensor | None = None  # damped BFGS model of ∇²ₓL (B, n, n), hessian="bfgs" only
 
 
 @dataclass
@@ -62,6 +89,16 @@ class SQP:
     c1: float = 1e-4
     max_backtracks: int = 30
     second_order_correction: bool = True
+    merit: str = "augmented-lagrangian"
+    hessian: str = "exact"
+
+    def __post_init__(self) -> None:
+        if self.merit not in MERITS:
+            raise ValueError(f"options['merit']={self.merit!r}; valid choices: {', '.join(MERITS)}")
+        if self.hessian not in HESSIANS:
+            raise ValueError(f"options['hessian']={self.hessian!r}; valid choices: {', '.join(HESSIANS)}")
+        if self.hessian == "bfgs":
+            self.nu = 0.0  # the ν-term of L_μ,ν needs the true ∇²ₓL
 
     def init(self, problem: ConstrainedProblem, x0: torch.Tensor) -> SQPState:
         f, g, c, J = problem.evaluate(x0)
@@ -71,10 +108,14 @@ class SQP:
         batch = x0.shape[0]
         zeros = x0.new_zeros(batch)
         long = torch.zeros(batch, dtype=torch.long, device=x0.device)
-        return self._fields(problem, x0, f, g, c, J, lam, mu=torch.full_like(zeros, self.mu0),
-                            nu=torch.full_like(zeros, self.nu), delta=zeros,
-                            step_norm=torch.full_like(zeros, float("inf")), inner=long, count=long, failure=long,
-                            best=torch.full_like(zeros, float("inf")), stall=long)
+        state = self._fields(problem, x0, f, g, c, J, lam, mu=torch.full_like(zeros, self.mu0),
+                             nu=torch.full_like(zeros, self.nu), delta=zeros,
+                             step_norm=torch.full_like(zeros, float("inf")), inner=long, count=long, failure=long,
+                             best=torch.full_like(zeros, float("inf")), stall=long)
+        if self.hessian == "bfgs":
+            n = x0.shape[-1]
+            state.B = torch.eye(n, dtype=x0.dtype, device=x0.device).expand(batch, n, n).clone()
+        return state
 
     def _fields(self, problem, x, f, g, c, J, lam, *, mu, nu, delta, step_norm, inner, count, failure, best,
                 stall) -> SQPState:
@@ -95,34 +136,57 @@ class SQP:
     def step(self, problem: ConstrainedProblem, state: SQPState, running: torch.Tensor) -> SQPState:
         x, lam, c, J, gl = state.x, state.lam, state.c, state.J, state.grad_lagrangian
         n, m = x.shape[-1], c.shape[-1]
-        H = problem.lagrangian_hessian(x, lam)
+        H = problem.lagrangian_hessian(x, lam) if state.B is None else state.B
         kkt_norm = torch.cat([gl, c], -1).norm(dim=-1)
         theta = torch.clamp(kkt_norm ** self.sharpen, max=self.accuracy) if self.sharpen > 0 else \
             torch.full_like(kkt_norm, self.accuracy)
         solve = self.kkt.solve(H, J, -gl, -c, state.delta, theta)
-        grad_sq = (gl * gl).sum(-1)
-        a, b, q = slope_parts(gl, c, J, H, solve.dx, solve.dlam)
-        mu, nu, descent = update_penalty(state.mu, state.nu, a, b, q, grad_sq)
         inner = state.inner_iterations + solve.iterations
-        if self.kkt.kind != "direct" and bool((running & ~descent).any()):
-            # adaptive accuracy: an inexact step that no penalty can make a descent step is solved tighter
-            tighter = self.kkt.solve(H, J, -gl, -c, state.delta, theta / 10)
-            redo = ~descent
-            solve.dx = torch.where(redo.unsqueeze(-1), tighter.dx, solve.dx)
-            solve.dlam = torch.where(redo.unsqueeze(-1), tighter.dlam, solve.dlam)
-            solve.delta = torch.where(redo, tighter.delta, solve.delta)
-            inner = inner + torch.where(redo, tighter.iterations, torch.zeros_like(inner))
-            a, b, q = slope_parts(gl, c, J, H, solve.dx, solve.dlam)
-            mu, nu, descent = update_penalty(state.mu, state.nu, a, b, q, grad_sq)
-        dx, dlam = solve.dx, solve.dlam
-        slope = a + nu * b - mu * q
-        gx, glam = merit_gradient(gl, c, J, H, mu, nu)
-        fallback = ~descent | ~(slope < 0) | ~torch.isfinite(slope)
-        dx = torch.where(fallback.unsqueeze(-1), -gx, dx)
-        dlam = torch.where(fallback.unsqueeze(-1), -glam, dlam)
-        slope = torch.where(fallback, -(gx * gx).sum(-1) - (glam * glam).sum(-1), slope)
+        if self.merit == "l1":
+            nu = state.nu
+            eye = torch.eye(n, dtype=x.dtype, device=x.device)
 
-        phi0 = augmented_lagrangian(state.f, c, gl, lam, mu, nu)
+            def l1_penalty_and_slope():
+                W = H + solve.delta.view(-1, 1, 1) * eye
+                return l1_slope(state.g, c, J, W, solve.dx, lam + solve.dlam, state.mu)
+
+            mu, slope = l1_penalty_and_slope()
+            if self.kkt.kind != "direct" and bool((running & ~(slope < 0)).any()):
+                # an inexact step that is no descent direction of φ_μ is solved tighter
+                tighter = self.kkt.solve(H, J, -gl, -c, state.delta, theta / 10)
+                redo = ~(slope < 0)
+                solve.dx = torch.where(redo.unsqueeze(-1), tighter.dx, solve.dx)
+                solve.dlam = torch.where(redo.unsqueeze(-1), tighter.dlam, solve.dlam)
+                solve.delta = torch.where(redo, tighter.delta, solve.delta)
+                inner = inner + torch.where(redo, tighter.iterations, torch.zeros_like(inner))
+                mu, slope = l1_penalty_and_slope()
+            dx, dlam = solve.dx, solve.dlam
+            fallback = torch.zeros_like(running)
+            phi0 = l1_merit(state.f, c, mu)
+
+            def cheap(f, cv, lam_new):
+                return l1_merit(f, cv, mu)
+
+            exact = None
+        else:
+            mu, nu, descent, inner = self._penalty(problem, state, H, solve, theta, running, inner)
+            dx, dlam = solve.dx, solve.dlam
+            a, b, q = slope_parts(gl, c, J, H, dx, dlam)
+            slope = a + nu * b - mu * q
+            gx, glam = merit_gradient(gl, c, J, H, mu, nu)
+            fallback = ~descent | ~(slope < 0) | ~torch.isfinite(slope)
+            dx = torch.where(fallback.unsqueeze(-1), -gx, dx)
+            dlam = torch.where(fallback.unsqueeze(-1), -glam, dlam)
+            slope = torch.where(fallback, -(gx * gx).sum(-1) - (glam * glam).sum(-1), slope)
+            phi0 = augmented_lagrangian(state.f, c, gl, lam, mu, nu)
+
+            def cheap(f, cv, lam_new):
+                # L_μ,ν ≥ f + λᵀc + (μ/2)‖c‖²: a trial this bound rejects needs no ∇f and J
+                return augmented_lagrangian(f, cv, torch.zeros_like(x), lam_new, mu, nu)
+
+            def exact(f, cv, g, Jn, lam_new):
+                return augmented_lagrangian(f, cv, g + rmatvec(Jn, lam_new), lam_new, mu, nu)
+
         phi0 = phi0 + 10 * torch.finfo(x.dtype).eps * phi0.abs().clamp(min=1.0)
         active = running & (slope < 0)
 
@@ -130,18 +194,18 @@ class SQP:
                   ) -> tuple[torch.Tensor, torch.Tensor]:
             """(merit, packed (f, ∇f, c, J)): the accepted trial's values become the next iterate's.
 
-            L_μ,ν ≥ f + λᵀc + (μ/2)‖c‖², so where that bound alone exceeds the Armijo threshold
-            the trial is rejected from f and c, without ∇f and J (the bound is its value)."""
+            The merit's part from f and c alone decides first; ∇f and J are evaluated only where
+            it does not already reject the trial (for the ℓ₁ merit, only where it accepts it)."""
             f, cv = problem.values(x_new)
             cv = cv - self.target
-            bound = augmented_lagrangian(f, cv, torch.zeros_like(x_new), lam_new, mu, nu)
+            bound = cheap(f, cv, lam_new)
             needed = torch.isfinite(bound) & (bound <= threshold)
             if not bool(needed.any()):
                 unknown = x_new.new_full((x_new.shape[0], n), float("nan"))
                 return bound, torch.cat([f.unsqueeze(-1), unknown, cv, unknown.new_full((x_new.shape[0], m * n),
                                                                                           float("nan"))], -1)
             g, Jn = problem.derivatives(x_new)
-            merit = augmented_lagrangian(f, cv, g + rmatvec(Jn, lam_new), lam_new, mu, nu)
+            merit = bound if exact is None else exact(f, cv, g, Jn, lam_new)
             return torch.where(needed, merit, bound), torch.cat([f.unsqueeze(-1), g, cv, Jn.flatten(1)], -1)
 
         threshold = phi0 + self.c1 * slope
@@ -187,9 +251,32 @@ class SQP:
         g = torch.where(keep.unsqueeze(-1), state.g, g)
         cv = torch.where(keep.unsqueeze(-1), c, cv)
         Jn = torch.where(keep.view(-1, 1, 1), J, Jn.reshape(J.shape))
-        return self._fields(problem, x_new, f, g, cv, Jn, lam_new, mu=mu, nu=nu, delta=solve.delta,
-                            step_norm=(x_new - x).norm(dim=-1), inner=inner, count=state.infeasible_count,
-                            failure=failure, best=state.best_error, stall=state.stall_count)
+        new = self._fields(problem, x_new, f, g, cv, Jn, lam_new, mu=mu, nu=nu, delta=solve.delta,
+                           step_norm=(x_new - x).norm(dim=-1), inner=inner, count=state.infeasible_count,
+                           failure=failure, best=state.best_error, stall=state.stall_count)
+        if state.B is not None:
+            # y from ∇ₓL at both points with the new multipliers (Powell 1978)
+            y = g - state.g + rmatvec(Jn - J, lam_new)
+            new.B = damped_bfgs_update(state.B, x_new - x, y, moved)
+        return new
+
+    def _penalty(self, problem, state, H, solve, theta, running, inner):
+        """(μ, ν, descent, inner) of the augmented-Lagrangian merit; an inexact step that no penalty
+        makes a descent step is solved tighter (``solve`` is updated in place)."""
+        gl, c, J = state.grad_lagrangian, state.c, state.J
+        grad_sq = (gl * gl).sum(-1)
+        a, b, q = slope_parts(gl, c, J, H, solve.dx, solve.dlam)
+        mu, nu, descent = update_penalty(state.mu, state.nu, a, b, q, grad_sq)
+        if self.kkt.kind != "direct" and bool((running & ~descent).any()):
+            tighter = self.kkt.solve(H, J, -gl, -c, state.delta, theta / 10)
+            redo = ~descent
+            solve.dx = torch.where(redo.unsqueeze(-1), tighter.dx, solve.dx)
+            solve.dlam = torch.where(redo.unsqueeze(-1), tighter.dlam, solve.dlam)
+            solve.delta = torch.where(redo, tighter.delta, solve.delta)
+            inner = inner + torch.where(redo, tighter.iterations, torch.zeros_like(inner))
+            a, b, q = slope_parts(gl, c, J, H, solve.dx, solve.dlam)
+            mu, nu, descent = update_penalty(state.mu, state.nu, a, b, q, grad_sq)
+        return mu, nu, descent, inner
 
     def terminate(self, problem: ConstrainedProblem, state: SQPState):
         return self.termination(problem, state)
