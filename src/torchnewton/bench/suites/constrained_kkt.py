@@ -70,6 +70,11 @@ def _rows(x: np.ndarray, c: np.ndarray, jac: np.ndarray, c_lower: np.ndarray, c_
     return h, dh.reshape(-1, n), h_side, g, dg.reshape(-1, n), g_side
 
 
+def _violation(h: np.ndarray, h_side: np.ndarray, g: np.ndarray, g_side: np.ndarray) -> float:
+    return float(max(np.max(np.abs(h) / np.maximum(1.0, np.abs(h_side)), initial=0.0),
+                     np.max(np.maximum(-g, 0.0) / np.maximum(1.0, np.abs(g_side)), initial=0.0)))
+
+
 def kkt_residuals(x: np.ndarray, f: float, grad: np.ndarray, c: np.ndarray, jac: np.ndarray,
                   c_lower: np.ndarray, c_upper: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> KKTCheck:
     """Scaled optimality and violation of ``x`` from the values there (see the module docstring):
@@ -81,10 +86,7 @@ def kkt_residuals(x: np.ndarray, f: float, grad: np.ndarray, c: np.ndarray, jac:
                                                           for a in (c_lower, c_upper, lower, upper)))
     if not all(np.all(np.isfinite(a)) for a in (x, [f], grad, h, dh, g, dg)):
         return KKTCheck(np.inf, np.inf, np.nan)
-    violation = max(
-        np.max(np.abs(h) / np.maximum(1.0, np.abs(h_side)), initial=0.0),
-        np.max(np.maximum(-g, 0.0) / np.maximum(1.0, np.abs(g_side)), initial=0.0),
-    )
+    violation = _violation(h, h_side, g, g_side)
     n_eq, n_in = h.size, g.size
     gradients = np.vstack([dh, dg]).T  # (n, n_eq + n_in)
     if n_eq + n_in == 0:
@@ -111,3 +113,17 @@ def check_kkt(problem: ConstrainedProblem, x: np.ndarray) -> KKTCheck:
                   problem.constraint_jacobian_np(x))
     return kkt_residuals(x, *values, problem.c_lower.numpy(), problem.c_upper.numpy(),
                          problem.lower.numpy(), problem.upper.numpy())
+
+
+def violation(problem: ConstrainedProblem, x: np.ndarray) -> float:
+    """The scaled violation of :func:`check_kkt` from c(x) alone (no f, ∇f or J evaluated), NaN
+    where it is not finite: a cheap first test, since x is rejected whenever it exceeds :data:`TOL`."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if x.shape != (problem.n,) or not np.all(np.isfinite(x)):
+        return float("nan")
+    with np.errstate(all="ignore"):
+        c = problem.constraints_np(x)
+        h, _, h_side, g, _, g_side = _rows(x, c, np.zeros((c.size, x.size)), problem.c_lower.numpy(),
+                                           problem.c_upper.numpy(), problem.lower.numpy(), problem.upper.numpy())
+        value = _violation(h, h_side, g, g_side)
+    return value if np.isfinite(value) else float("nan")
