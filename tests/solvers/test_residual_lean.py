@@ -3,10 +3,13 @@ their batched path take the same iterates: bitwise where the arithmetic is the s
 IEEE operations, to round-off where the lean path sums on floats (Levenberg–Marquardt's step from
 the decomposition read back, the homotopy's norms).
 """
+import math
+
 import pytest
 import torch
 
 from torchnewton.core.status import Status
+from torchnewton.globalize.trust_region import dogleg
 from torchnewton.linear import solve_dense
 from torchnewton.solvers.residual.least_squares import least_squares
 from torchnewton.solvers.residual.root import root
@@ -31,15 +34,40 @@ def _histories(one, many, key):
 
 @pytest.mark.parametrize("method", ["gauss-newton", "dogleg"])
 @pytest.mark.parametrize("analytic", [False, True])
-def test_least_squares_lean_histories_bitwise(method, analytic):
+def test_least_squares_lean_histories(method, analytic):
+    # Gauss–Newton: the same IEEE operations, bitwise; the dogleg sums ‖J g‖², J p and ‖p‖ on
+    # floats (``_dogleg_one``): the iterates agree to round-off
     jac = _rosenbrock_jacobian if analytic else None
     one = least_squares(_rosenbrock, X0, method=method, jac=jac, record_history=True)
     many = least_squares(_rosenbrock, torch.stack([X0, OTHER]), method=method, batch=True, record_history=True)
     assert one.status == Status(int(many.status[0])) == Status.SUCCESS and one.nit == int(many.nit[0])
-    assert torch.equal(one.x, many.x[0])
+    assert torch.allclose(one.x, many.x[0], rtol=1e-14, atol=0) if method == "dogleg" else torch.equal(one.x, many.x[0])
     for key in ("cost", "step_norm"):
         a, b = _histories(one, many, key)
-        assert torch.equal(a, b), key
+        if method == "dogleg":
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-15 * float(a[0])), key
+        else:
+            assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize("case", ["inside", "cauchy", "blend", "nan"])
+def test_dogleg_floats_equal_the_batched_legs(case):
+    # one problem's dogleg on floats against member 0 of a batch of two, on each of its three legs
+    newton = torch.tensor([[3.0, 4.0], [1.0, 1.0]], dtype=torch.float64)
+    gradient = torch.tensor([[-1.0, -0.5], [0.2, 0.3]], dtype=torch.float64)
+    curvature = torch.tensor([2.0, 1.0], dtype=torch.float64)
+    radius = {"inside": 6.0, "cauchy": 0.3, "blend": 2.0, "nan": 2.0}[case]
+    if case == "nan":
+        newton[0, 1] = float("nan")
+    radius = torch.tensor([radius, 1.0], dtype=torch.float64)
+    together = dogleg(newton, gradient, curvature, radius)
+    alone = dogleg(newton[:1], gradient[:1], curvature[:1], radius[:1])
+    assert torch.allclose(alone, together[:1], rtol=1e-15, atol=0, equal_nan=True)
+    length = float(alone.norm())
+    expected = {"inside": 5.0, "cauchy": 0.3, "blend": 2.0}.get(case)
+    assert (math.isnan(length) if expected is None else length == pytest.approx(expected, rel=1e-14))
+    if case == "cauchy":  # the steepest-descent direction, scaled to the boundary
+        assert torch.allclose(alone / length, -gradient[:1] / gradient[:1].norm(), rtol=1e-15, atol=0)
 
 
 def test_levenberg_marquardt_lean_round_off_on_a_tall_fit():
@@ -99,3 +127,25 @@ def test_solve_dense_batch_of_one_equals_batch_member():
         assert torch.allclose(alone.residual_norm, together.residual_norm[i:i + 1])
     assert together.status.tolist() == [int(Status.SUCCESS), int(Status.SINGULAR)]
     assert torch.allclose(together.residual_norm, (b - torch.einsum("bij,bj->bi", A, together.x)).norm(dim=-1))
+
+
+@pytest.mark.parametrize("radius", [100.0, 0.5, 0.01])
+@pytest.mark.parametrize("zero_pivot", [False, True])
+def test_hybrid_dogleg_floats_equal_the_batched_step(radius, zero_pivot):
+    # MINPACK's scaled dogleg of one problem on floats (back substitution, zero pivot substituted)
+    # against member 0 of a batch: the step, ‖D p‖ and the model norm ‖QᵀF + R p‖ to round-off
+    from torchnewton.solvers.residual.hybrid import scaled_dogleg, scaled_dogleg_floats
+    torch.manual_seed(0)
+    R = torch.randn(2, 3, 3, dtype=torch.float64).triu()
+    if zero_pivot:
+        R[0, 1, 1] = 0.0
+    qtf, diag = torch.randn(2, 3, dtype=torch.float64), torch.rand(2, 3, dtype=torch.float64) + 0.5
+    together = scaled_dogleg(R, qtf, diag, torch.tensor([radius, 1.0], dtype=torch.float64))
+    p, p_norm, model_norm, pivots = scaled_dogleg_floats(R[0].tolist(), qtf[0].tolist(), diag[0].tolist(), radius,
+                                                         torch.finfo(R.dtype).eps, torch.finfo(R.dtype).tiny)
+    p = torch.tensor([p], dtype=torch.float64)
+    assert torch.allclose(p, together[:1], rtol=1e-12, atol=0)
+    assert p_norm == pytest.approx(float((diag[0] * p[0]).norm()), rel=1e-14)
+    assert p_norm <= radius * (1 + 1e-12)
+    assert model_norm == pytest.approx(float((qtf[0] + R[0] @ p[0]).norm()), rel=1e-12)
+    assert pivots == pytest.approx(R[0].diagonal().abs().tolist(), rel=0, abs=0)

@@ -1,6 +1,11 @@
-"""Powell's hybrid (dogleg) trust-region method on ½‖F‖², as in MINPACK's hybrj."""
+"""Powell's dogleg trust-region method on ½‖F‖² (Gauss–Newton model), for least squares.
+
+One problem on the CPU reads (p_GN, F, Jᵀ F, J) back once a step and takes the dogleg, the model
+and the step length on floats (``_dogleg_one``): equal to the batch's iterates to round-off.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -10,7 +15,7 @@ from ...core.status import Status
 from ...globalize.damping import gauss_newton_step
 from ...globalize.members import ops_for
 from ...globalize.radius import gain_ratio, update_radius
-from ...globalize.trust_region import dogleg
+from ...globalize.trust_region import dogleg, dogleg_floats
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
 from .termination import norm
@@ -42,14 +47,17 @@ class PowellDogleg:
         x, F, J, g = state.x, state.F, state.J, state.grad
         newton = gauss_newton_step(J, F)
         problem.counters.nlinsolve += 1
-        Jg = matvec(J, g)
-        p = dogleg(newton, g, (Jg * Jg).sum(-1), state.radius)
+        if o.batched:
+            Jg = matvec(J, g)
+            p = dogleg(newton, g, (Jg * Jg).sum(-1), state.radius)
+            model = F + matvec(J, p)
+            model_cost, step_norm = 0.5 * (model * model).sum(-1), torch.linalg.vector_norm(p, dim=-1)
+        else:
+            p, model_cost, step_norm = _dogleg_one(newton, J, F, g, o.value(state.radius))
         x_trial = x + p
         F_trial = problem.residual(x_trial)
         cost, cost_trial = o.value(state.cost), o.value(0.5 * (F_trial * F_trial).sum(-1))
-        model = F + matvec(J, p)
-        rho = gain_ratio(cost - cost_trial, cost - o.value(0.5 * (model * model).sum(-1)))
-        step_norm = o.value(torch.linalg.vector_norm(p, dim=-1))
+        rho = gain_ratio(cost - cost_trial, cost - model_cost)
         accept = rho > self.accept_ratio
         x_new, F_new = o.where(accept, x_trial, x), o.where(accept, F_trial, F)
         J_new = o.where(accept, problem.jacobian(x_new), J) if o.any(accept) else J
@@ -73,3 +81,18 @@ class PowellDogleg:
 
     def record(self, problem: ResidualProblem, state: DoglegState) -> dict:
         return record(state)
+
+
+def _dogleg_one(newton: torch.Tensor, J: torch.Tensor, F: torch.Tensor, g: torch.Tensor,
+                radius: float) -> tuple[torch.Tensor, float, float]:
+    """The dogleg step of one problem on floats after one read-back of (p_GN, F, Jᵀ F, J): the
+    curvature ‖J g‖², the legs, the model cost ½‖F + J p‖² and ‖p‖ cost no torch call for the
+    small m × n of a single solve. Returns (p as a (1, n) tensor, model cost, ‖p‖)."""
+    m, n = J.shape[-2:]
+    flat = torch.cat([newton, g, F, J.reshape(1, -1)], -1).tolist()[0]
+    gradient, residual = flat[n:2 * n], flat[2 * n:2 * n + m]
+    rows = [flat[2 * n + m + i * n:2 * n + m + (i + 1) * n] for i in range(m)]
+    curvature = sum(v * v for v in (sum(a * b for a, b in zip(row, gradient)) for row in rows))
+    p = dogleg_floats(flat[:n], gradient, curvature, radius, torch.finfo(J.dtype).tiny)
+    model = [r + sum(a * b for a, b in zip(row, p)) for r, row in zip(residual, rows)]
+    return J.new_tensor([p]), 0.5 * sum(v * v for v in model), math.sqrt(sum(v * v for v in p))

@@ -25,7 +25,8 @@ The QR of the updated J is recomputed each step (one batched Householder QR) rat
 by Givens rotations as MINPACK's r1updt: the same factors up to signs and rounding, and for the
 small dense systems this method is meant for one LAPACK call beats 2n small batched rotations.
 One problem on the CPU keeps ratios, radius and counters as Python floats (``globalize.members``)
-and skips the dogleg's other legs when the Newton point lies inside: the batch's arithmetic, bitwise.
+and, after one read-back of x, F, D, Q, R and J a step, takes the dogleg (``scaled_dogleg_floats``),
+the ratios and Broyden's update on floats: equal to the batch's iterates to round-off.
 
 Example:
     >>> from torchnewton.solvers.loop import iterate
@@ -37,6 +38,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -44,7 +46,7 @@ import torch
 
 from ...core.status import Status
 from ...globalize.members import lean, ops_for
-from ...globalize.trust_region import dogleg
+from ...globalize.trust_region import dogleg, dogleg_floats
 from ...linear.batched import matvec, rmatvec
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
@@ -65,6 +67,8 @@ class HybridState(ResidualState):
     evaluated: torch.Tensor  # bool: J was evaluated at x, not updated, since the last trial (jeval)
     recompute: torch.Tensor  # bool: evaluate J afresh before the next trial
     first: torch.Tensor  # bool: no step accepted yet (MINPACK's iter = 1)
+    # One problem (lean path): Δ, ‖D x‖, the counters and the flags above are Python numbers, which
+    # only this method reads (the loop and the termination read the ResidualState fields).
     residual_norm: float | None = None  # ‖F‖ for one problem (lean path), as the last step computed it
 
 
@@ -92,13 +96,10 @@ def check_scaling(diag: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | 
     return diag.to(dtype=x.dtype, device=x.device).expand_as(x).clone()
 
 
-def gauss_newton_from_qr(R: torch.Tensor, qtf: torch.Tensor, regular: bool | None = None) -> torch.Tensor:
-    """−R⁻¹ Qᵀ F, an exact zero pivot replaced by eps·max|Rᵢⱼ| over its column (eps if that is 0).
-    ``regular``: for one problem, whether no pivot is zero, if the caller read them."""
+def gauss_newton_from_qr(R: torch.Tensor, qtf: torch.Tensor) -> torch.Tensor:
+    """−R⁻¹ Qᵀ F, an exact zero pivot replaced by eps·max|Rᵢⱼ| over its column (eps if that is 0)."""
     eps = torch.finfo(R.dtype).eps
     pivots = torch.diagonal(R, dim1=-2, dim2=-1)
-    if lean(R) and (bool((pivots != 0).all()) if regular is None else regular):  # nothing to substitute
-        return -torch.linalg.solve_triangular(R, qtf.unsqueeze(-1), upper=True).squeeze(-1)
     column_max = R.abs().amax(dim=-2)
     substitute = torch.where(column_max > 0, eps * column_max, torch.full_like(column_max, eps))
     safe = torch.where(pivots == 0, substitute, pivots)
@@ -106,23 +107,56 @@ def gauss_newton_from_qr(R: torch.Tensor, qtf: torch.Tensor, regular: bool | Non
     return -torch.linalg.solve_triangular(R_safe, qtf.unsqueeze(-1), upper=True).squeeze(-1)
 
 
-def scaled_dogleg(R: torch.Tensor, qtf: torch.Tensor, diag: torch.Tensor, radius: torch.Tensor,
-                  radius_value: float | None = None, regular: bool | None = None) -> torch.Tensor:
+def scaled_dogleg(R: torch.Tensor, qtf: torch.Tensor, diag: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     """min ‖qtf + R p‖ over the dogleg path with ‖D p‖ ≤ Δ (MINPACK's dogleg), batched.
 
     In y = D p the model is ‖qtf + R D⁻¹ y‖: gradient g = D⁻¹RᵀQᵀF, curvature along it ‖R D⁻¹ g‖²,
     Newton point D p_GN; the dogleg there is the classic one (``globalize.trust_region.dogleg``).
-    ``radius_value`` is Δ of one problem as a float and ``regular`` whether no pivot of R is
-    zero, if the caller has them.
     """
-    newton = gauss_newton_from_qr(R, qtf, regular)
-    if lean(R):  # one problem whose Newton point lies inside: the dogleg's other legs are not needed
-        scaled_newton = diag * newton
-        if _norm(scaled_newton).item() <= (radius.item() if radius_value is None else radius_value):
-            return scaled_newton / diag
+    newton = gauss_newton_from_qr(R, qtf)
     gradient = rmatvec(R, qtf) / diag
     Rg = matvec(R, gradient / diag)
     return dogleg(diag * newton, gradient, (Rg * Rg).sum(-1), radius) / diag
+
+
+def scaled_dogleg_floats(R: list[list[float]], qtf: list[float], diag: list[float], radius: float,
+                         eps: float, tiny: float) -> tuple[list[float], float, float, list[float]]:
+    """:func:`scaled_dogleg` of one problem on Python floats (R by rows; ``eps`` and ``tiny`` the
+    dtype's): (p, ‖D p‖, ‖QᵀF + R p‖, |diag(R)|). The Gauss–Newton point by back substitution (the
+    zero pivots substituted as in :func:`gauss_newton_from_qr`), the legs by ``dogleg_floats``:
+    for the n ≤ 10 systems of a single solve a few hundred float operations cost less than the
+    dozen small torch calls of the tensor path (equal to round-off).
+
+    Example:
+        >>> p, p_norm, model_norm, pivots = scaled_dogleg_floats([[2.0, 0.0], [0.0, 1.0]], [2.0, 1.0],
+        ...                                                       [1.0, 1.0], 10.0, 2.2e-16, 2.2e-308)
+        >>> p, model_norm
+        ([-1.0, -1.0], 0.0)
+    """
+    n = len(qtf)
+    pivots = [abs(R[i][i]) for i in range(n)]
+    safe = [R[j][j] for j in range(n)]
+    for j in range(n):
+        if safe[j] == 0:
+            column_max = max(abs(R[i][j]) for i in range(n))
+            safe[j] = eps * column_max if column_max > 0 else eps
+    solution = [0.0] * n
+    for i in range(n - 1, -1, -1):
+        solution[i] = (qtf[i] - sum(R[i][j] * solution[j] for j in range(i + 1, n))) / safe[i]
+    scaled_newton = [-(a * b) for a, b in zip(diag, solution)]
+    gradient = [sum(R[i][j] * qtf[i] for i in range(n)) / diag[j] for j in range(n)]
+    direction = [g / d for g, d in zip(gradient, diag)]
+    curvature = sum(v * v for v in (sum(a * b for a, b in zip(row, direction)) for row in R))
+    y = dogleg_floats(scaled_newton, gradient, curvature, radius, tiny)
+    p = [a / b for a, b in zip(y, diag)]
+    model = [q + sum(a * b for a, b in zip(row, p)) for q, row in zip(qtf, R)]
+    return (p, math.sqrt(sum((a * b) * (a * b) for a, b in zip(diag, p))), math.sqrt(sum(v * v for v in model)),
+            pivots)
+
+
+def _rows(flat: list[float], start: int, n: int) -> list[list[float]]:
+    """The n × n matrix stored row by row in ``flat`` from ``start``."""
+    return [flat[start + i * n:start + (i + 1) * n] for i in range(n)]
 
 
 @dataclass
@@ -151,17 +185,31 @@ class PowellHybrid:
         counter = lambda: torch.zeros(batch, dtype=torch.long, device=x0.device)
         flag = lambda value: torch.full((batch,), value, dtype=torch.bool, device=x0.device)
         # Jᵀ F is never formed (nothing reads it: J is a Broyden approximation between evaluations)
+        if lean(x0):
+            x_norm = x_norm.item()
+            return HybridState(**initial_state(x0, F), J=J, diag=diag,
+                               radius=self.factor * x_norm if x_norm > 0 else self.factor, x_norm=x_norm,
+                               successes=0, failures=0, slow_trials=0, slow_jacobians=0, evaluated=True,
+                               recompute=False, first=True, residual_norm=_norm(F).item())
         return HybridState(**initial_state(x0, F), J=J, diag=diag,
                            radius=self._initial_radius(x_norm), x_norm=x_norm, successes=counter(),
                            failures=counter(), slow_trials=counter(), slow_jacobians=counter(),
-                           evaluated=flag(True), recompute=flag(False), first=flag(True),
-                           residual_norm=_norm(F).item() if lean(x0) else None)
+                           evaluated=flag(True), recompute=flag(False), first=flag(True))
 
     def _refresh(self, problem: ResidualProblem, state: HybridState, refresh: torch.Tensor) -> HybridState:
         """Evaluate J at x where ``refresh``; rescale, and restart Δ before any accepted step."""
         J_new = problem.jacobian(state.x)
         norms = column_norms(J_new)
         diag = state.diag
+        if not isinstance(refresh, torch.Tensor):  # one problem, to be refreshed: its scalars are floats
+            if self.diag is None:
+                diag = torch.maximum(torch.where(norms > 0, norms, torch.ones_like(norms)) if state.first else diag,
+                                     norms)
+            if not state.first:
+                return replace(state, J=J_new, diag=diag, evaluated=True)
+            x_norm = _norm(diag * state.x).item()
+            return replace(state, J=J_new, diag=diag, x_norm=x_norm, evaluated=True,
+                           radius=self.factor * x_norm if x_norm > 0 else self.factor)
         if self.diag is None:
             restart = torch.where(norms > 0, norms, torch.ones_like(norms))
             diag = torch.where((refresh & state.first).unsqueeze(-1), restart, diag)
@@ -176,42 +224,54 @@ class PowellHybrid:
         # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
         # (one problem: a member still stepped is running, and unchanged fields are not packed again)
         o = ops_for(state.x)
+        own = o.value if o.batched else lambda v: v  # this method's own per-member fields (see HybridState)
         refresh = state.recompute & running if o.batched else state.recompute
-        previous_recompute = o.value(refresh)
+        previous_recompute = own(refresh)
         if o.any(previous_recompute):
             state = self._refresh(problem, state, refresh)
         x, F, J, diag = state.x, state.F, state.J, state.diag
         Q, R = torch.linalg.qr(J)
         problem.counters.nlinsolve += 1
-        qtf = rmatvec(Q, F)
-        previous_radius = o.value(state.radius)
-        eps = torch.finfo(x.dtype).eps
+        previous_radius = own(state.radius)
+        eps, tiny = torch.finfo(x.dtype).eps, torch.finfo(x.dtype).tiny
         if o.batched:
+            qtf = rmatvec(Q, F)
             p = scaled_dogleg(R, qtf, diag, state.radius)
             pivots = torch.diagonal(R, dim1=-2, dim2=-1).abs()
             singular = pivots.amin(-1) <= x.shape[-1] * eps * pivots.amax(-1)
-        else:
-            pivots = [abs(v) for v in torch.diagonal(R, dim1=-2, dim2=-1).tolist()[0]]
-            p = scaled_dogleg(R, qtf, diag, state.radius, previous_radius, 0.0 not in pivots)
+            p_norm = _norm(diag * p)
+        else:  # one read-back of x, F, D, Q, R and J; the step, its norms and Broyden's update on floats
+            n = x.shape[-1]
+            flat = torch.cat([x, F, diag, Q.reshape(1, -1), R.reshape(1, -1), J.reshape(1, -1)], -1).tolist()[0]
+            xs, fs, d = flat[:n], flat[n:2 * n], flat[2 * n:3 * n]
+            Qs, Rs, Js = (_rows(flat, 3 * n + k * n * n, n) for k in range(3))
+            qtf = [sum(Qs[k][i] * fs[k] for k in range(n)) for i in range(n)]
+            p_list, p_norm, model_norm, pivots = scaled_dogleg_floats(Rs, qtf, d, previous_radius, eps, tiny)
+            p = x.new_tensor([p_list])
             singular = min(pivots) <= x.shape[-1] * eps * max(pivots)
-        p_norm, first = o.value(_norm(diag * p)), o.value(state.first)
+        first = own(state.first)
         radius = o.where(first, o.minimum(previous_radius, p_norm), previous_radius)
 
         x_trial = x + p
         F_trial = problem.residual(x_trial)
         f_norm = state.residual_norm if not o.batched else _norm(F)
-        trial_norm = o.value(_norm(F_trial))
+        if o.batched:
+            trial_norm = _norm(F_trial)
+        else:
+            trial_list = F_trial.tolist()[0]
+            trial_norm = math.sqrt(sum(v * v for v in trial_list))
         safe_norm = o.where(f_norm > 0, f_norm, 1.0)
         finite = o.isfinite(trial_norm)
         trial_fraction = trial_norm / safe_norm
         actual = o.where(finite & (trial_norm < f_norm), 1 - trial_fraction * trial_fraction, -1.0)
-        model_norm = o.value(_norm(qtf + matvec(R, p)))
+        if o.batched:
+            model_norm = _norm(qtf + matvec(R, p))
         model_fraction = model_norm / safe_norm
         predicted = o.where(model_norm < f_norm, 1 - model_fraction * model_fraction, 0.0)
         ratio = o.where(predicted > 0, actual / o.where(predicted > 0, predicted, 1.0), 0.0)
 
         good = ratio >= 0.1
-        counters = [o.value(c) for c in (state.successes, state.failures, state.slow_trials, state.slow_jacobians)]
+        counters = [own(c) for c in (state.successes, state.failures, state.slow_trials, state.slow_jacobians)]
         successes = o.where(good, counters[0] + 1, 0)
         failures = o.where(good, 0, counters[1] + 1)
         grown = o.where((ratio >= 0.5) | (successes > 1), o.maximum(radius, 2 * p_norm), radius)
@@ -224,9 +284,10 @@ class PowellHybrid:
             x_norm = torch.where(accept, _norm(diag * x_new), state.x_norm)
         else:
             x_new, F_new = (x_trial, F_trial) if accept else (x, F)
-            x_norm = _norm(diag * x_new).item() if accept else state.x_norm.item()
+            x_norm = math.sqrt(sum((a * (b + c)) * (a * (b + c)) for a, b, c in zip(d, xs, p_list))) if accept \
+                else state.x_norm
         slow_trials = o.where(actual >= 1e-3, 0, counters[2] + 1)
-        evaluated = o.value(state.evaluated)
+        evaluated = own(state.evaluated)
         slow_jacobians = o.where(actual >= 0.1, 0, counters[3] + (evaluated.long() if o.batched else int(evaluated)))
 
         stalled = (0.1 * o.maximum(0.1 * radius, p_norm) <= eps * x_norm) | (slow_jacobians >= 5) | \
@@ -237,35 +298,35 @@ class PowellHybrid:
 
         recompute = failures == 2
         update = o.not_(recompute) & finite & (p_norm > 0)
-        J_new = self._broyden_update(J, p, p_norm, F_trial - F, diag, update, o)
-
-        cost_new = 0.5 * (F_new * F_new).sum(-1) if o.batched or accept else state.cost
+        if o.batched:
+            J_new = self._broyden_update(J, p, p_norm, F_trial - F, diag, update)
+            cost_new = 0.5 * (F_new * F_new).sum(-1)
+        else:
+            J_new = J.new_tensor([_broyden_floats(Js, p_list, p_norm, [a - b for a, b in zip(trial_list, fs)], d)]) \
+                if update else J
+            cost_new = o.pack(0.5 * sum(v * v for v in trial_list), state.cost) if accept else state.cost
         cost = o.value(state.cost)
         reduction = o.where(accept, (cost - o.value(cost_new)) / o.clamp(cost, min=torch.finfo(x.dtype).tiny),
                             float("inf"))
         new = dict(step_norm=o.where(finite, p_norm, float("inf")), reduction=reduction, failure=failure,
-                   regularized=singular, radius=radius, x_norm=x_norm, successes=successes, failures=failures,
-                   slow_trials=slow_trials, slow_jacobians=slow_jacobians, recompute=recompute,
-                   first=first & o.not_(accept), evaluated=o.full(evaluated, False))
-        if not o.batched:  # a field whose value stays needs no new tensor
+                   regularized=singular)
+        own_fields = dict(radius=radius, x_norm=x_norm, successes=successes, failures=failures,
+                          slow_trials=slow_trials, slow_jacobians=slow_jacobians, recompute=recompute,
+                          first=first & o.not_(accept), evaluated=o.full(evaluated, False))
+        if o.batched:
+            new.update(own_fields)
+        else:  # the own fields stay floats; a state field whose value stays needs no new tensor
             old = dict(step_norm=None, reduction=None, failure=o.value(state.failure),
-                       regularized=o.value(state.regularized), radius=previous_radius,
-                       x_norm=None if accept else x_norm, successes=counters[0], failures=counters[1],
-                       slow_trials=counters[2], slow_jacobians=counters[3], recompute=previous_recompute,
-                       first=first, evaluated=evaluated)
+                       regularized=o.value(state.regularized))
             new = {k: getattr(state, k) if v == old[k] else o.pack(v, getattr(state, k)) for k, v in new.items()}
+            new.update(own_fields)
         return replace(state, x=x_new, F=F_new, cost=cost_new, J=J_new, **new,
                        residual_norm=None if o.batched else trial_norm if accept else f_norm)
 
     @staticmethod
-    def _broyden_update(J: torch.Tensor, p: torch.Tensor, p_norm, change: torch.Tensor, diag: torch.Tensor,
-                        update, o) -> torch.Tensor:
+    def _broyden_update(J: torch.Tensor, p: torch.Tensor, p_norm: torch.Tensor, change: torch.Tensor,
+                        diag: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         """J + (ΔF − J p)(D²p)ᵀ/‖Dp‖² where ``update``, else J."""
-        if not o.batched:
-            if not update:
-                return J
-            scaled = diag * diag * p / (p_norm * p_norm)
-            return torch.addcmul(J, (change - matvec(J, p)).unsqueeze(-1), scaled.unsqueeze(-2))
         scaled = diag * diag * p / torch.where(update, p_norm * p_norm, 1.0).unsqueeze(-1)
         broyden = torch.addcmul(J, (change - matvec(J, p)).unsqueeze(-1), scaled.unsqueeze(-2))
         return torch.where(update.view(-1, 1, 1), broyden, J)
@@ -275,3 +336,12 @@ class PowellHybrid:
 
     def record(self, problem: ResidualProblem, state: HybridState) -> dict:
         return record(state)
+
+
+def _broyden_floats(J: list[list[float]], p: list[float], p_norm: float, change: list[float],
+                    diag: list[float]) -> list[list[float]]:
+    """:meth:`PowellHybrid._broyden_update` of one problem on floats: J + (ΔF − J p)(D²p)ᵀ/‖Dp‖²."""
+    scale = p_norm * p_norm
+    v = [d * d * pj / scale for d, pj in zip(diag, p)]
+    u = [c - sum(a * b for a, b in zip(row, p)) for c, row in zip(change, J)]
+    return [[a + ui * vj for a, vj in zip(row, v)] for ui, row in zip(u, J)]

@@ -60,7 +60,8 @@ class LevenbergMarquardtState(ResidualState):
     vectors: torch.Tensor
     coefficients: torch.Tensor
     significant: torch.Tensor
-    # one problem (lean path): the decomposition and ‖F‖ as floats, so a step reads no tensor back
+    # one problem (lean path): the decomposition and ‖F‖ as floats, so a step reads no tensor back;
+    # there Δ, λ and ``first_step`` (which only this method reads) are Python numbers too
     spectrum: ScaledSpectrum | None = None
     residual_norm: float | None = None
 
@@ -133,10 +134,14 @@ class LevenbergMarquardt:
         fields["failure"] = o.pack(o.where(point.finite, o.value(fields["failure"]), int(Status.NONFINITE)),
                                    fields["failure"])
         decomposition = point.decomposition
+        own = dict(radius=radius, damping=torch.zeros_like(radius),
+                   first_step=torch.ones(batch, dtype=torch.bool, device=x0.device))
+        if not o.batched:
+            own = dict(radius=radius.item(), damping=0.0, first_step=True)
         return LevenbergMarquardtState(
-            **fields, J=J, scaling=point.scaling, radius=radius, damping=torch.zeros_like(radius),
-            gradient_cosine=o.pack(point.cosine, radius), saturated=o.pack(point.saturated, fields["regularized"]),
-            first_step=torch.ones(batch, dtype=torch.bool, device=x0.device),
+            **fields, J=J, scaling=point.scaling, **own,
+            gradient_cosine=o.pack(point.cosine, fields["cost"]),
+            saturated=o.pack(point.saturated, fields["regularized"]),
             singular=decomposition.singular, vectors=decomposition.vectors,
             coefficients=decomposition.coefficients, significant=decomposition.significant, spectrum=point.spectrum,
             residual_norm=None if o.batched else F_norm)
@@ -145,11 +150,12 @@ class LevenbergMarquardt:
         # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path),
         # where the λ search, the step and the model run on the decomposition read back as floats
         o = ops_for(state.x)
+        own = o.value if o.batched else lambda v: v  # Δ, λ, first_step: Python numbers for one problem
         x, F, J, scale = state.x, state.F, state.J, state.scaling
         tiny, eps = torch.finfo(x.dtype).tiny, torch.finfo(x.dtype).eps
         decomposition = ScaledJacobian(state.singular, state.vectors, state.coefficients, scale, state.significant)
         spectrum = decomposition if o.batched else state.spectrum
-        damping = levenberg_marquardt_parameter(spectrum, o.value(state.radius), o.value(state.damping),
+        damping = levenberg_marquardt_parameter(spectrum, own(state.radius), own(state.damping),
                                                 dtype=x.dtype)
         if o.batched:
             p, p_norm = decomposition.step(damping)
@@ -157,8 +163,8 @@ class LevenbergMarquardt:
             p, p_norm = spectrum.step(damping)
             p = x.new_tensor([p])
         problem.counters.nlinsolve += 1
-        first_step = o.value(state.first_step)
-        radius = o.where(first_step, o.minimum(o.value(state.radius), p_norm), o.value(state.radius))
+        first_step = own(state.first_step)
+        radius = o.where(first_step, o.minimum(own(state.radius), p_norm), own(state.radius))
         x_trial = x + p
         F_trial = problem.residual(x_trial)
         if o.batched:
@@ -223,10 +229,11 @@ class LevenbergMarquardt:
         return replace(state, x=x_new, F=F_new, J=J_new, cost=cost, grad=grad,
                        step_norm=o.pack(radius, state.step_norm), reduction=o.pack(reduction, state.reduction),
                        failure=state.failure if unchanged else o.pack(failure, state.failure), scaling=new_scale,
-                       scale=column_norms, radius=o.pack(radius, state.radius), damping=o.pack(damping, state.damping),
+                       scale=column_norms, radius=o.pack(radius, state.radius) if o.batched else radius,
+                       damping=o.pack(damping, state.damping) if o.batched else damping,
                        gradient_cosine=cosine, saturated=saturated,
-                       first_step=state.first_step if not o.batched and still_first == first_step
-                       else o.pack(still_first, state.first_step), singular=fresh.singular,
+                       first_step=o.pack(still_first, state.first_step) if o.batched else still_first,
+                       singular=fresh.singular,
                        vectors=fresh.vectors, coefficients=fresh.coefficients, significant=fresh.significant,
                        spectrum=fresh_spectrum, residual_norm=None if o.batched else o.where(accept, trial_norm, F_norm))
 

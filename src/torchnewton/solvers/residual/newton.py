@@ -69,8 +69,11 @@ class NewtonLineSearch:
         x = state.x
         o = ops_for(x)
 
+        # one problem's full step α = 1 needs no product (1·d is d, bitwise)
+        scaled = (lambda alpha: o.column(alpha) * d) if o.batched else lambda alpha: d if alpha == 1.0 else alpha * d
+
         def merit(alpha):
-            F = problem.residual(x + o.column(alpha) * d)
+            F = problem.residual(x + scaled(alpha))
             return o.value(0.5 * (F * F).sum(-1)), F
 
         # members already done are frozen by the loop: searching for them only costs evaluations
@@ -78,7 +81,7 @@ class NewtonLineSearch:
                         active=(slope < 0) & o.value(running), aux0=state.F)
         ok, cost, cost_new = search.success, o.value(state.cost), search.value
         # α = 0 wherever the search failed, so x, F and the cost stay put there without masking
-        step = o.column(search.alpha) * d
+        step = scaled(search.alpha)
         x_new, F_new = x + step, search.aux
         reduction = o.where(ok, (cost - cost_new) / o.clamp(cost, min=torch.finfo(x.dtype).tiny), float("inf"))
         # an accepted step below the resolution of x changes nothing: the method has stalled
