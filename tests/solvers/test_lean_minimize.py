@@ -151,3 +151,27 @@ def test_value_then_gradient_equals_gradient_and_counts_only_when_pulled():
         assert torch.equal(problem.hessian(x), expected_hessian) and calls["n"] == 1  # the kept graph
         assert torch.equal(problem.hessian(x), expected_hessian) and calls["n"] == 2  # used once, then recorded
         assert torch.equal(problem.hessian(x.clone()), expected_hessian) and calls["n"] == 3
+
+
+@pytest.mark.parametrize("schedule", ["backtracking", "aicn"])
+def test_damped_newton_reuses_the_accepted_trial_graph_and_matches_the_batch(schedule):
+    # the lean path keeps the accepted trial's gradient graph: the next Hessian evaluates f no
+    # more, so every call of f is a counted evaluation but one (the Hessian at x0, whose gradient
+    # came without a graph; re-recording at every iterate took nit more); the batch agrees
+    calls = {"n": 0}
+
+    def f(z):
+        calls["n"] += 1
+        return chained_rosenbrock(z)
+
+    x0 = torch.tensor([-1.2, 1.0, 0.5], **F64)
+    options = {"schedule": schedule, "smoothness": 1.0}
+    one = minimize(f, x0, method="damped-newton", options=options, record_history=True)
+    assert one.success and calls["n"] == int(one.nfev) + 1
+    both = minimize(chained_rosenbrock, x0.repeat(2, 1), method="damped-newton", options=options, batch=True,
+                    record_history=True)
+    assert int(both.nit[0]) == int(one.nit)
+    assert torch.allclose(both.x[0], one.x, rtol=0, atol=1e-12)
+    fa = torch.tensor([h["fun"] for h in one.history], **F64)
+    fb = torch.stack([h["fun"][0] for h in both.history])
+    assert torch.allclose(fa, fb, rtol=1e-13, atol=1e-20)

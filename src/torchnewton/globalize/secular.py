@@ -122,6 +122,7 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
     ``inverse_target(λ)`` returns 1/r(λ) and its derivative; ``upper`` (B,) is a shift where
     ‖s‖ ≤ r is known to hold. Members in ``interior_allowed`` whose Newton step s(0) already
     satisfies ‖s(0)‖ ≤ r(0) with H ≻ 0 get λ = 0 (the unconstrained trust-region step).
+    ``interior_allowed`` may be a plain ``False`` (no member, known without looking).
     For one problem on the CPU (``globalize.members.lean``) the per-member scalars — ``upper``,
     ``interior_allowed``, λ, what ``inverse_target`` takes and returns — are Python numbers and
     the O(n) sums of the Newton iteration on λ run on Python lists; the step stays a tensor.
@@ -152,7 +153,9 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
     at_lower = inv_norm_lo >= inv_r_lo  # ‖s(lower)‖ ≤ r(lower): no root above the lower end
     interior = at_lower & interior_allowed & (lower == 0)
     newton_step, factored = None, None
-    if eig.matrix is not None and o.any(interior_allowed):
+    # a batch runs the test unasked (no member allowed leaves interior and at_lower as they are):
+    # "is any allowed?" would be a host read; a caller allowing none says so by a plain False
+    if eig.matrix is not None and interior_allowed is not False and (o.batched or interior_allowed):
         # Moré–Sorensen's first test, on H itself: Cholesky succeeds and ‖H⁻¹g‖ ≤ r(0); it
         # overrides the eigenpairs, whose smallest values may be rounding noise
         inv_r0, _ = inverse_target(o.full(lowest, 0.0))
@@ -175,8 +178,11 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
     settled = interior | hard | flat
     tolerance = eps ** 0.75
     for iteration in range(iterations):
-        # Newton on ψ converges in a few steps; stop once every member has
-        if (iteration % 4 == 0 or not o.batched) and o.all(settled):
+        # Newton on ψ converges in a few steps; stop once every member has. A batch asks the host
+        # every 8 steps only: a settled member's λ no longer changes, so the extra steps are idle
+        # (at step 0 only where some member may be interior, the common settled start)
+        if (not o.batched or (iteration % 8 == 0 and (iteration > 0 or interior_allowed is not False))) \
+                and o.all(settled):
             break
         inv_norm, d_inv_norm = norm_at(lam)
         inv_r, d_inv_r = inverse_target(lam)
@@ -195,7 +201,7 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
     # hard case: move along v₁ until ‖s‖ = r(λ), on the side where gᵀv₁ τ ≤ 0
     inv_r_hard, _ = inverse_target(lam)
     radius = 1 / o.clamp(inv_r_hard, min=tiny)
-    if o.any(hard):
+    if o.batched or hard:  # a batch completes unasked, kept only where hard
         v1 = eig.vectors[..., 0]
         sv = o.value((step * v1).sum(-1))
         root = o.sqrt(o.clamp(sv * sv + radius * radius - o.value((step * step).sum(-1)), min=0))
@@ -225,5 +231,8 @@ def _cholesky_step(H: torch.Tensor, g: torch.Tensor, lam: torch.Tensor) -> tuple
     shifted = H + lam.view(-1, 1, 1) * eye
     finite = torch.isfinite(shifted).all(-1).all(-1)
     factor, info = torch.linalg.cholesky_ex(torch.where(finite.view(-1, 1, 1), shifted, eye))
-    step = -torch.cholesky_solve(g.unsqueeze(-1), factor).squeeze(-1)
+    # two triangular solves, not cholesky_solve: the same substitutions, without the host read of
+    # LAPACK's info that cholesky_solve makes
+    half = torch.linalg.solve_triangular(factor, g.unsqueeze(-1), upper=False)
+    step = -torch.linalg.solve_triangular(factor.mT, half, upper=True).squeeze(-1)
     return step, finite & (info == 0)

@@ -97,9 +97,11 @@ def strong_wolfe(phi: WolfeFunction, phi0: torch.Tensor | float, slope: torch.Te
     hi_a, hi_f, hi_d = o.copy(zero), o.copy(phi0), o.copy(slope)
     curvature, first = o.copy(false), o.not_(false)
     evaluations = 0
-    for _ in range(max_steps):
+    for step in range(max_steps):
         searching = stage != _DONE
-        if not o.any(searching):
+        # a batch evaluates its first trial unasked: "is any member active?" is a host read, and
+        # a member not searching is evaluated at α = 0 and left as it is
+        if (step > 0 or not o.batched) and not o.any(searching):
             break
         zooming = stage == _ZOOMING
         if o.batched or zooming:

@@ -77,7 +77,7 @@ class AdaptiveCubicRegularization:
         rho = rounding_safe_ratio(f, trial, predicted, dtype=x.dtype)
         accept = rho >= self.eta1
         x_new = o.where(accept, x_trial, x)
-        g_new = o.where(accept, gradient_at_trial(), g) if o.any(accept) else g
+        g_new = o.where(accept, gradient_at_trial(), g) if o.batched or accept else g
         sigma = o.where(rho >= self.eta2, o.clamp(0.5 * sigma_old, min=self.min_sigma),
                         o.where(accept, sigma_old, 2 * sigma_old))
         # σ beyond 1/ε: no step of representable length decreases f any more

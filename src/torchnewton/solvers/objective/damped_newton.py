@@ -73,7 +73,10 @@ class DampedNewton:
         if self.schedule != "backtracking":
             alpha, _ = self._stepsize(G, state.smoothness)
             x_new = x - alpha.unsqueeze(-1) * newton
-            f_new, g_new = problem.value_and_grad(x_new)
+            # ∇f pulled from f's graph, its own graph kept by the problem: the next step's Hessian
+            # at x_new is then one backward pass, without evaluating f again
+            f_new, gradient_at_new = problem.value_then_gradient(x_new)
+            g_new = gradient_at_new()
             return replace(state, x=x_new, f=f_new, g=g_new, step_norm=alpha * vector_norm(newton, dim=-1), stepsize=alpha)
         return self._backtrack(problem, state, factor, newton, G)
 
@@ -89,7 +92,8 @@ class DampedNewton:
         for _ in range(self.max_backtracks):
             alpha, theta = self._stepsize(G, smoothness, o)
             trial = x - o.column(alpha) * newton
-            f_trial, g_trial = problem.value_and_grad(trial)
+            f_trial, gradient_at_trial = problem.value_then_gradient(trial)
+            g_trial = gradient_at_trial()  # its graph kept: the accepted (last) trial's Hessian reuses it
             local = o.value((g_trial * factor.solve(g_trial)).sum(-1))  # ‖∇f(x⁺)‖*ₓ²
             progress = o.value((g_trial * newton).sum(-1)) >= local / o.clamp(2 * alpha * theta, min=tiny)
             value = o.value(f_trial)

@@ -74,7 +74,7 @@ class LineSearch:
             found = armijo(lambda alpha: (problem.value(x + alpha.unsqueeze(-1) * d), None), phi0, slope,
                            alpha0=alpha0, c1=self.c1, max_steps=self.max_steps, active=active)
             alpha, f_new = found.alpha, found.value
-            g_new = problem.gradient(x + alpha.unsqueeze(-1) * d) if bool(found.success.any()) else g
+            g_new = problem.gradient(x + alpha.unsqueeze(-1) * d)  # unasked: "any success?" is a host read
         ok = found.success
         step = torch.where(ok.unsqueeze(-1), alpha.unsqueeze(-1) * d, torch.zeros_like(d))
         return SearchOutcome(x=x + step, f=torch.where(ok, f_new, state.f),

@@ -81,7 +81,8 @@ class TrustRegionMinimizer(ABC):
         rho = rounding_safe_ratio(f, trial, predicted, dtype=x.dtype)
         accept = rho > self.eta
         x_new = o.where(accept, x_trial, x)
-        g_new = o.where(accept, gradient_at_trial(), state.g) if o.any(accept) else state.g
+        # a batch pulls the trial gradients unasked: asking whether any member accepted is a host read
+        g_new = o.where(accept, gradient_at_trial(), state.g) if o.batched or accept else state.g
         radius = update_radius(radius, rho, step_norm, max_radius=self.max_radius)
         stalled = o.not_(accept) & (radius <= torch.finfo(x.dtype).eps * o.clamp(x_norm, min=1.0))
         failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
