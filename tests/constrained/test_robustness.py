@@ -91,12 +91,7 @@ def test_accepted_trial_values_are_reused():
     # a quadratic with a linear equality: one full Newton step solves it; f is called at x0 and
     # at the trial only, and ∇f twice — the accepted trial's values are the new iterate's
     calls = {"f": 0, "g": 0, "c": 0, "J": 0}
-
-    def counted(key, fn):
-        def wrapped(*args):
-            calls[key] += 1
-            return fn(*args)
-        return wrapped
+    counted = _counter(calls)
 
     target = torch.tensor([1.0, 2.0, 3.0], dtype=D)
     con = NonlinearConstraint(counted("c", lambda x: x.sum(-1, keepdim=True)), 1.0, 1.0,
@@ -119,12 +114,7 @@ def test_interior_point_reuses_the_checked_values_at_x0(x0):
     # x0 itself (strictly inside) or x0 pushed into the bounds (on the bound): at x0 nothing is
     # called again, and the Result's counters are exactly the calls the user's callables saw
     calls = {"f": 0, "g": 0, "c": 0, "J": 0}
-
-    def counted(key, fn):
-        def wrapped(*args):
-            calls[key] += 1
-            return fn(*args)
-        return wrapped
+    counted = _counter(calls)
 
     con = NonlinearConstraint(counted("c", lambda x: (x[0] - x[1]).reshape(1)), 0.0, float("inf"),
                               jac=counted("J", lambda x: torch.tensor([[1.0, -1.0]], dtype=D)),
@@ -160,3 +150,13 @@ def test_objective_scaling_reports_unscaled_values(method):
     assert torch.allclose(res.grad, 2e6 * (x_star - target), rtol=1e-8)
     assert float(res.multipliers["constraints"][0]) == pytest.approx(2e6 * 5 / 3, rel=1e-8)
     assert float(res.optimality) < 1e-9 * 2e6
+
+
+def _counter(calls: dict[str, int]):
+    """``counted(key, fn)``: fn, counting its calls in ``calls[key]``."""
+    def counted(key, fn):
+        def wrapped(*args):
+            calls[key] += 1
+            return fn(*args)
+        return wrapped
+    return counted

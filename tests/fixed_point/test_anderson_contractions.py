@@ -10,6 +10,7 @@ the 3x goal cannot hold (a map whose Jacobian contracts strongly: Picard is alre
 import pytest
 import torch
 
+from torchnewton.bench.suites.fixed_point_contractions import contraction as bench_contraction
 from torchnewton.solvers.fixed_point.solve import fixed_point
 
 DOUBLE = torch.float64
@@ -17,22 +18,15 @@ N = 60
 TOL = 1e-8
 
 
+_BENCH_FAMILY = {"symmetric [0, ρ]": "linear [0, ρ]", "symmetric [−ρ, ρ]": "linear [−ρ, ρ]",
+                 "non-normal": "non-normal [−ρ, ρ]", "tanh 0.1": "tanh, b ~ 0.1", "tanh 0.5": "tanh, b ~ 0.5"}
+
+
 def contraction(family: str, rho: float, seed: int = 0, n: int = N):
-    """T of one family: linear with A's spectrum spread over [0, ρ] or [−ρ, ρ] (symmetric, or
-    non-normal S Λ S⁻¹), or tanh(W z + b) with W symmetric over [−ρ, ρ] and b of size ``scale``."""
-    generator = torch.Generator().manual_seed(seed)
-    spectrum = rho * torch.linspace(0 if family == "symmetric [0, ρ]" else -1, 1, n, dtype=DOUBLE)
-    if family == "non-normal":
-        S = torch.eye(n, dtype=DOUBLE) + 0.3 * torch.randn(n, n, dtype=DOUBLE, generator=generator) / n**0.5
-        A = (S * spectrum) @ torch.linalg.inv(S)
-    else:
-        Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=DOUBLE, generator=generator))
-        A = (Q * spectrum) @ Q.T
-    b = torch.randn(n, dtype=DOUBLE, generator=generator)
-    if family.startswith("tanh"):
-        b = b * float(family.split()[-1])
-        return lambda z: torch.tanh(A @ z + b), A, b
-    return lambda z: A @ z + b, A, b
+    """(T, A, b) of the bench's family: linear with A's spectrum spread over [0, ρ] or [−ρ, ρ]
+    (symmetric, or non-normal S Λ S⁻¹), or tanh(A z + b) with A symmetric over [−ρ, ρ]."""
+    case = bench_contraction(_BENCH_FAMILY[family], n, rho, seed)
+    return case.torch_map, case.A, case.b
 
 
 def solve(T, method="anderson", **options):

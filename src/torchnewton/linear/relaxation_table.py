@@ -108,14 +108,11 @@ def _shifted_chunk(B: torch.Tensor, strict: torch.Tensor, bounds: list[int], dia
         R = rhs - diag * X
         for start, stop, low, high, _ in spans:
             R[start:stop] -= B[start:stop, low:high] @ X[low:high]
-        norm = R.square().sum(0).sqrt()  # column norms: a row-wise sum, faster than norm(dim=0)
-        converged = ~finished & (norm <= tol)
-        counts[alive[converged]] = sweep
-        finished |= converged | ~torch.isfinite(norm)  # a diverged pair keeps the cost maxiter
+        finished = _settle(R, tol, finished, counts, alive, sweep)
         if bool(finished.all()) or sweep == maxiter:
             break
-        if 4 * int(finished.sum()) > finished.numel():  # drop finished pairs once a quarter is done
-            keep = ~finished
+        keep = _pairs_to_keep(finished)
+        if keep is not None:
             alive, tol, finished = alive[keep], tol[keep], finished[keep]
             diag, pivot, rhs, X, R = (t[:, keep] for t in (diag, pivot, rhs, X, R))
         Y = torch.empty_like(X)
@@ -147,14 +144,11 @@ def _table_chunk(A: torch.Tensor, b: torch.Tensor, omega: torch.Tensor, full_col
     level_cols = [lower_cols[rows] for rows in levels]
     for sweep in range(maxiter + 1):
         R = rhs - (values * X[full_cols]).sum(1)
-        norm = R.square().sum(0).sqrt()  # column norms: a row-wise sum, faster than norm(dim=0)
-        converged = ~finished & (norm <= tol)
-        counts[alive[converged]] = sweep
-        finished |= converged | ~torch.isfinite(norm)  # a diverged pair keeps the cost maxiter
+        finished = _settle(R, tol, finished, counts, alive, sweep)
         if bool(finished.all()) or sweep == maxiter:
             break
-        if 4 * int(finished.sum()) > finished.numel():  # drop finished pairs once a quarter is done
-            keep = ~finished
+        keep = _pairs_to_keep(finished)
+        if keep is not None:
             alive, tol, finished = alive[keep], tol[keep], finished[keep]
             values, lower, pivot, rhs, X, R = (t[..., keep] for t in (values, lower, pivot, rhs, X, R))
         Y = torch.zeros_like(X)
@@ -162,3 +156,18 @@ def _table_chunk(A: torch.Tensor, b: torch.Tensor, omega: torch.Tensor, full_col
             Y[rows] = (R[rows] - (lower[rows] * Y[cols]).sum(1)) / pivot[rows]
         X = X + Y  # finished pairs still held move on harmlessly: never read again
     return counts.view(T, K)
+
+
+def _settle(R: torch.Tensor, tol: torch.Tensor, finished: torch.Tensor, counts: torch.Tensor,
+            alive: torch.Tensor, sweep: int) -> torch.Tensor:
+    """Record ``sweep`` as the count of the pairs (columns of the residuals R) converging now; the
+    new finished mask. A diverged pair finishes too and keeps the cost maxiter."""
+    norm = R.square().sum(0).sqrt()  # column norms: a row-wise sum, faster than norm(dim=0)
+    converged = ~finished & (norm <= tol)
+    counts[alive[converged]] = sweep
+    return finished | converged | ~torch.isfinite(norm)
+
+
+def _pairs_to_keep(finished: torch.Tensor) -> torch.Tensor | None:
+    """The pairs still worth carrying: the unfinished ones once a quarter is done, else all (None)."""
+    return ~finished if 4 * int(finished.sum()) > finished.numel() else None
