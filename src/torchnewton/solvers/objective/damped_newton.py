@@ -20,7 +20,6 @@ The constant (L or M) is the option ``smoothness``; every member of a batch keep
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 from torch.linalg import vector_norm
@@ -30,8 +29,8 @@ from ...globalize.hessian_modification import shifted_cholesky
 from ...globalize.members import TensorOps, ops_for
 from .problem import ObjectiveProblem
 from .state import ObjectiveState, initial_fields, record
+from .termination import Termination
 
-Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
 SCHEDULES = ("backtracking", "aicn", "root")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import torch
 from torch.linalg import vector_norm
@@ -27,8 +26,8 @@ from ...globalize.linesearch import armijo
 from ...globalize.wolfe import strong_wolfe
 from .problem import ObjectiveProblem
 from .state import ObjectiveState, initial_fields, record
+from .termination import Termination
 
-Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
 SEARCHES = ("armijo", "wolfe")
 _TRUE, _FALSE = torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)
 

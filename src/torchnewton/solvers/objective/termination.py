@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch.linalg import vector_norm
@@ -22,6 +23,9 @@ from torch.linalg import vector_norm
 from ...core.status import Status
 from ...globalize.members import lean
 from .state import ObjectiveState
+
+Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
+"""A termination test: state ↦ (done (B,) bool, status (B,) int) per member."""
 
 
 @dataclass

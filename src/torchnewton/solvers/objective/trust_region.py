@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 from torch.linalg import vector_norm
@@ -33,9 +32,9 @@ from ...globalize.trust_region_exact import exact_trust_region_step
 from ...linear.krylov import cg
 from .problem import ObjectiveProblem
 from .state import ObjectiveState, initial_fields, record
+from .termination import Termination
 
 _TRUE, _FALSE = torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)
-Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass

@@ -10,7 +10,6 @@ arithmetic as the batch, without masks.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 
@@ -19,9 +18,9 @@ from ...globalize.linesearch import armijo
 from ...globalize.members import ops_for
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
+from .termination import Termination
 from ...linear.batched import matvec, rmatvec
 
-Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 
@@ -18,10 +17,9 @@ from ...globalize.radius import gain_ratio, update_radius
 from ...globalize.trust_region import dogleg, dogleg_floats
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
-from .termination import norm
+from .termination import Termination, norm
 from ...linear.batched import matvec, rmatvec
 
-Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass

@@ -51,7 +51,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 
@@ -62,9 +61,8 @@ from ...linear.batched import rmatvec
 from .homotopy_maps import HOMOTOPIES, homotopy_map, tangent
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
-from .termination import all_finite, max_abs, norm
+from .termination import Termination, all_finite, max_abs, norm
 
-Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
 _MIN_STEP = 1e-10  # relative to 1 + ‖y‖: below it the curve cannot be followed in floating point
 _MAX_GROWTH = 1e12  # ‖z‖∞ beyond this times 1 + ‖z₀‖∞: the curve has run off to infinity

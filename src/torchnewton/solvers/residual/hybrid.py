@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 
@@ -50,8 +49,8 @@ from ...globalize.trust_region import dogleg, dogleg_floats
 from ...linear.batched import matvec, rmatvec
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
+from .termination import Termination
 
-Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 
@@ -41,10 +40,9 @@ from ...globalize.damping import ScaledJacobian, ScaledSpectrum, levenberg_marqu
 from ...globalize.members import lean, ops_for, ops_of
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
-from .termination import norm
+from .termination import Termination, norm
 from ...linear.batched import matvec, rmatvec
 
-Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass

@@ -10,7 +10,6 @@ The matrix-free variant (GMRES on Jacobian-vector products) is ``newton_krylov.N
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 
@@ -21,9 +20,9 @@ from ...globalize.members import ops_for
 from ...linear import solve_dense
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
+from .termination import Termination
 from ...linear.batched import rmatvec
 
-Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass

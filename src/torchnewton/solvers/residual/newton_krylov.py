@@ -63,8 +63,8 @@ from ...linear.matrix import CallableOperator
 from ...linear.recycling import RecyclingSolver
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
+from .termination import Termination
 
-Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 TIGHT_FORCING = 1e-4
 
 

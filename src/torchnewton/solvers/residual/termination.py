@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ...core.status import Status
 from ...globalize.members import ops_for
 from .state import ResidualState
+
+Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
+"""A termination test: state ↦ (done (B,) bool, status (B,) int) per member."""
 
 
 def max_abs(o: Any, v: torch.Tensor) -> Any:
