@@ -75,11 +75,18 @@ def cell_jacobian(transition: Transition, h: torch.Tensor, u: torch.Tensor, stru
     return dense_jacobian(transition, h, u)
 
 
-def dense_jacobian(transition: Transition, h: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``f(h, u)`` (N, d) and its per-row state Jacobians (N, d, d): d products with ``e_i``."""
+def dense_jacobian_rows(transition: Transition, h: torch.Tensor, u: torch.Tensor
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``f(h, u)`` (N, d) and the d products with ``e_i``: ``rows[i][n] = e_i^T J_n`` (N, d), row
+    i of every per-row Jacobian, left where autograd wrote them (never stacked to (N, d, d))."""
     N, d = h.shape
     eye = torch.eye(d, dtype=h.dtype, device=h.device)
-    out, rows = _products(transition, h, u, (eye[i].expand(N, d) for i in range(d)))
+    return _products(transition, h, u, (eye[i].expand(N, d) for i in range(d)))
+
+
+def dense_jacobian(transition: Transition, h: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``f(h, u)`` (N, d) and its per-row state Jacobians (N, d, d): d products with ``e_i``."""
+    out, rows = dense_jacobian_rows(transition, h, u)
     return out, torch.stack(rows, 1)
 
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from ..derivatives import rowwise
 from . import native
 from .scan import scan_batched
 
@@ -48,37 +49,25 @@ Transition = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class DenseLinearization:
-    """Per-row state Jacobians of ``transition`` by d reverse-mode products: ``rows(h, u)``
-    returns ``f(h, u)`` (N, d) and the d products ``R[i]`` (N, d), ``R[i][n] = e_i^T J_n`` (row
-    i of every Jacobian), from one shared forward pass.
-
-    Why d plain products: a batched reverse pass (``torch.autograd.grad(...,
-    is_grads_batched=True)``) runs ops without a batching rule (``tanh_backward``) as a loop plus
-    a concatenation, and measured 1.2-2x slower and erratic on the Elman cell of the bench
-    (T = 64k, d = 24, one thread); ``torch.func`` and forward-mode AD import ``torch._dynamo``
-    (seconds on the first call). With blocks of ``_DENSE_BLOCK_ELEMENTS`` entries (see
-    :mod:`.problem`) the per-call overhead of the d products is amortized, and the products are
-    used where autograd wrote them (no (N, d, d) copy on the Newton step's path)."""
+    """The per-row state Jacobians of ``transition`` as d reverse-mode products
+    (:func:`..derivatives.rowwise.dense_jacobian_rows`): ``rows(h, u)`` returns ``f(h, u)`` (N, d)
+    and the products ``R[i]`` (N, d), ``R[i][n] = e_i^T J_n``, which the blocked step scans where
+    autograd wrote them. Why d plain products: a batched reverse pass (``is_grads_batched``) runs
+    ops without a batching rule (``tanh_backward``) as a loop plus a concatenation and measured
+    1.2-2x slower on the bench's Elman cell (T = 64k, d = 24, one thread); ``torch.func`` and
+    forward-mode AD import ``torch._dynamo``. With blocks of ``_DENSE_BLOCK_ELEMENTS`` entries (see
+    :mod:`.problem`) the per-call overhead of the d products is amortized."""
 
     def __init__(self, transition: Transition):
         self.transition = transition
 
     def rows(self, h: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        N, d = h.shape
-        eye = torch.eye(d, dtype=h.dtype, device=h.device)
-        with torch.enable_grad():
-            h_var = h.detach().requires_grad_()
-            out = self.transition(h_var, u)
-            if not out.requires_grad:  # f does not depend on h: J = 0
-                return out.detach(), [torch.zeros_like(h)] * d
-            rows = [torch.autograd.grad(out, h_var, eye[i].expand(N, d), retain_graph=i + 1 < d,
-                                        allow_unused=True)[0] for i in range(d)]
-        return out.detach(), [torch.zeros_like(h) if r is None else r.contiguous() for r in rows]
+        out, rows = rowwise.dense_jacobian_rows(self.transition, h, u)
+        return out, [r.contiguous() for r in rows]  # the compiled scan reads them as flat buffers
 
     def jacobian(self, h: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``f(h, u)`` and the Jacobians (N, d, d)."""
-        out, rows = self.rows(h, u)
-        return out, torch.stack(rows, 1)
+        return rowwise.dense_jacobian(self.transition, h, u)
 
 
 def newton_step(problem: "RecurrenceProblem", lin: DenseLinearization, h: torch.Tensor, out: torch.Tensor,
