@@ -129,6 +129,30 @@ class FloatOps:
         """A member's scalar back into a (1,) tensor of ``like``'s dtype (for the state)."""
         return like.new_full((1,), v)
 
+    # reductions of a member's vector (1, n): one read-back, then a loop over a few floats, which
+    # costs less than two torch calls and an ``item``
+
+    @staticmethod
+    def max_abs(v: torch.Tensor) -> float:
+        """maxᵢ |vᵢ| (NaN if any entry is NaN)."""
+        out = 0.0
+        for a in v.tolist()[0]:
+            a = abs(a)
+            if not a <= out:
+                out = a
+                if a != a:
+                    break
+        return out
+
+    @staticmethod
+    def norm(v: torch.Tensor) -> float:
+        """‖v‖₂, summed in order (equal to the batch's to round-off)."""
+        return math.sqrt(sum(a * a for a in v.tolist()[0]))
+
+    @staticmethod
+    def all_finite(v: torch.Tensor) -> bool:
+        return all(map(math.isfinite, v.tolist()[0]))
+
 
 class TensorOps:
     """A batch: (B,) tensors and bool masks."""
@@ -189,6 +213,18 @@ class TensorOps:
     @staticmethod
     def pack(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return v
+
+    @staticmethod
+    def max_abs(v: torch.Tensor) -> torch.Tensor:
+        return v.abs().amax(-1)
+
+    @staticmethod
+    def norm(v: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(v, dim=-1)
+
+    @staticmethod
+    def all_finite(v: torch.Tensor) -> torch.Tensor:
+        return torch.isfinite(v).all(-1)
 
 
 def ops_for(x: torch.Tensor) -> type[FloatOps] | type[TensorOps]:

@@ -17,7 +17,7 @@ from ...globalize.radius import gain_ratio, update_radius
 from ...globalize.trust_region import dogleg, dogleg_floats
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
-from .termination import Termination, norm
+from .termination import Termination
 from ...linear.batched import matvec, rmatvec
 
 
@@ -62,7 +62,7 @@ class PowellDogleg:
         cost_new = o.where(accept, cost_trial, cost)
         radius = update_radius(o.value(state.radius), rho, step_norm)
         eps, tiny = torch.finfo(x.dtype).eps, torch.finfo(x.dtype).tiny
-        stalled = radius <= eps * o.clamp(norm(o, x_new), min=1.0)
+        stalled = radius <= eps * o.clamp(o.norm(x_new), min=1.0)
         finite = o.isfinite(cost_trial)
         failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
         # stalling because every trial point was NaN/Inf is a non-finite failure, not a plateau

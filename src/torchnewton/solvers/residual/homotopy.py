@@ -61,7 +61,7 @@ from ...linear.batched import rmatvec
 from .homotopy_maps import HOMOTOPIES, homotopy_map, tangent
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
-from .termination import Termination, all_finite, max_abs, norm
+from .termination import Termination
 
 
 _MIN_STEP = 1e-10  # relative to 1 + ‖y‖: below it the curve cannot be followed in floating point
@@ -138,7 +138,7 @@ class Homotopy:
         crossing = crossing | land
         if o.batched or land:
             y_pred = o.where(land, state.landing, y_pred)
-            length = o.where(land, norm(o, state.landing - y), length)
+            length = o.where(land, o.norm(state.landing - y), length)
         if o.batched or crossing:
             e_lam = torch.zeros_like(t)
             e_lam[:, -1] = 1
@@ -173,15 +173,15 @@ class Homotopy:
         # J(z₀) regular makes the curve through (z₀, 0) locally unique: passing there again means
         # it is a closed loop that never reaches λ = 1
         through_zero = accepted & (lam * lam_next < 0)
-        step_norm = norm(o, y_new - y)
+        step_norm = o.norm(y_new - y)
         loop = through_zero
         if o.batched or through_zero:
             at_zero = state.x + o.column(lam / o.where(through_zero, lam - lam_next, 1.0)) * (x_next - state.x)
-            near = 0.1 * step_norm + _MIN_STEP * (1 + norm(o, state.z0))
-            loop = through_zero & (norm(o, at_zero - state.z0) <= near)
-        too_short = h_new < _MIN_STEP * (1 + norm(o, y))
+            near = 0.1 * step_norm + _MIN_STEP * (1 + o.norm(state.z0))
+            loop = through_zero & (o.norm(at_zero - state.z0) <= near)
+        too_short = h_new < _MIN_STEP * (1 + o.norm(y))
         lost = accepted & ((lam_next < self.min_lambda)
-                           | (max_abs(o, x_next) > _MAX_GROWTH * (1 + max_abs(o, state.z0))))
+                           | (o.max_abs(x_next) > _MAX_GROWTH * (1 + o.max_abs(state.z0))))
         failure = o.where(too_short | lost | loop, int(Status.STALLED), o.value(state.failure))
         failure = o.where(too_short & nonfinite & o.not_(accepted), int(Status.NONFINITE), failure)
         return replace(state, x=x_next, F=F_next, cost=0.5 * (F_next * F_next).sum(-1), grad=rmatvec(J_next, F_next),
@@ -208,14 +208,14 @@ class Homotopy:
             else (True, False, False)
         used = o.full(budget, 0)
         previous = o.full(length, float("inf"))
-        slack = torch.finfo(y.dtype).eps ** 0.5 * (1 + norm(o, y_pred))
+        slack = torch.finfo(y.dtype).eps ** 0.5 * (1 + o.norm(y_pred))
         kept, first = None, None
         for k in range(3 * self.max_corrector + 1):
             z, lam = y[:, :n], y[:, -1]
             F, J = problem.linearize(z)
             H, A = homotopy_map(self.homotopy, z, lam, F, J, state.z0, state.F0)
-            size_H = max_abs(o, H)  # NaN/Inf exactly where H is not finite
-            finite = o.isfinite(size_H) & all_finite(o, A.flatten(1))
+            size_H = o.max_abs(H)  # NaN/Inf exactly where H is not finite
+            finite = o.isfinite(size_H) & o.all_finite(A.flatten(1))
             first = size_H if first is None else first
             done = active & finite & (size_H <= target)
             if kept is None or (not o.batched and done):
@@ -232,7 +232,7 @@ class Homotopy:
             rhs = torch.cat([-H, torch.zeros_like(H[:, :1])], dim=-1)
             delta = solve_dense(system, rhs).x
             problem.counters.nlinsolve += 1
-            size = norm(o, delta)
+            size = o.norm(delta)
             # Newton must contract at once, or the prediction is outside its basin (another branch)
             bound = o.where(used == 0, 0.5 * abs(length) + slack, 0.5 * previous)
             contracting = o.where(end_game, size_H <= 10 * first, size <= bound)

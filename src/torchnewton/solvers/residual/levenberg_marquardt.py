@@ -40,7 +40,7 @@ from ...globalize.damping import ScaledJacobian, ScaledSpectrum, levenberg_marqu
 from ...globalize.members import lean, ops_for, ops_of
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
-from .termination import Termination, norm
+from .termination import Termination
 from ...linear.batched import matvec, rmatvec
 
 
@@ -122,7 +122,7 @@ class LevenbergMarquardt:
     def init(self, problem: ResidualProblem, x0: torch.Tensor) -> LevenbergMarquardtState:
         F, J = problem.linearize(x0)
         o = ops_for(x0)
-        F_norm = F.norm(dim=-1) if o.batched else norm(o, F)
+        F_norm = F.norm(dim=-1) if o.batched else o.norm(F)
         point = _linearize(J, F, F_norm, None)
         fields = initial_state(x0, F, point.grad)
         fields["scale"] = point.column_norms
@@ -168,7 +168,7 @@ class LevenbergMarquardt:
         if o.batched:
             F_norm, trial_norm = F.norm(dim=-1), F_trial.norm(dim=-1)
         else:
-            F_norm, trial_norm = state.residual_norm, norm(o, F_trial)
+            F_norm, trial_norm = state.residual_norm, o.norm(F_trial)
         safe_norm = o.clamp(F_norm, min=tiny)
         finite = o.isfinite(trial_norm)
         # a trial ten times worse (or non-finite) counts as actred = −1, as in MINPACK: no overflow

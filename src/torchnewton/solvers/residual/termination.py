@@ -6,7 +6,6 @@ Python numbers for one problem on the CPU (the loop's lean path), where they ret
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,39 +19,10 @@ Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 """A termination test: state ↦ (done (B,) bool, status (B,) int) per member."""
 
 
-def max_abs(o: Any, v: torch.Tensor) -> Any:
-    """maxᵢ |vᵢ| per member (NaN if any entry is NaN): one read-back of v for one problem, where a
-    Python loop over a few entries costs less than two torch calls and an ``item``."""
-    if o.batched:
-        return v.abs().amax(-1)
-    out = 0.0
-    for a in v.tolist()[0]:
-        a = abs(a)
-        if not a <= out:
-            out = a
-            if a != a:
-                break
-    return out
-
-
-def norm(o: Any, v: torch.Tensor) -> Any:
-    """‖v‖₂ per member, as :func:`max_abs` (for one problem summed in order: equal to round-off)."""
-    if o.batched:
-        return torch.linalg.vector_norm(v, dim=-1)
-    return math.sqrt(sum(a * a for a in v.tolist()[0]))
-
-
-def all_finite(o: Any, v: torch.Tensor) -> Any:
-    """Whether every entry of the member's v is finite."""
-    if o.batched:
-        return torch.isfinite(v).all(-1)
-    return all(map(math.isfinite, v.tolist()[0]))
-
-
 def _failures(o: Any, state: ResidualState, success: Any, failure: Any = None) -> tuple[Any, Any]:
     """Combine success with the honest failure codes (``state.failure`` unless ``failure`` is
     given): non-finite beats everything."""
-    nonfinite = o.not_(o.isfinite(o.value(state.cost))) | o.not_(all_finite(o, state.x))
+    nonfinite = o.not_(o.isfinite(o.value(state.cost))) | o.not_(o.all_finite(state.x))
     failure = o.value(state.failure) if failure is None else failure
     failed = failure != 0
     # a member that failed on a singular system reports SINGULAR, not the symptom
@@ -72,7 +42,7 @@ class RootTermination:
 
     def __call__(self, state: ResidualState) -> tuple[Any, Any]:
         o = ops_for(state.x)
-        success = max_abs(o, state.F) <= self.tol
+        success = o.max_abs(state.F) <= self.tol
         return _failures(o, state, success & o.isfinite(o.value(state.cost)))
 
 
@@ -99,10 +69,10 @@ class LeastSquaresTermination:
 
     def __call__(self, state: ResidualState) -> tuple[Any, Any]:
         o = ops_for(state.x)
-        first_order = o.value(state.gradient_cosine) if self.scaled else max_abs(o, state.grad)
+        first_order = o.value(state.gradient_cosine) if self.scaled else o.max_abs(state.grad)
         gradient_small = first_order <= self.gtol
         small_change = (o.value(state.reduction) <= self.ftol) | \
-            (o.value(state.step_norm) <= self.xtol * (self.xtol + norm(o, state.scale * state.x)))
+            (o.value(state.step_norm) <= self.xtol * (self.xtol + o.norm(state.scale * state.x)))
         cost = o.value(state.cost)
         zero = cost <= torch.finfo(state.cost.dtype).tiny
         finite = o.isfinite(cost)
