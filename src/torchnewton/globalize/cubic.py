@@ -13,8 +13,8 @@ accuracy on ill-conditioned H), against about 9n³ for a fresh eigendecompositio
 Example:
     >>> eig = EigenHessian.of(torch.eye(2).unsqueeze(0)); g = torch.tensor([[2.0, 0.0]])
     >>> s = cubic_step(eig, g, torch.tensor([1.0]))  # (1 + ‖s‖)s = −g: ‖s‖ = 1
-    >>> s
-    tensor([[-1.,  0.]])
+    >>> torch.allclose(s, torch.tensor([[-1.0, 0.0]]))
+    True
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def rounding_safe_ratio(f: Any, f_trial: Any, predicted: Any, dtype: torch.dtype
     Example:
         >>> f = torch.tensor([1.0]); rounding_safe_ratio(f, f - 1e-17, torch.tensor([1e-18]))
         tensor([1.])
-        >>> rounding_safe_ratio(1.0, 1.0 - 1e-17, 1e-18)
+        >>> round(rounding_safe_ratio(1.0, 1.0 - 1e-17, 1e-18), 3)  # δ from float64's eps here
         1.0
     """
     o = ops_of(f)
