@@ -24,8 +24,11 @@ algorithm"; Nocedal & Wright ch. 19):
   Shanno 1999).
 
 A trial point costs one batched call of f and of c; ∇f and J are evaluated once, at the accepted
-point, whose values come from the search. After a step shorter than 1e-2 a one-sided slack is
-reset to c(x) where that lowers both barrier and violation (:meth:`InteriorPoint._reset_slacks`).
+point, whose values come from the search. Without user derivatives the next step's ∇²ₓL(x, λ⁺)
+comes with them from the same autodiff pass (:meth:`ConstrainedProblem.derivatives_and_hessian`),
+so the Hessian at the final iterate is evaluated too (``nhev`` = accepted steps + 1). After a step
+shorter than 1e-2 a one-sided slack is reset to c(x) where that lowers both barrier and violation
+(:meth:`InteriorPoint._reset_slacks`).
 
 The iterate starts pushed inside its bounds by ``bound_push``·max(1, |bound|) (Ipopt's κ₁).
 """
@@ -39,6 +42,7 @@ from ...core.status import Status
 from ...globalize.linesearch import armijo
 from ...linear.batched import matvec, rmatvec
 from .kkt import KKTSolver
+from .least_norm import pseudo_solve, transposed_pseudo_solve
 from .problem import ConstrainedProblem
 from .spec import ConstraintSpec
 from .termination import KKTFields, KKTTermination, multiplier_scale, track_progress
@@ -61,6 +65,7 @@ class InteriorPointState(KKTFields):
     delta: torch.Tensor
     step_norm: torch.Tensor
     inner_iterations: torch.Tensor
+    H: torch.Tensor | None = None  # ∇²ₓL(x, λ) where it came with ∇f and J in one autodiff pass
 
 
 class InteriorPoint:
@@ -85,6 +90,14 @@ class InteriorPoint:
         self.U = torch.cat([spec.x_upper, spec.upper[:, self.rows]], -1)
         self.has_L, self.has_U = torch.isfinite(self.L), torch.isfinite(self.U)
         self.has_LU = torch.cat([self.has_L, self.has_U], -1)
+        self.one = torch.ones((), dtype=self.L.dtype, device=self.L.device)  # a tensor: torch.where wraps a float
+        self.infinity = torch.full((), torch.inf, dtype=self.L.dtype, device=self.L.device)
+        # x within 1e-6·max(1, |bound|) of a bound counts as at it (the infeasibility test); -inf/+inf never
+        n = spec.x_lower.shape[-1]
+        self.near_L = torch.where(self.has_L[:, :n], spec.x_lower + 1e-6 * torch.clamp(spec.x_lower.abs(), min=1.0),
+                                  -torch.inf)
+        self.near_U = torch.where(self.has_U[:, :n], spec.x_upper - 1e-6 * torch.clamp(spec.x_upper.abs(), min=1.0),
+                                  torch.inf)
 
     # ---- pieces ---------------------------------------------------------------------------
     def _h(self, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -94,14 +107,13 @@ class InteriorPoint:
         return torch.cat([J, -self.selector.expand(J.shape[0], -1, -1)], -1)
 
     def _gaps(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        one = torch.ones_like(y)
-        return torch.where(self.has_L, y - self.L, one), torch.where(self.has_U, self.U - y, one)
+        return torch.where(self.has_L, y - self.L, self.one), torch.where(self.has_U, self.U - y, self.one)
 
     def _barrier_value(self, f: torch.Tensor, y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """f − μ Σ log(gaps): a missing bound's gap is 1 (no term); outside the bounds a gap ≤ 0
         makes the value NaN or +inf, which every test here reads as a rejected point (μ > 0)."""
-        lower, upper = self._gaps(y)
-        return f - mu * torch.log(torch.cat([lower, upper], -1)).sum(-1)
+        gaps = torch.where(self.has_LU, torch.cat([y - self.L, self.U - y], -1), self.one)
+        return f - mu * torch.log(gaps).sum(-1)
 
     def _push(self, y: torch.Tensor) -> torch.Tensor:
         """Move y strictly inside [L, U] (Ipopt's bound_push and bound_frac rules)."""
@@ -123,23 +135,27 @@ class InteriorPoint:
         zu = self.has_U.to(x.dtype)
         Jy = self._jacobian_y(J)
         grad_y = torch.cat([g, g.new_zeros(batch, self.rows.numel())], -1) - zl + zu
-        lam = -matvec(torch.linalg.pinv(Jy.transpose(-1, -2)), grad_y) if problem.m else g.new_zeros(batch, 0)
+        lam = -transposed_pseudo_solve(Jy, grad_y) if problem.m else g.new_zeros(batch, 0)
         if problem.m:  # Ipopt discards a least-squares estimate this large
             lam = torch.where(lam.abs().amax(-1, keepdim=True) > 1e3, torch.zeros_like(lam), lam)
         zeros = x.new_zeros(batch)
         long = torch.zeros(batch, dtype=torch.long, device=x.device)
-        return self._fields(x, y[:, n:], lam, zl, zu, f, g, c, J, torch.full_like(zeros, self.mu0),
-                            torch.ones_like(zeros), zeros, torch.full_like(zeros, float("inf")), long, long, long,
-                            torch.full_like(zeros, float("inf")), long)
+        state = self._fields(x, y[:, n:], lam, zl, zu, f, g, c, J, torch.full_like(zeros, self.mu0),
+                             torch.ones_like(zeros), zeros, torch.full_like(zeros, float("inf")), long, long, long,
+                             torch.full_like(zeros, float("inf")), long)
+        if problem.fuses_hessian():  # later Hessians come with the derivatives at each accepted point
+            state.H = problem.lagrangian_hessian(x, lam)
+        return state
 
     def _fields(self, x, s, lam, zl, zu, f, g, c, J, mu, penalty, delta, step_norm, inner, count, failure,
                 best, stall):
         y = torch.cat([x, s], -1)
-        dual = torch.cat([g, g.new_zeros(g.shape[0], s.shape[-1])], -1) + rmatvec(self._jacobian_y(J), lam) - zl + zu
+        # ∇f + J_yᵀλ − z_L + z_U with J_y = [J, −selector]: the slack part of J_yᵀλ is −λ of the inequality rows
+        dual = torch.cat([g + rmatvec(J, lam), -lam[:, self.rows]], -1) - zl + zu
         h = self._h(c, s)
         lower, upper = self._gaps(y)
-        complementarity = torch.cat([torch.where(self.has_L, lower * zl, 0.0),
-                                     torch.where(self.has_U, upper * zu, 0.0)], -1).abs().amax(-1)
+        # z is kept zero where a bound is missing (and that gap is 1), so no mask is needed
+        complementarity = torch.cat([lower * zl, upper * zu], -1).abs().amax(-1)
         violation = h.abs().amax(-1) if h.shape[-1] else torch.zeros_like(f)
         stationary = self._infeasibility(x, c, J) <= self.termination.infeasibility_tol
         optimality, scale = dual.abs().amax(-1), multiplier_scale(lam, zl, zu)
@@ -162,10 +178,7 @@ class InteriorPoint:
         if v.shape[-1] == 0:
             return torch.full_like(size, float("inf"))
         grad = rmatvec(J, v)
-        n = x.shape[-1]
-        near_L = self.has_L[:, :n] & (x - self.spec.x_lower <= 1e-6 * torch.clamp(self.spec.x_lower.abs(), min=1.0))
-        near_U = self.has_U[:, :n] & (self.spec.x_upper - x <= 1e-6 * torch.clamp(self.spec.x_upper.abs(), min=1.0))
-        grad = torch.where((near_L & (grad > 0)) | (near_U & (grad < 0)), torch.zeros_like(grad), grad)
+        grad = torch.where(((x <= self.near_L) & (grad > 0)) | ((x >= self.near_U) & (grad < 0)), 0.0, grad)
         infeasible = size > self.termination.tol
         return torch.where(infeasible, grad.abs().amax(-1) / size.clamp(min=torch.finfo(size.dtype).tiny),
                            torch.full_like(size, float("inf")))
@@ -176,16 +189,15 @@ class InteriorPoint:
         p = s.shape[-1]
         y = torch.cat([x, s], -1)
         lower, upper = self._gaps(y)
-        H = problem.lagrangian_hessian(x, lam)
-        sigma_L = torch.where(self.has_L, zl / lower, 0.0)
-        sigma_U = torch.where(self.has_U, zu / upper, 0.0)
+        H = problem.lagrangian_hessian(x, lam) if state.H is None else state.H
+        sigma_L, sigma_U = zl / lower, zu / upper  # z is zero where a bound is missing
         sigma = sigma_L + sigma_U
         Jy = self._jacobian_y(state.J)
         h = self._h(state.c, s)
         mu_col = mu.unsqueeze(-1)
         grad_y = torch.cat([state.g, state.g.new_zeros(batch, p)], -1)
         grad_barrier = grad_y - torch.where(self.has_L, mu_col / lower, 0.0) + torch.where(self.has_U, mu_col / upper, 0.0)
-        r_x = grad_barrier + rmatvec(Jy, lam)
+        r_x = grad_barrier + torch.cat([rmatvec(state.J, lam), -lam[:, self.rows]], -1)  # + J_yᵀλ
         kkt_norm = torch.cat([r_x, h], -1).norm(dim=-1)
         theta = torch.clamp(kkt_norm ** self.sharpen, max=self.accuracy) if self.sharpen > 0 else \
             torch.full_like(kkt_norm, self.accuracy)
@@ -194,9 +206,9 @@ class InteriorPoint:
         dzu = torch.where(self.has_U, mu_col / upper - zu + sigma_U * dy, 0.0)
         tau = torch.clamp(1 - mu, min=0.99).unsqueeze(-1)
         # one call for both sides (a missing bound has an infinite gap, no limit)
-        alpha_max = self._fraction_to_boundary(torch.where(self.has_LU, torch.cat([lower, upper], -1), float("inf")),
+        alpha_max = self._fraction_to_boundary(torch.where(self.has_LU, torch.cat([lower, upper], -1), self.infinity),
                                                torch.cat([dy, -dy], -1), tau)
-        alpha_z = self._fraction_to_boundary(torch.where(self.has_LU, torch.cat([zl, zu], -1), float("inf")),
+        alpha_z = self._fraction_to_boundary(torch.where(self.has_LU, torch.cat([zl, zu], -1), self.infinity),
                                              torch.cat([dzl, dzu], -1), tau)
         # ℓ₂ merit φ_μ + π‖h‖ and its penalty (Nocedal & Wright (18.36), ρ = 0.1)
         h_norm = h.norm(dim=-1)
@@ -235,7 +247,7 @@ class InteriorPoint:
         # and kept only if it respects the fraction to the boundary
         corrigible = pending & ~(h_full.norm(dim=-1) < h_norm)
         if problem.m and bool(corrigible.any()):
-            correction = -matvec(torch.linalg.pinv(Jy), torch.nan_to_num(h_full))
+            correction = -pseudo_solve(Jy, torch.nan_to_num(h_full))
             y_soc = y_full + correction
             lower_soc, upper_soc = self._gaps(y_soc)
             inside = (~self.has_L | (lower_soc >= (1 - tau) * lower)).all(-1) & \
@@ -268,9 +280,12 @@ class InteriorPoint:
                                                      min=0.0).maximum(mu_col / (_KAPPA_SIGMA * upper_new)), 0.0)
         x_new = y_new[:, :n]
         f, c = packed[:, 0], packed[:, 1:]
-        g, J = state.g, state.J
+        g, J, H_new = state.g, state.J, state.H
         if bool(moved.any()):  # derivatives at the accepted point only; its values come from the search
-            g_new, J_new = problem.derivatives(x_new)
+            if H_new is None:
+                g_new, J_new = problem.derivatives(x_new)
+            else:  # where a member did not move, x_new = x and λ_new = λ: its H is unchanged
+                g_new, J_new, H_new = problem.derivatives_and_hessian(x_new, lam_new)
             g = torch.where(moved.unsqueeze(-1), g_new, g)
             J = torch.where(moved.view(-1, 1, 1), J_new, J)
         jammed = (alpha.squeeze(-1) < 1e-2).unsqueeze(-1)
@@ -279,6 +294,7 @@ class InteriorPoint:
                            alpha.squeeze(-1) * dy.norm(dim=-1), state.inner_iterations + solve.iterations,
                            state.infeasible_count, failure, state.best_error, state.stall_count)
         new.barrier = self._next_barrier(new, y_new)
+        new.H = H_new
         return new
 
     def _newton_step(self, H: torch.Tensor, sigma: torch.Tensor, J: torch.Tensor, r: torch.Tensor, h: torch.Tensor,
@@ -329,9 +345,11 @@ class InteriorPoint:
     @staticmethod
     def _fraction_to_boundary(gap: torch.Tensor, direction: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         """Largest α ≤ 1 with gap + α·direction ≥ (1 − τ)·gap for every component."""
-        limits = torch.where(direction < 0, -tau * gap / torch.where(direction < 0, direction, -1.0),
-                             torch.full_like(gap, float("inf")))
-        return torch.clamp(limits.amin(-1), max=1.0) if gap.shape[-1] else gap.new_ones(gap.shape[0])
+        if not gap.shape[-1]:
+            return gap.new_ones(gap.shape[0])
+        # τ·min over the components that move toward their boundary of gap/|direction|
+        limits = torch.where(direction < 0, gap / direction.neg(), gap.new_full((), torch.inf))
+        return torch.clamp(tau.squeeze(-1) * limits.amin(-1), max=1.0)
 
     def _next_barrier(self, state: InteriorPointState, y: torch.Tensor) -> torch.Tensor:
         mu = state.barrier

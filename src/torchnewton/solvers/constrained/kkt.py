@@ -69,7 +69,6 @@ class KKTSolver:
         m = r_c.shape[-1]
         rhs = torch.cat([r_x, r_c], -1)
         K = torch.cat([torch.cat([W, J.transpose(-1, -2)], -1), torch.cat([J, J.new_zeros(batch, m, m)], -1)], -2)
-        on_x = torch.cat([W.new_ones(n), W.new_zeros(m)])  # δ shifts the x block only
         delta = torch.zeros_like(delta_last)
         # δ = 0 first, for every member
         z, done, status, iterations = self._attempt(K, rhs, n, accuracy)
@@ -87,6 +86,7 @@ class KKTSolver:
             first = False
             if bool((delta[~done] > _DELTA_MAX).all()):
                 break
+            on_x = torch.cat([W.new_ones(n), W.new_zeros(m)])  # δ shifts the x block only
             shifted = K + torch.diag_embed(delta.unsqueeze(-1) * on_x)
             trial, ok, trial_status, trial_iterations = self._attempt(shifted, rhs, n, accuracy)
             self.calls += 1
@@ -149,14 +149,16 @@ def _direct(K: torch.Tensor, rhs: torch.Tensor, n: int, zeros: torch.Tensor):
     threshold = _threshold(K, K.abs().amax((-2, -1)).unsqueeze(-1))
     LU, lu_pivots, lu_info = torch.linalg.lu_factor_ex(K)
     z = torch.linalg.lu_solve(LU, lu_pivots, rhs.unsqueeze(-1)).squeeze(-1)
-    regular = (values.abs() > threshold).all(-1) & (info == 0) & (lu_info == 0) & torch.isfinite(z).all(-1)
+    finite = torch.isfinite(z).all(-1)  # true for every regular member: only the fallback below needs a mask
+    regular = (values.abs() > threshold).all(-1) & (info == 0) & (lu_info == 0) & finite
     ok = (values > threshold).sum(-1) == n
     if not bool(regular.all()):
         z_pinv, ok_pinv = _pseudo_inverse(K, rhs, n)
         z = torch.where(regular.unsqueeze(-1), z, z_pinv)
         ok = torch.where(regular, ok, ok_pinv)
-    finite = torch.isfinite(z).all(-1)
-    return torch.where(finite.unsqueeze(-1), z, torch.zeros_like(z)), ok & finite, zeros, zeros
+        finite = torch.isfinite(z).all(-1)
+        z = torch.where(finite.unsqueeze(-1), z, torch.zeros_like(z))
+    return z, ok & finite, zeros, zeros
 
 
 def _pseudo_inverse(K: torch.Tensor, rhs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

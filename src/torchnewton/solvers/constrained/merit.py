@@ -36,10 +36,14 @@ import torch
 from ...linear.batched import matvec, rmatvec
 
 
-def augmented_lagrangian(f: torch.Tensor, c: torch.Tensor, grad_lagrangian: torch.Tensor, lam: torch.Tensor,
+def augmented_lagrangian(f: torch.Tensor, c: torch.Tensor, grad_lagrangian: torch.Tensor | None, lam: torch.Tensor,
                          mu: torch.Tensor, nu: torch.Tensor | float) -> torch.Tensor:
-    """L_μ,ν (B,) from f (B,), c (B, m), ∇ₓL (B, n), λ (B, m), μ (B,), ν (B,) or a float."""
-    return f + (lam * c).sum(-1) + 0.5 * mu * (c * c).sum(-1) + 0.5 * nu * (grad_lagrangian ** 2).sum(-1)
+    """L_μ,ν (B,) from f (B,), c (B, m), ∇ₓL (B, n), λ (B, m), μ (B,), ν (B,) or a float.
+
+    ``grad_lagrangian=None`` leaves the ν-term out: f + λᵀc + (μ/2)‖c‖², a lower bound of L_μ,ν
+    from f and c alone."""
+    value = f + (c * (lam + 0.5 * mu.unsqueeze(-1) * c)).sum(-1)
+    return value if grad_lagrangian is None else value + 0.5 * nu * (grad_lagrangian * grad_lagrangian).sum(-1)
 
 
 def _column(nu: torch.Tensor | float) -> torch.Tensor | float:

@@ -8,7 +8,9 @@ replace the corresponding pieces. Counters: ``nfev`` objective calls, ``njev`` g
 ``njcev`` constraint Jacobians. A call on the whole (B, n) batch counts once; the entry point's
 input checks of f and c at x0 count too, and their values are the solver's first ones
 (:meth:`ConstrainedProblem.remember`). Without user derivatives, ∇f and every constraint's
-Jacobian come from one recorded evaluation and one batched reverse pass.
+Jacobian come from one recorded evaluation and one batched reverse pass; where the next
+iteration needs ∇²ₓL at the same point, :meth:`ConstrainedProblem.derivatives_and_hessian` gives
+all three from one recording (the interior point method's accepted points).
 
 Objective scaling (Ipopt's gradient-based rule, Wächter & Biegler 2006 §3.8): with
 ``scale_objective`` the solvers see s·f, s = min(1, 100/‖∇f(x₀)‖∞) per member, fixed at the first
@@ -23,6 +25,11 @@ import torch
 from ...core.counters import Counters
 from ...derivatives import autodiff
 from .spec import BatchFunction, ConstraintSpec
+
+
+def _basis(k: int, x: torch.Tensor) -> torch.Tensor:
+    """The k unit vectors, each broadcast over the batch of x: (k, B, k), for a batched reverse pass."""
+    return torch.eye(k, dtype=x.dtype, device=x.device).unsqueeze(1).expand(k, x.shape[0], k)
 
 
 class ConstrainedProblem:
@@ -137,9 +144,8 @@ class ConstrainedProblem:
             out = torch.cat([f.unsqueeze(-1), c], -1)
             rows = None
             if out.requires_grad:
-                k = out.shape[-1]
-                basis = torch.eye(k, dtype=out.dtype, device=out.device).unsqueeze(1).expand(k, batch, k)
-                (rows,) = torch.autograd.grad(out, z, grad_outputs=basis, is_grads_batched=True, allow_unused=True)
+                (rows,) = torch.autograd.grad(out, z, grad_outputs=_basis(out.shape[-1], x), is_grads_batched=True,
+                                              allow_unused=True)
         rows = x.new_zeros(batch, out.shape[-1], n) if rows is None else rows.transpose(0, 1)
         return f.detach(), rows[:, 0], c.detach(), rows[:, 1:]
 
@@ -156,6 +162,48 @@ class ConstrainedProblem:
                 values.append(value)
                 jacobians.append(J)
         return torch.cat(values, -1), torch.cat(jacobians, -2)
+
+    # ---- first and second derivatives in one pass -------------------------------------------
+    def fuses_hessian(self) -> bool:
+        """Whether :meth:`derivatives_and_hessian` is one autodiff pass (no user derivative anywhere)."""
+        return self.hess is None and self.hessp is None and all(b.hess is None for b in self.spec.blocks) and \
+            self._all_autodiff()
+
+    def derivatives_and_hessian(self, x: torch.Tensor, lam: torch.Tensor
+                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(∇f, J, ∇²ₓL(x, λ)) at x where the values are known; counted as one gradient, one Jacobian
+        and one Hessian.
+
+        On the autodiff path one recording of L = s·f + λᵀc with λ a leaf too: the reverse pass
+        gives ∇ₓL with its graph, and one batched reverse pass of ∇ₓL along the n basis vectors
+        gives both ∂∇ₓL/∂x = ∇²ₓL and ∂∇ₓL/∂λ = Jᵀ; the scaled gradient s∇f = ∇ₓL − Jᵀλ (what
+        :meth:`derivatives` returns) follows without the separate first-order recording and
+        reverse pass that :meth:`derivatives` then :meth:`lagrangian_hessian` take. Its rounding
+        error is about eps·‖Jᵀλ‖, far below any KKT tolerance unless λ is huge.
+        """
+        if not self.fuses_hessian() or self.scale is None:
+            g, J = self.derivatives(x)
+            return g, J, self.lagrangian_hessian(x, lam)
+        self.counters.njev += 1
+        self.counters.nhev += 1
+        self.njcev += 1
+        batch, n = x.shape
+        with torch.enable_grad():
+            z = x.detach().requires_grad_(True)
+            w = lam.detach().requires_grad_(True)
+            c = self._constraint_values(z)
+            lagrangian = self.scale * self.fun(z) + (w * c).sum(-1)
+            grad = hess = jac_t = None
+            if lagrangian.requires_grad:
+                (grad,) = torch.autograd.grad(lagrangian.sum(), z, create_graph=True, allow_unused=True)
+            if grad is not None and grad.requires_grad:
+                hess, jac_t = torch.autograd.grad(grad, (z, w), grad_outputs=_basis(n, x),
+                                                  is_grads_batched=True, allow_unused=True)
+        grad = x.new_zeros(batch, n) if grad is None else grad.detach()
+        H = x.new_zeros(batch, n, n) if hess is None else hess.transpose(0, 1)
+        J = x.new_zeros(batch, self.m, n) if jac_t is None else jac_t.permute(1, 2, 0)
+        g = grad - (J.transpose(-1, -2) @ lam.unsqueeze(-1)).squeeze(-1)
+        return g, J, 0.5 * (H + H.transpose(-1, -2))
 
     # ---- second derivatives ---------------------------------------------------------------
     def lagrangian_hessian(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:

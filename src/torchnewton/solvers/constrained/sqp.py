@@ -49,9 +49,10 @@ import torch
 
 from ...core.status import Status
 from ...globalize.linesearch import armijo
-from ...linear.batched import matvec, rmatvec
+from ...linear.batched import rmatvec
 from .kkt import KKTSolver
 from .l1_merit import l1_merit, l1_slope
+from .least_norm import pseudo_solve, transposed_pseudo_solve
 from .merit import augmented_lagrangian, merit_gradient, slope_parts, update_penalty
 from .problem import ConstrainedProblem
 from .quasi_newton import damped_bfgs_update
@@ -104,7 +105,7 @@ class SQP:
         f, g, c, J = problem.evaluate(x0)
         c = c - self.target
         # least-squares multipliers: min ‖∇f + Jᵀλ‖
-        lam = -matvec(torch.linalg.pinv(J.transpose(-1, -2)), g) if problem.m else g.new_zeros(g.shape[0], 0)
+        lam = -transposed_pseudo_solve(J, g) if problem.m else g.new_zeros(g.shape[0], 0)
         batch = x0.shape[0]
         zeros = x0.new_zeros(batch)
         long = torch.zeros(batch, dtype=torch.long, device=x0.device)
@@ -169,9 +170,8 @@ class SQP:
 
             exact = None
         else:
-            mu, nu, descent, inner = self._penalty(problem, state, H, solve, theta, running, inner)
+            mu, nu, descent, inner, (a, b, q) = self._penalty(problem, state, H, solve, theta, running, inner)
             dx, dlam = solve.dx, solve.dlam
-            a, b, q = slope_parts(gl, c, J, H, dx, dlam)
             slope = a + nu * b - mu * q
             gx, glam = merit_gradient(gl, c, J, H, mu, nu)
             fallback = ~descent | ~(slope < 0) | ~torch.isfinite(slope)
@@ -182,7 +182,7 @@ class SQP:
 
             def cheap(f, cv, lam_new):
                 # L_μ,ν ≥ f + λᵀc + (μ/2)‖c‖²: a trial this bound rejects needs no ∇f and J
-                return augmented_lagrangian(f, cv, torch.zeros_like(x), lam_new, mu, nu)
+                return augmented_lagrangian(f, cv, None, lam_new, mu, nu)
 
             def exact(f, cv, g, Jn, lam_new):
                 return augmented_lagrangian(f, cv, g + rmatvec(Jn, lam_new), lam_new, mu, nu)
@@ -220,7 +220,7 @@ class SQP:
         # raised ‖c‖ (Wächter & Biegler 2006, §2.4); where ‖c‖ fell it would only cost a trial
         corrigible = pending & ~fallback & ~((c_full * c_full).sum(-1) < (c * c).sum(-1))
         if self.second_order_correction and problem.m and bool(corrigible.any()):
-            correction = -matvec(torch.linalg.pinv(J), torch.nan_to_num(c_full))
+            correction = -pseudo_solve(J, torch.nan_to_num(c_full))
             x_soc = x + dx + correction
             phi_soc, packed_soc = trial(x_soc, lam + dlam, threshold)
             ok = corrigible & torch.isfinite(phi_soc) & (phi_soc <= threshold)
@@ -261,8 +261,9 @@ class SQP:
         return new
 
     def _penalty(self, problem, state, H, solve, theta, running, inner):
-        """(μ, ν, descent, inner) of the augmented-Lagrangian merit; an inexact step that no penalty
-        makes a descent step is solved tighter (``solve`` is updated in place)."""
+        """(μ, ν, descent, inner, (a, b, q)) of the augmented-Lagrangian merit, (a, b, q) the slope parts
+        along the final step; an inexact step that no penalty makes a descent step is solved tighter
+        (``solve`` is updated in place)."""
         gl, c, J = state.grad_lagrangian, state.c, state.J
         grad_sq = (gl * gl).sum(-1)
         a, b, q = slope_parts(gl, c, J, H, solve.dx, solve.dlam)
@@ -276,7 +277,7 @@ class SQP:
             inner = inner + torch.where(redo, tighter.iterations, torch.zeros_like(inner))
             a, b, q = slope_parts(gl, c, J, H, solve.dx, solve.dlam)
             mu, nu, descent = update_penalty(state.mu, state.nu, a, b, q, grad_sq)
-        return mu, nu, descent, inner
+        return mu, nu, descent, inner, (a, b, q)
 
     def terminate(self, problem: ConstrainedProblem, state: SQPState):
         return self.termination(problem, state)

@@ -92,10 +92,10 @@ class KKTTermination:
         optimality = state.optimality if scale is None else state.optimality / scale
         converged = (optimality <= tol * state.multiplier_scale) & (state.violation <= tol) & \
             (state.complementarity <= tol)
-        nonfinite = ~torch.isfinite(state.f) | ~torch.isfinite(state.x).all(-1)
+        size = state.x.abs().amax(-1)  # NaN if any component is (amax propagates NaN)
+        nonfinite = ~(torch.isfinite(state.f) & torch.isfinite(size))
         infeasible = ~converged & (state.infeasible_count >= 2)
-        unbounded = ~converged & (state.violation <= tol) & \
-            ((state.f < -self.unbounded) | (state.x.abs().amax(-1) > self.unbounded))
+        unbounded = ~converged & (state.violation <= tol) & ((state.f < -self.unbounded) | (size > self.unbounded))
         failed = ~converged & (state.failure != 0)
         stalled = ~converged & (state.stall_count >= self.patience)
         status = torch.full_like(state.failure, int(Status.RUNNING))
