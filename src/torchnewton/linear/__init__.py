@@ -21,11 +21,12 @@ from .recycling import RecyclingSolver, skr_order
 from .relaxation import sor, young_optimal_omega
 from .relaxation_table import sor_iteration_table
 from .sketch import KKTOperator, sketch_solve
+from .unimodal_bandit import UnimodalThompsonSampling
 
 __all__ = ["CholeskyFactor", "DenseOperator", "DiagonalOperator", "LinearOperator", "LinearSolution",
            "LowRankPlusDiagonal", "MatrixFreeOperator", "ShiftedOperator", "as_operator", "boundary_step",
            "cg", "gmres", "jacobi", "minres", "solve_dense",
            "CallableOperator", "ChebyshevContextualBandit", "KKTOperator", "KrylovResult", "MatrixOperator", "Preconditioner",
-           "RecyclingSolver", "RelaxationSequence", "SquareOperator", "TsallisINF", "amg_preconditioner",
+           "RecyclingSolver", "RelaxationSequence", "SquareOperator", "TsallisINF", "UnimodalThompsonSampling", "amg_preconditioner",
            "aslinearoperator", "bicgstab", "ilu_preconditioner", "jacobi_preconditioner", "regret", "skr_order",
            "play_table", "sketch_solve", "solve_sor_sequence", "sor", "sor_iteration_table", "ssor_preconditioner", "young_optimal_omega"]

@@ -8,6 +8,13 @@ hindsight. With a scalar context per system (e.g. a diagonal shift or diffusion 
 ChebCB regresses each arm's cost on Chebyshev polynomials of the context and samples by
 inverse-gap weighting, approaching the instance-optimal ω.
 
+``omega="bandit"`` plays :class:`~torchnewton.linear.unimodal_bandit.UnimodalThompsonSampling`
+by default (``algorithm="unimodal"``): the mean cost is unimodal in ω, and a bandit that only
+explores around its leader reached 1.03x the best fixed ω's iterations on the paper's sequence at
+T = 5000 where Tsallis-INF, which treats the 20 arms as unrelated, reached 1.18x (``bench linear
+--full``, 10 seeds; 1.14x and 1.70x at T = 500), and it stayed ahead on the other sequences there. ``algorithm="tsallis-inf"`` plays the paper's algorithm, whose regret bound
+holds for any (adversarial) sequence of costs; the unimodal bandit assumes i.i.d. systems.
+
 Example:
     >>> bandit = TsallisINF(3, seed=0)
     >>> arm = bandit.select(); bandit.update(arm, 0.2)
@@ -22,6 +29,9 @@ import numpy as np
 import torch
 
 from .relaxation import sor
+from .unimodal_bandit import UnimodalThompsonSampling
+
+BANDIT_ALGORITHMS = ("unimodal", "tsallis-inf")
 
 
 class TsallisINF:
@@ -134,6 +144,17 @@ class ChebyshevContextualBandit:
         self.coefficients[arm] = np.linalg.lstsq(self.gram[arm] + eye, self.moment[arm], rcond=None)[0]
 
 
+def make_bandit(algorithm: str, n_arms: int, *, seed: int = 0, normalization: str = "mean"):
+    """The non-contextual bandit behind ``omega="bandit"``: ``"unimodal"`` (UTS over the ordered
+    grid; losses fed raw, its draws scale with them) or ``"tsallis-inf"`` (losses over their
+    running mean for ``normalization="mean"``, else taken as given in [0, 1])."""
+    if algorithm == "unimodal":
+        return UnimodalThompsonSampling(n_arms, seed=seed)
+    if algorithm == "tsallis-inf":
+        return TsallisINF(n_arms, seed=seed, normalization="mean" if normalization == "mean" else "none")
+    raise ValueError(f"algorithm must be one of {BANDIT_ALGORITHMS}, got {algorithm!r}")
+
+
 @dataclass
 class RelaxationSequence:
     """Outcome of :func:`solve_sor_sequence`: per system the ω used, its iteration count and result."""
@@ -150,11 +171,13 @@ class RelaxationSequence:
 def solve_sor_sequence(systems: Sequence[tuple[Any, torch.Tensor]], *, omega: float | str = "bandit",
                        grid: Sequence[float] | None = None, contexts: Sequence[float] | None = None,
                        rtol: float = 1e-8, maxiter: int = 5000, seed: int = 0, degree: int = 5,
-                       gamma: float = 4.0, normalization: str = "mean") -> RelaxationSequence:
+                       gamma: float = 4.0, normalization: str = "mean",
+                       algorithm: str = "unimodal") -> RelaxationSequence:
     """Solve each (A, b) by SOR, choosing ω per system.
 
-    ``omega`` is a fixed number, ``"bandit"`` (Tsallis-INF over ``grid``) or ``"contextual"``
-    (ChebCB on ``contexts``, one scalar per system). Systems that hit ``maxiter`` cost maxiter
+    ``omega`` is a fixed number, ``"bandit"`` (over ``grid``: ``algorithm="unimodal"``, the
+    default, or ``"tsallis-inf"``, see :func:`make_bandit`) or ``"contextual"`` (ChebCB on
+    ``contexts``, one scalar per system). Systems that hit ``maxiter`` cost maxiter
     (the paper's convention). The loss fed to the bandit is the iteration count minus one (the
     least any ω can cost), divided by the running mean loss (``normalization="mean"``, as in the
     paper's experiments) or by ``maxiter`` (``"maxiter"``: losses in [0, 1], the setting of the
@@ -162,6 +185,8 @@ def solve_sor_sequence(systems: Sequence[tuple[Any, torch.Tensor]], *, omega: fl
     """
     if normalization not in ("mean", "maxiter"):
         raise ValueError(f"normalization must be 'mean' or 'maxiter', got {normalization!r}")
+    if algorithm not in BANDIT_ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {BANDIT_ALGORITHMS}, got {algorithm!r}")
     grid = list(grid) if grid is not None else [1.0 + 0.05 * i for i in range(19)]
     if any(not 0 < w < 2 for w in grid):
         raise ValueError(f"every grid value must be in (0, 2), got {grid}")
@@ -171,7 +196,7 @@ def solve_sor_sequence(systems: Sequence[tuple[Any, torch.Tensor]], *, omega: fl
         contextual = ChebyshevContextualBandit(len(grid), (min(contexts), max(contexts) + 1e-12),
                                                degree=degree, gamma=gamma, seed=seed)
     elif omega == "bandit":
-        bandit = TsallisINF(len(grid), seed=seed, normalization="mean" if normalization == "mean" else "none")
+        bandit = make_bandit(algorithm, len(grid), seed=seed, normalization=normalization)
     elif isinstance(omega, str) or not isinstance(omega, (int, float)):
         raise ValueError(f"omega must be a number, 'bandit' or 'contextual', got {omega!r}")
     omegas, iterations, results = [], [], []
@@ -209,21 +234,23 @@ def regret(chosen_costs: Sequence[float], table: np.ndarray) -> dict[str, float]
 
 def play_table(table: np.ndarray, *, omega: str = "bandit", contexts: Sequence[float] | None = None,
                seed: int = 0, degree: int = 5, gamma: float = 4.0, normalization: str = "mean",
-               maxiter: int = 5000) -> tuple[list[int], list[float]]:
+               maxiter: int = 5000, algorithm: str = "unimodal") -> tuple[list[int], list[float]]:
     """Run a bandit against a precomputed cost table (T, K) — the iteration count of every grid ω
     on every system, e.g. from :func:`~torchnewton.linear.relaxation_table.sor_iteration_table`.
     SOR is deterministic, so this is the sequence :func:`solve_sor_sequence` would produce on the
-    same systems (same ``seed``, ``normalization`` and ``maxiter``), at no solve cost. Returns
+    same systems (same ``seed``, ``normalization``, ``maxiter`` and ``algorithm``), at no solve cost. Returns
     (arms chosen, their costs)."""
     table = np.asarray(table, dtype=float)
     if table.ndim != 2 or table.shape[0] == 0:
         raise ValueError(f"table must be (T, K) with T >= 1, got shape {table.shape}")
     if normalization not in ("mean", "maxiter"):
         raise ValueError(f"normalization must be 'mean' or 'maxiter', got {normalization!r}")
+    if algorithm not in BANDIT_ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {BANDIT_ALGORITHMS}, got {algorithm!r}")
     count, arms = table.shape
     divisor = float(maxiter) if normalization == "maxiter" else 1.0
     if omega == "bandit":
-        bandit = TsallisINF(arms, seed=seed, normalization="mean" if normalization == "mean" else "none")
+        bandit = make_bandit(algorithm, arms, seed=seed, normalization=normalization)
     elif omega == "contextual":
         if contexts is None or len(contexts) != count:
             raise ValueError("omega='contextual' needs one context per system (contexts=)")
