@@ -103,10 +103,11 @@ def test_sor_table_matches_solver_and_bandits_reach_concrete_regret():
         for arm in (0, 3, 6):
             assert sor(A[t], b[t], omega=grid[arm], rtol=1e-8, maxiter=3000).nit == table[t, arm]
     systems = [(aslinearoperator(A[t]), b[t]) for t in range(15)]
-    result = solve_sor_sequence(systems, omega="bandit", grid=grid, maxiter=3000, seed=0)
-    arms, costs = play_table(table[:15], seed=0)
+    result = solve_sor_sequence(systems, omega="bandit", algorithm="tsallis-inf", grid=grid, maxiter=3000,
+                                seed=0)
+    arms, costs = play_table(table[:15], algorithm="tsallis-inf", seed=0)
     assert result.iterations == costs and result.omegas == [grid[a] for a in arms]
-    _, bandit = play_table(table, seed=0)
+    _, bandit = play_table(table, algorithm="tsallis-inf", seed=0)
     _, contextual = play_table(table, omega="contextual", contexts=list(shifts), seed=0)
     report = regret(bandit, table)
     # seeded figures (300 systems of 36 unknowns, 7 arms; seed 0 gives 1.30 and 1.18): Tsallis-INF
