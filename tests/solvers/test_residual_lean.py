@@ -149,3 +149,36 @@ def test_hybrid_dogleg_floats_equal_the_batched_step(radius, zero_pivot):
     assert p_norm <= radius * (1 + 1e-12)
     assert model_norm == pytest.approx(float((qtf[0] + R[0] @ p[0]).norm()), rel=1e-12)
     assert pivots == pytest.approx(R[0].diagonal().abs().tolist(), rel=0, abs=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_scaled_jacobian_of_one_equals_the_batched_decomposition(dtype):
+    # one problem's decomposition on the host arrays against ScaledJacobian.of and its read-back:
+    # the same SVD and c = UᵀF, so the same bits, and a rank-deficient J keeps its significance mask
+    from torchnewton.globalize.damping import ScaledJacobian
+    torch.manual_seed(2)
+    J = torch.randn(1, 9, 3, dtype=dtype)
+    J[0, :, 2] = 2 * J[0, :, 0]
+    F = torch.randn(1, 9, dtype=dtype)
+    scale = J.norm(dim=-2)
+    decomposition, spectrum = ScaledJacobian.of_one(J, F, scale.tolist()[0])
+    reference = ScaledJacobian.of(J, F, scale)
+    for name in ("singular", "vectors", "coefficients", "scale", "significant"):
+        assert torch.equal(getattr(decomposition, name), getattr(reference, name)), name
+    floats = reference.spectrum()
+    assert spectrum.singular == floats.singular and spectrum.coefficients == floats.coefficients
+    assert spectrum.vectors == floats.vectors and spectrum.scale == floats.scale
+    assert spectrum.significant == floats.significant == [True, True, False] and not spectrum.full_rank
+
+
+def test_levenberg_marquardt_lean_float32_round_off():
+    # float32: the trial point x + p is formed on the arrays in x's dtype, as the batch's x + p
+    t = torch.linspace(0, 2, 12, dtype=torch.float32)
+    y = 2.0 * torch.exp(-1.3 * t) + 0.5
+    r = lambda p: p[..., :1] * torch.exp(-p[..., 1:2] * t) + p[..., 2:3] - y
+    x0, other = torch.tensor([1.0, 1.0, 0.0]), torch.tensor([3.0, 0.5, 1.0])
+    one = least_squares(r, x0, ftol=1e-6, xtol=1e-6, gtol=1e-6)
+    many = least_squares(r, torch.stack([x0, other]), batch=True, ftol=1e-6, xtol=1e-6, gtol=1e-6)
+    assert one.x.dtype == torch.float32 and one.status == Status(int(many.status[0])) == Status.SUCCESS
+    assert torch.allclose(one.x, many.x[0], rtol=1e-5, atol=0)
+    assert torch.allclose(one.x, torch.tensor([2.0, 1.3, 0.5]), atol=1e-3)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .members import lean, ops_of
@@ -110,6 +111,29 @@ class ScaledJacobian:
         significant = sigma > sigma[..., :1] * torch.finfo(sigma.dtype).eps * max(J.shape[-2:])
         return cls(torch.where(finite.unsqueeze(-1), sigma, nan), Vh.transpose(-1, -2),
                    torch.where(finite.unsqueeze(-1), c, nan), scale, significant)
+
+    @classmethod
+    def of_one(cls, J: torch.Tensor, F: torch.Tensor, scale: list[float]) -> tuple["ScaledJacobian", "ScaledSpectrum"]:
+        """One problem's decomposition (J (1, m, n) and F (1, m) finite, on the CPU) and its floats
+        (:meth:`spectrum`) in one go: the same SVD and c = UᵀF as :meth:`of`, so the same bits, with
+        the masking, the significance test and the read-back on the ``.numpy()`` views.
+
+        Example:
+            >>> J = torch.tensor([[[3.0, 0.0], [0.0, 0.5]]]); F = torch.ones(1, 2)
+            >>> decomposition, spectrum = ScaledJacobian.of_one(J, F, [3.0, 0.5])
+            >>> spectrum.singular, decomposition.singular.shape
+            ([1.0, 1.0], torch.Size([1, 2]))
+        """
+        J_host = J.detach().numpy()
+        d = np.array([scale], dtype=J_host.dtype)
+        U, sigma, Vh = torch.linalg.svd(torch.from_numpy(J_host / d[:, None]), full_matrices=False)
+        c, V = (U * F.unsqueeze(-1)).sum(-2), Vh.mT
+        sigma_host, c_host, V_host = sigma.numpy()[0], c.numpy()[0], V.numpy()[0]
+        significant = sigma_host > sigma_host[:1] * np.finfo(sigma_host.dtype).eps * max(J_host.shape[1:])
+        mask = significant.tolist()
+        spectrum = ScaledSpectrum(sigma_host.tolist(), c_host.tolist(), mask, all(mask) and len(mask) == J.shape[-1],
+                                  V_host.tolist(), list(scale))
+        return cls(sigma, V, c, torch.from_numpy(d), torch.from_numpy(significant[None])), spectrum
 
     @property
     def finite(self) -> torch.Tensor:

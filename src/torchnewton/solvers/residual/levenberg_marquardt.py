@@ -24,15 +24,17 @@ every member of a batch keeps its own trust radius Δ, damping λ and scaling D.
   maxⱼ |Jⱼᵀ F| / (‖Jⱼ‖ ‖F‖), the scaled gradient test.
 
 One problem on the CPU (the loop's lean path) reads the decomposition back as Python floats once
-per Jacobian (``ScaledSpectrum``): every λ search, trial step p(λ) and model value ‖J p‖ =
-‖diag(σ) w c‖ then costs microseconds of float arithmetic instead of a dozen small torch calls.
-The same formulas, summed in another order: the iterates agree with the batch's to round-off.
+per Jacobian (``ScaledSpectrum``, from the ``.numpy()`` views of the tensors, which are no copies
+on the CPU): every λ search, trial step p(λ) and model value ‖J p‖ = ‖diag(σ) w c‖ then costs
+microseconds of float arithmetic instead of a dozen small torch calls, and x + p is one addition of
+arrays. The same formulas, summed in another order: the iterates agree with the batch's to round-off.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from ...core.status import Status
@@ -86,31 +88,38 @@ def _linearize(J: torch.Tensor, F: torch.Tensor, F_norm: torch.Tensor | float,
     """The linearization at (F, J), with D ← max(``previous``, ‖Jⱼ‖) (``previous`` None: the
     first point). ``F_norm`` is ‖F‖ as a tensor (batch) or a float (one problem, whose previous
     D as floats is ``spectrum.scale``)."""
-    norms, grad = J.norm(dim=-2), rmatvec(J, F)
     if not lean(J):
+        norms, grad = J.norm(dim=-2), rmatvec(J, F)
         column = _nonzero(norms)
         scaling = column if previous is None else torch.maximum(previous, column)
         decomposition = ScaledJacobian.of(J, F, scaling)
         cosine, saturated = _first_order(norms, F_norm, grad, scaling)
         return _Linearization(scaling, column, decomposition, grad, cosine, saturated, decomposition.finite)
-    n = J.shape[-1]
-    flat = torch.cat([norms, grad], dim=-1).tolist()[0]
-    norm_list, grad_list = flat[:n], flat[n:]
+    return _linearize_one(J, F, F_norm, None if previous is None else spectrum.scale)
+
+
+def _linearize_one(J: torch.Tensor, F: torch.Tensor, F_norm: float, previous: list[float] | None) -> _Linearization:
+    """:func:`_linearize` of one problem on the CPU (``previous``: the last D as floats), in about a
+    dozen calls instead of thirty: D and the decomposition bitwise as the batch's (the same torch
+    reductions and SVD, see :meth:`ScaledJacobian.of_one`), the rest on the ``.numpy()`` views
+    (no copies) and Python floats. Jᵀ F is one numpy product, equal to the batch's to round-off: it
+    feeds only the first-order test and ``Result.grad``."""
+    J_host, F_host = J.detach().numpy()[0], F.detach().numpy()[0]
+    norm_list = J.norm(dim=-2).tolist()[0]
+    grad_host = F_host @ J_host
+    grad = torch.from_numpy(grad_host[None])
     column_list = [v if v > 0 else 1.0 for v in norm_list]  # _nonzero (a NaN norm gives 1 there too)
-    column = J.new_tensor([column_list])
-    if previous is None:
-        scaling_list, scaling = column_list, column
-    else:
-        scaling_list = [a if a >= b else b for a, b in zip(spectrum.scale, column_list)]
-        scaling = previous if scaling_list == spectrum.scale else column if scaling_list == column_list \
-            else J.new_tensor([scaling_list])
+    scaling_list = column_list if previous is None else [a if a >= b else b for a, b in zip(previous, column_list)]
+    column = torch.from_numpy(np.array([column_list], dtype=J_host.dtype))
     # a column norm is finite exactly when the column is (short of overflowing the norm itself)
-    finite = math.isfinite(F_norm) and all(math.isfinite(v) for v in norm_list)
-    decomposition = ScaledJacobian.of(J, F, scaling, finite=finite)
-    if not finite:
+    if not (math.isfinite(F_norm) and all(map(math.isfinite, norm_list))):
+        scaling = J.new_tensor([scaling_list])
+        decomposition = ScaledJacobian.of(J, F, scaling, finite=False)
         return _Linearization(scaling, column, decomposition, grad, math.nan, False, False)
-    cosine, saturated = _first_order_floats(norm_list, F_norm, grad_list, scaling_list, torch.finfo(J.dtype).eps)
-    return _Linearization(scaling, column, decomposition, grad, cosine, saturated, True, decomposition.spectrum())
+    decomposition, spectrum = ScaledJacobian.of_one(J, F, scaling_list)
+    cosine, saturated = _first_order_floats(norm_list, F_norm, grad_host.tolist(), scaling_list,
+                                            torch.finfo(J.dtype).eps)
+    return _Linearization(decomposition.scale, column, decomposition, grad, cosine, saturated, True, spectrum)
 
 
 @dataclass
@@ -126,16 +135,18 @@ class LevenbergMarquardt:
         point = _linearize(J, F, F_norm, None)
         fields = initial_state(x0, F, point.grad)
         fields["scale"] = point.column_norms
-        x_norm = (point.scaling * x0).norm(dim=-1)
-        radius = self.initial_radius * torch.where(x_norm > 0, x_norm, torch.ones_like(x_norm))
-        batch = x0.shape[0]
-        fields["failure"] = o.pack(o.where(point.finite, o.value(fields["failure"]), int(Status.NONFINITE)),
-                                   fields["failure"])
+        if o.batched:
+            x_norm = (point.scaling * x0).norm(dim=-1)
+            radius = self.initial_radius * torch.where(x_norm > 0, x_norm, torch.ones_like(x_norm))
+            own = dict(radius=radius, damping=torch.zeros_like(radius),
+                       first_step=torch.ones(x0.shape[0], dtype=torch.bool, device=x0.device))
+        else:  # Δ, λ and first_step of one problem are Python numbers
+            x_norm = _scaled_norm_one(point.spectrum.scale if point.finite else point.scaling.tolist()[0], x0)
+            own = dict(radius=self.initial_radius * (x_norm if x_norm > 0 else 1.0), damping=0.0, first_step=True)
+        if o.batched or not point.finite:
+            fields["failure"] = o.pack(o.where(point.finite, o.value(fields["failure"]), int(Status.NONFINITE)),
+                                       fields["failure"])
         decomposition = point.decomposition
-        own = dict(radius=radius, damping=torch.zeros_like(radius),
-                   first_step=torch.ones(batch, dtype=torch.bool, device=x0.device))
-        if not o.batched:
-            own = dict(radius=radius.item(), damping=0.0, first_step=True)
         return LevenbergMarquardtState(
             **fields, J=J, scaling=point.scaling, **own,
             gradient_cosine=o.pack(point.cosine, fields["cost"]),
@@ -157,13 +168,14 @@ class LevenbergMarquardt:
                                                 dtype=x.dtype)
         if o.batched:
             p, p_norm = decomposition.step(damping)
-        else:
+            x_trial = x + p
+        else:  # x + p on the arrays: the same IEEE additions in x's dtype, two calls fewer
             p, p_norm = spectrum.step(damping)
-            p = x.new_tensor([p])
+            x_host = x.detach().numpy()
+            x_trial = torch.from_numpy(x_host + np.array([p], dtype=x_host.dtype))
         problem.counters.nlinsolve += 1
         first_step = own(state.first_step)
         radius = o.where(first_step, o.minimum(own(state.radius), p_norm), own(state.radius))
-        x_trial = x + p
         F_trial = problem.residual(x_trial)
         if o.batched:
             F_norm, trial_norm = F.norm(dim=-1), F_trial.norm(dim=-1)
@@ -213,8 +225,7 @@ class LevenbergMarquardt:
         if o.batched:
             x_norm = (new_scale * x_new).norm(dim=-1)
         else:  # D is fresh_spectrum.scale (where J was finite)
-            d = fresh_spectrum.scale if fresh_finite else new_scale.tolist()[0]
-            x_norm = math.sqrt(sum((a * b) * (a * b) for a, b in zip(d, x_new.tolist()[0])))
+            x_norm = _scaled_norm_one(fresh_spectrum.scale if fresh_finite else new_scale.tolist()[0], x_new)
         # Δ at the rounding level of x: no representable step is left (MINPACK's info = 7)
         stalled = radius <= eps * x_norm
         previous_failure = o.value(state.failure)
@@ -293,6 +304,11 @@ def _first_order_floats(norms: list[float], F_norm: float, grad: list[float], sc
         cosine = c if c > cosine else cosine
         saturated = saturated or (0 < length <= eps * d and column > 0 and c > eps ** 0.25)
     return cosine, saturated
+
+
+def _scaled_norm_one(d: list[float], x: torch.Tensor) -> float:
+    """‖D x‖ of one problem's x (1, n), D = diag(d) as floats."""
+    return math.sqrt(sum((a * b) * (a * b) for a, b in zip(d, x.tolist()[0])))
 
 
 def _nonzero(norms: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,11 @@ Termination = Callable[[ResidualState], tuple[torch.Tensor, torch.Tensor]]
 """A termination test: state ↦ (done (B,) bool, status (B,) int) per member."""
 
 
-def _failures(o: Any, state: ResidualState, success: Any, failure: Any = None) -> tuple[Any, Any]:
+def _failures(o: Any, state: ResidualState, success: Any, failure: Any = None, cost: Any = None) -> tuple[Any, Any]:
     """Combine success with the honest failure codes (``state.failure`` unless ``failure`` is
-    given): non-finite beats everything."""
-    nonfinite = o.not_(o.isfinite(o.value(state.cost))) | o.not_(o.all_finite(state.x))
+    given; ``cost``: the cost already read): non-finite beats everything."""
+    cost = o.value(state.cost) if cost is None else cost
+    nonfinite = o.not_(o.isfinite(cost)) | o.not_(o.all_finite(state.x))
     failure = o.value(state.failure) if failure is None else failure
     failed = failure != 0
     # a member that failed on a singular system reports SINGULAR, not the symptom
@@ -69,16 +70,21 @@ class LeastSquaresTermination:
 
     def __call__(self, state: ResidualState) -> tuple[Any, Any]:
         o = ops_for(state.x)
-        first_order = o.value(state.gradient_cosine) if self.scaled else o.max_abs(state.grad)
+        # the per-member floats in one read-back for one problem (``values``)
+        if self.scaled:
+            first_order, reduction, step_norm, cost = o.values(state.gradient_cosine, state.reduction,
+                                                               state.step_norm, state.cost)
+        else:
+            reduction, step_norm, cost = o.values(state.reduction, state.step_norm, state.cost)
+            first_order = o.max_abs(state.grad)
         gradient_small = first_order <= self.gtol
-        small_change = (o.value(state.reduction) <= self.ftol) | \
-            (o.value(state.step_norm) <= self.xtol * (self.xtol + o.norm(state.scale * state.x)))
-        cost = o.value(state.cost)
+        small_change = (reduction <= self.ftol) | \
+            (step_norm <= self.xtol * (self.xtol + o.norm(state.scale * state.x)))
         zero = cost <= torch.finfo(state.cost.dtype).tiny
         finite = o.isfinite(cost)
         if not self.scaled:
-            return _failures(o, state, (gradient_small | small_change | zero) & finite)
-        saturated = o.value(state.saturated)
+            return _failures(o, state, (gradient_small | small_change | zero) & finite, cost=cost)
+        saturated, failure = o.value(state.saturated), o.value(state.failure)
         success = (gradient_small | (small_change & o.not_(saturated)) | zero) & finite
-        stalled = small_change & saturated & o.not_(success) & (o.value(state.failure) == 0)
-        return _failures(o, state, success, o.where(stalled, int(Status.STALLED), o.value(state.failure)))
+        stalled = small_change & saturated & o.not_(success) & (failure == 0)
+        return _failures(o, state, success, o.where(stalled, int(Status.STALLED), failure), cost)
