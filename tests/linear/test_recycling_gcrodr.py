@@ -38,7 +38,7 @@ def test_cycle_keeps_the_recycled_pair_consistent():
     A = helmholtz(12, 30.0)
     ops = Counted(aslinearoperator(A), None)
     b = torch.from_numpy(np.random.default_rng(0).standard_normal(144))
-    out = cycle(ops, torch.zeros_like(b), b.clone(), None, None, m=30, k=6, tol=0.0, budget=30)
+    out = cycle(ops, torch.zeros_like(b), b.clone(), None, None, None, m=30, k=6, tol=0.0, budget=30)
     assert out.U.shape == (6, 144) and out.C.shape == (6, 144)
     assert torch.allclose(out.C @ out.C.T, torch.eye(6, dtype=torch.float64), atol=1e-10)
     AU = torch.from_numpy((A @ out.U.numpy().T).T)
@@ -46,7 +46,7 @@ def test_cycle_keeps_the_recycled_pair_consistent():
     # the recurrence residual is the true one
     assert torch.allclose(out.r, b - torch.from_numpy(A @ out.x.numpy()), atol=1e-9)
     # a second cycle with the recycled pair keeps the invariant and lowers the residual
-    again = cycle(ops, out.x, out.r, out.U, out.C, m=30, k=6, tol=0.0, budget=24)
+    again = cycle(ops, out.x, out.r, out.U, out.S, out.C, m=30, k=6, tol=0.0, budget=24)
     AU = torch.from_numpy((A @ again.U.numpy().T).T)
     assert torch.allclose(AU, again.C, atol=1e-8 * float(AU.abs().max()))
     assert again.r.norm() < out.r.norm()

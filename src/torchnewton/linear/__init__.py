@@ -17,7 +17,7 @@ from .iterative import KrylovResult, bicgstab, cg, gmres, minres
 from .matrix import CallableOperator, MatrixOperator, SquareOperator, aslinearoperator
 from .preconditioners import (Preconditioner, amg_preconditioner, ilu_preconditioner, jacobi_preconditioner,
                               ssor_preconditioner)
-from .recycling import RecyclingSolver, skr_order
+from .recycling import RecyclingSolver, ReusedPreconditioner, skr_order
 from .relaxation import sor, young_optimal_omega
 from .relaxation_table import sor_iteration_table
 from .sketch import KKTOperator, sketch_solve
@@ -27,6 +27,6 @@ __all__ = ["CholeskyFactor", "DenseOperator", "DiagonalOperator", "LinearOperato
            "LowRankPlusDiagonal", "MatrixFreeOperator", "ShiftedOperator", "as_operator", "boundary_step",
            "cg", "gmres", "jacobi", "minres", "solve_dense",
            "CallableOperator", "ChebyshevContextualBandit", "KKTOperator", "KrylovResult", "MatrixOperator", "Preconditioner",
-           "RecyclingSolver", "RelaxationSequence", "SquareOperator", "TsallisINF", "UnimodalThompsonSampling", "amg_preconditioner",
+           "RecyclingSolver", "RelaxationSequence", "ReusedPreconditioner", "SquareOperator", "TsallisINF", "UnimodalThompsonSampling", "amg_preconditioner",
            "aslinearoperator", "bicgstab", "ilu_preconditioner", "jacobi_preconditioner", "regret", "skr_order",
            "play_table", "sketch_solve", "solve_sor_sequence", "sor", "sor_iteration_table", "ssor_preconditioner", "young_optimal_omega"]

@@ -1,20 +1,25 @@
 """GCRO-DR: restarted GMRES that deflates a recycled subspace, for a sequence of nonsymmetric systems.
 
 Parks, de Sturler, Mackey, Johnson & Maiti, "Recycling Krylov subspaces for sequences of linear
-systems", SIAM J. Sci. Comput. 28 (2006). With a recycled basis U (k, n) and C = A M⁻¹ U
-orthonormal (right preconditioning, so the operator is A M⁻¹ and x = x₀ + M⁻¹u), each cycle runs
-s = m − k Arnoldi steps of (I − CᵀC) A M⁻¹:
+systems", SIAM J. Sci. Comput. 28 (2006), right-preconditioned in the flexible form of Carvalho,
+Gratton, Lago & Vasseur, "A flexible generalized conjugate residual method with inner
+orthogonalization and deflated restarting", SIAM J. Matrix Anal. Appl. 32 (2011). The recycled
+pair is U (k, n) in the space of the solution and C = A U orthonormal; each cycle runs
+s = m − k Arnoldi steps of (I − CᵀC) A M⁻¹ and keeps D = M⁻¹ Vₛ (the solution directions):
 
-    (I − CᵀC) A M⁻¹ Vₛᵀ = Vₛ₊₁ᵀ H̄,   B = C A M⁻¹ Vₛᵀ,
-    A M⁻¹ [U; Vₛ]ᵀ = [C; Vₛ₊₁]ᵀ G,   G = [[I, B], [0, H̄]].
+    (I − CᵀC) A Dᵀ = Vₛ₊₁ᵀ H̄,   B = C A Dᵀ,   A [U; D]ᵀ = [C; Vₛ₊₁]ᵀ G,   G = [[I, B], [0, H̄]].
 
 Because the top block of G is the identity, min ‖r − Ŵᵀ G y‖ splits: z minimizes ‖βe₁ − H̄z‖
-(GMRES's Givens recurrence) and y_U = C r − B z. After each cycle U is replaced by the k
-harmonic Ritz vectors of smallest magnitude, the solutions of Gᵀ G p = θ Gᵀ Ŵ V̂ᵀ p; with
-GP = QR, the new pair Y R⁻¹, Qᵀ Ŵ keeps A M⁻¹ U = Cᵀ, C orthonormal. For a new matrix only
-C = A M⁻¹ U (k products) and its QR are recomputed.
+(GMRES's Givens recurrence) and y_U = C r − B z, and x += Dᵀz + Uᵀy_U (no extra M⁻¹). After each
+cycle U is replaced by the k harmonic Ritz vectors of smallest magnitude of A M⁻¹, the solutions
+of Gᵀ G p = θ Gᵀ Ŵ V̂ᵀ p with V̂ = [S; Vₛ] and S = M U (so that A M⁻¹ Sᵀ = Cᵀ); with GP = QR, the
+new pair is [U; D]ᵀ P R⁻¹, Qᵀ Ŵ, which keeps A Uᵀ = Cᵀ exactly whatever M is. For a new matrix
+(or a new M) C = A U costs k products with A and none with M⁻¹: a preconditioner rebuilt per
+system (an AMG hierarchy) is not applied k extra times. S is carried along by the same linear
+combinations; after M changes it is only an approximation of M U, which affects which Ritz
+vectors are kept, never the solution. Without M, S and U are the same tensor and D is Vₛ.
 
-Rows are vectors here: V is (s+1, n), U and C are (k, n).
+Rows are vectors here: V is (s+1, n), U, S and C are (k, n).
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ class CycleOutcome:
     x: torch.Tensor
     r: torch.Tensor
     U: torch.Tensor
+    S: torch.Tensor
     C: torch.Tensor
     steps: int
     estimate: float
@@ -78,16 +84,19 @@ def smallest_harmonic_ritz(lhs: np.ndarray, rhs: np.ndarray, k: int) -> np.ndarr
     return np.linalg.qr(P)[0]  # any basis of the span will do; an orthonormal one is stable
 
 
-def project_new_matrix(ops: Counted, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For a new A (or M), rebuild C = A M⁻¹ U orthonormal and rescale U so that A M⁻¹ Uᵀ = Cᵀ."""
-    AU = ops.A_rows(ops.M(U))
+def project_new_matrix(ops: Counted, U: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For a new A (or M): C = A U orthonormal, U and S rescaled alike so that A Uᵀ = Cᵀ (k products
+    with A, none with M⁻¹). Returns (U, S, C)."""
+    AU = ops.A_rows(U)
     Q, R = torch.linalg.qr(AU.T)
     keep = R.diagonal().abs() > 1e-12 * R.diagonal().abs().max().clamp(min=1e-300)
     if not bool(keep.all()):  # a recycled direction A maps (numerically) into the others: drop it
-        U, AU = U[keep], AU[keep]
+        U, S, AU = U[keep], S[keep], AU[keep]
         Q, R = torch.linalg.qr(AU.T)
+    same = S is U
     U = torch.linalg.solve_triangular(R.T, U, upper=False)
-    return U, Q.T.contiguous()
+    S = U if same else torch.linalg.solve_triangular(R.T, S, upper=False)
+    return U, S, Q.T.contiguous()
 
 
 def block_orthogonalize(basis: torch.Tensor, w: torch.Tensor, block: int) -> torch.Tensor:
@@ -101,8 +110,17 @@ def block_orthogonalize(basis: torch.Tensor, w: torch.Tensor, block: int) -> tor
     return h
 
 
-def cycle(ops: Counted, x: torch.Tensor, r: torch.Tensor, U: torch.Tensor | None, C: torch.Tensor | None,
-          m: int, k: int, tol: float, budget: int) -> CycleOutcome:
+def combine(Pt: torch.Tensor, recycled: torch.Tensor | None, fresh: torch.Tensor) -> torch.Tensor:
+    """Pᵀ [recycled; fresh] without concatenating the two blocks of rows."""
+    kk = 0 if recycled is None else recycled.shape[0]
+    out = Pt[:, kk:] @ fresh
+    if recycled is not None:
+        out.addmm_(Pt[:, :kk], recycled)
+    return out
+
+
+def cycle(ops: Counted, x: torch.Tensor, r: torch.Tensor, U: torch.Tensor | None, S: torch.Tensor | None,
+          C: torch.Tensor | None, m: int, k: int, tol: float, budget: int) -> CycleOutcome:
     """One GCRO-DR cycle from (x, r); at most ``budget`` products with A.
 
     C and the Arnoldi vectors live in one buffer Z = [C; V], so each step orthogonalizes against
@@ -112,6 +130,8 @@ def cycle(ops: Counted, x: torch.Tensor, r: torch.Tensor, U: torch.Tensor | None
     kk = 0 if C is None else C.shape[0]
     s = max(1, min(m - kk, budget, n - kk))
     Z = r.new_empty(kk + s + 1, n)
+    # D = M⁻¹V (the flexible form's solution directions); without M it is V itself
+    D = r.new_empty(s, n) if ops.precond is not None else None
     if C is not None:
         Z[:kk] = C
     c_r = C @ r if C is not None else r.new_zeros(0)
@@ -125,7 +145,11 @@ def cycle(ops: Counted, x: torch.Tensor, r: torch.Tensor, U: torch.Tensor | None
     w = torch.empty_like(r)
     block = max(1, BLOCK_BYTES // (n * r.element_size()))
     for j in range(s):
-        ops.mv(ops.M1(Z[kk + j]), out=w)
+        if D is None:
+            ops.mv(Z[kk + j], out=w)
+        else:
+            D[j] = ops.M1(Z[kk + j])
+            ops.mv(D[j], out=w)
         before = float(w.norm())
         h = block_orthogonalize(Z[: kk + j + 1], w, block)
         after = float(w.norm())
@@ -143,16 +167,17 @@ def cycle(ops: Counted, x: torch.Tensor, r: torch.Tensor, U: torch.Tensor | None
         if not np.isfinite(estimate) or estimate <= tol or lucky:
             break
     V = Z[kk: kk + steps + 1]
+    directions = V[:steps] if D is None else D[:steps]
     Bmat = coefficients[:kk, :steps]
     H = coefficients[kk: kk + steps + 1, :steps]
     z = lsq.solve(steps, r.dtype).to(r.device)
-    direction = z @ V[:steps]
+    step = z @ directions
     if U is not None:
         y_u = c_r - torch.from_numpy(Bmat).to(r) @ z
-        direction.addmv_(U.T, y_u)
-    x = x + ops.M1(direction)
+        step.addmv_(U.T, y_u)
+    x = x + step
     r = rp - (torch.from_numpy(H).to(r) @ z) @ V
-    # harmonic Ritz update of the recycled pair over V̂ = [U; Vₛ], Ŵ = [C; Vₛ₊₁]
+    # harmonic Ritz update of the recycled pair over V̂ = [S; Vₛ], Ŵ = [C; Vₛ₊₁]
     size = kk + steps
     G = np.zeros((size + 1, size))
     G[:kk, :kk] = np.eye(kk)
@@ -160,52 +185,58 @@ def cycle(ops: Counted, x: torch.Tensor, r: torch.Tensor, U: torch.Tensor | None
     G[kk:, kk:] = H
     WV = np.zeros((size + 1, size))
     WV[kk:kk + steps, kk:] = np.eye(steps)
-    if U is not None:
-        WV[:kk, :kk] = (C @ U.T).cpu().numpy()
-        WV[kk:, :kk] = (V @ U.T).cpu().numpy()
+    if S is not None:
+        WV[:kk, :kk] = (C @ S.T).cpu().numpy()
+        WV[kk:, :kk] = (V @ S.T).cpu().numpy()
     finite = np.all(np.isfinite(G)) and np.all(np.isfinite(WV))
     P = smallest_harmonic_ritz(G.T @ G, G.T @ WV, min(k, size)) if finite and k > 0 else np.zeros((size, 0))
     if not np.all(np.isfinite(P)) or P.shape[1] == 0:
-        return CycleOutcome(x, r, U if U is not None else r.new_zeros(0, n), C if C is not None else r.new_zeros(0, n), steps, estimate)
+        empty = r.new_zeros(0, n)
+        keep = (U, S, C) if U is not None else (empty, empty, empty)
+        return CycleOutcome(x, r, *keep, steps, estimate)
     Q, R = np.linalg.qr(G @ P)
     Pt, Qt = torch.from_numpy(P.T.copy()).to(r), torch.from_numpy(Q.T.copy()).to(r)
-    Y = Pt[:, kk:] @ V[:steps]          # Pᵀ V̂ without concatenating U and V
-    if U is not None:
-        Y.addmm_(Pt[:, :kk], U)
-    U_new = torch.linalg.solve_triangular(torch.from_numpy(R.T.copy()).to(r), Y, upper=False)
+    Rt = torch.from_numpy(R.T.copy()).to(r)
+    U_new = torch.linalg.solve_triangular(Rt, combine(Pt, U, directions), upper=False)
+    S_new = U_new if D is None else torch.linalg.solve_triangular(Rt, combine(Pt, S, V[:steps]), upper=False)
     C_new = Qt @ Z[: kk + steps + 1]    # Qᵀ Ŵ, Ŵ = [C; Vₛ₊₁] = the first rows of Z
-    return CycleOutcome(x, r, U_new, C_new, steps, estimate)
+    return CycleOutcome(x, r, U_new, S_new, C_new, steps, estimate)
 
 
 def gcrodr(ops: Counted, b: torch.Tensor, x: torch.Tensor, U: torch.Tensor | None, *, m: int, k: int,
-           tol: float, maxiter: int, reuse_C: torch.Tensor | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, int, Status, float]:
+           tol: float, maxiter: int, S: torch.Tensor | None = None, reuse_C: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, int, Status, float]:
     """Solve A x = b (1-D b, x) to ‖b − Ax‖ ≤ tol with GCRO-DR(m, k), starting from the recycled
-    U (or plain GMRES(m) for the first system). Returns (x, U, C, iterations, status, ‖r‖)."""
+    U (and its preconditioned-side S = M U, U itself when not given; plain GMRES(m) for the first
+    system). ``reuse_C`` = A U from the previous solve with the same A. Returns
+    (x, U, S, C, iterations, status, ‖r‖)."""
     r = b - ops.A(x.unsqueeze(0))[0] if bool(x.any()) else b.clone()
     C = reuse_C
-    if U is not None and U.shape[0] > 0 and C is None:
-        U, C = project_new_matrix(ops, U)
     if U is not None and U.shape[0] == 0:
-        U = C = None
-    if C is not None and U is not None:
+        U = None
+    if U is not None:
+        S = U if S is None or S.shape != U.shape or ops.precond is None else S
+        if C is None:
+            U, S, C = project_new_matrix(ops, U, S)
         c_r = C @ r
-        x = x + ops.M((c_r @ U).unsqueeze(0))[0]
+        x = x + c_r @ U
         r = r - c_r @ C
+    else:
+        S = C = None
     nit = 0
     while True:
         rnorm = float(r.norm())
         if not np.isfinite(rnorm):
-            return x, U, C, nit, Status.NONFINITE, rnorm
+            return x, U, S, C, nit, Status.NONFINITE, rnorm
         if rnorm <= tol:
             r_true = b - ops.A(x.unsqueeze(0))[0]
             rnorm = float(r_true.norm())
             if rnorm <= tol:
-                return x, U, C, nit, Status.SUCCESS, rnorm
+                return x, U, S, C, nit, Status.SUCCESS, rnorm
             r = r_true  # rounding drift: go on from the true residual
         if nit >= maxiter:
-            return x, U, C, nit, Status.MAX_ITER, rnorm
-        out = cycle(ops, x, r, U, C, m, k, tol, maxiter - nit)
+            return x, U, S, C, nit, Status.MAX_ITER, rnorm
+        out = cycle(ops, x, r, U, S, C, m, k, tol, maxiter - nit)
         x, r, nit = out.x, out.r, nit + out.steps
         if out.U.shape[0] > 0:
-            U, C = out.U, out.C
+            U, S, C = out.U, out.S, out.C

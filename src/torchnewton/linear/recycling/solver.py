@@ -21,6 +21,7 @@ from ..matrix import SquareOperator, aslinearoperator
 from .deflated_cg import deflated_cg
 from .gcrodr import gcrodr
 from .ordering import skr_order
+from .reuse import ReusedPreconditioner
 
 METHODS = ("gcrodr", "cg")
 
@@ -29,10 +30,13 @@ class RecyclingSolver:
     """Solve a sequence of related systems, recycling a k-dimensional subspace between solves.
 
     ``method="gcrodr"`` (any nonsingular A, right preconditioner M) keeps the k harmonic Ritz
-    vectors of smallest magnitude of A M⁻¹ (Parks et al. 2006); ``method="cg"`` (SPD A, SPD M)
-    deflates the k Ritz vectors of smallest Ritz value (Saad et al. 2000). Each ``solve`` costs k
-    extra products with A to re-project the subspace onto the new matrix (none when the same
-    operator object is passed again to GCRO-DR); those products are counted in ``nmatvec``.
+    vectors of smallest magnitude of A M⁻¹ (Parks et al. 2006, in the flexible form: the subspace
+    lives in the space of solutions, so a preconditioner that changes from system to system — an
+    AMG hierarchy or ILU rebuilt for each matrix — costs no extra applications);
+    ``method="cg"`` (SPD A, SPD M) deflates the k Ritz vectors of smallest Ritz value (Saad et al.
+    2000). Each ``solve`` costs k extra products with A to re-project the subspace onto the new
+    matrix (none when the same operator object is passed again to GCRO-DR) and none with M⁻¹;
+    those products are counted in ``nmatvec``.
 
     Use it inside a Newton loop by keeping one solver across iterations and calling
     ``solve(J_k, -F_k)`` with the Jacobian (or Hessian) operator of each iteration.
@@ -52,19 +56,21 @@ class RecyclingSolver:
         self.method, self.recycle, self.restart, self.harvest = method, recycle, restart, harvest
         self.rtol, self.atol, self.maxiter, self.warm_start = rtol, atol, maxiter, warm_start
         self.subspace: torch.Tensor | None = None
-        self._last: tuple[SquareOperator, Any, torch.Tensor | None] | None = None
+        self._last: tuple[SquareOperator, torch.Tensor | None] | None = None
+        self._preconditioned_side: torch.Tensor | None = None
         self._previous_x: torch.Tensor | None = None
         self.order: list[int] | None = None
 
     def reset(self) -> None:
         """Forget the recycled subspace (and the warm start)."""
         self.subspace, self._last, self._previous_x, self.order = None, None, None, None
+        self._preconditioned_side = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"subspace": None if self.subspace is None else self.subspace.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.subspace, self._last = state["subspace"], None
+        self.subspace, self._last, self._preconditioned_side = state["subspace"], None, None
 
     def solve(self, A: Any, b: torch.Tensor, x0: torch.Tensor | None = None, *, M: Any = None) -> KrylovResult:
         """Solve A x = b (b of shape (n,)) to ‖b − Ax‖ ≤ max(rtol‖b‖, atol), then refresh the subspace.
@@ -88,16 +94,21 @@ class RecyclingSolver:
             U = None  # a different problem size or dtype: start afresh
         tol = float(problem.tol[0])
         if self.method == "gcrodr":
-            same = self._last is not None and self._last[0] is op and self._last[1] is M
-            x, U, C, nit, status, rnorm = gcrodr(problem.ops, bb, x, U, m=min(self.restart, n), k=self.recycle,
-                                                 tol=tol, maxiter=problem.maxiter,
-                                                 reuse_C=self._last[2] if same and U is not None else None)
-            self._last = (op, M, C)
+            # C = A U depends on A only (the flexible form): reusable whenever A is the same object
+            same = self._last is not None and self._last[0] is op and U is self.subspace
+            S = self._preconditioned_side if U is not None and U is self.subspace else None
+            x, U, S, C, nit, status, rnorm = gcrodr(problem.ops, bb, x, U, m=min(self.restart, n), k=self.recycle,
+                                                    tol=tol, maxiter=problem.maxiter, S=S,
+                                                    reuse_C=self._last[1] if same and U is not None else None)
         else:
             x, U, nit, status, rnorm = deflated_cg(problem.ops, bb, x, U, k=self.recycle, tol=tol,
                                                    maxiter=problem.maxiter, harvest=self.harvest)
+            S = C = None
         if self.recycle > 0 and U is not None and U.shape[0] > 0 and bool(torch.isfinite(U).all()):
-            self.subspace = U
+            self.subspace, self._preconditioned_side = U, S
+            self._last = (op, C) if C is not None else None
+        else:
+            self._last = None
         if status == Status.SUCCESS:
             self._previous_x = x
         long = dict(dtype=torch.long, device=bb.device)
@@ -112,8 +123,9 @@ class RecyclingSolver:
         ``order="skr"`` sorts greedily by ``features`` (N, d) — for example the PDE parameters of
         each system — or, when none are given, by the diagonals of the matrices; ``"given"`` keeps
         the order; a permutation is used as is. ``preconditioner`` builds M from each operator
-        (for example :func:`~torchnewton.linear.jacobi_preconditioner`). The order used is left
-        in ``self.order``.
+        (for example :func:`~torchnewton.linear.jacobi_preconditioner`); a
+        :class:`~torchnewton.linear.recycling.ReusedPreconditioner` keeps one M for neighbouring
+        systems and is told each solve's iteration count. The order used is left in ``self.order``.
         """
         systems = list(systems)
         count = len(systems)
@@ -150,5 +162,7 @@ class RecyclingSolver:
                     solved[int(torch.argmin(torch.cdist(points[index:index + 1], points[solved])))]
                 guess = results[nearest].x if results[nearest].success else None
             results[index] = self._solve(op, b, None, M, guess)
+            if isinstance(preconditioner, ReusedPreconditioner):
+                preconditioner.record(results[index].nit)
             solved.append(index)
         return results  # type: ignore[return-value]
