@@ -20,7 +20,7 @@ def _problem(kind, reduction):
     return mlp(), loss_class(reduction=reduction), make_batch()
 
 
-@pytest.mark.parametrize("mode", ["double-backward", "forward-over-reverse"])
+@pytest.mark.parametrize("mode", HessianOperator.MODES)
 @pytest.mark.parametrize("kind", ["mse", "cross-entropy"])
 def test_hessian_matches_autograd(mode, kind):
     model, loss, batch = _problem(kind, "mean")
@@ -57,7 +57,7 @@ def _closed_form_cases():
     }
 
 
-@pytest.mark.parametrize("mode", ["double-backward", "forward-over-reverse"])
+@pytest.mark.parametrize("mode", HessianOperator.MODES)
 @pytest.mark.parametrize("case", list(_closed_form_cases()))
 def test_closed_form_and_autograd_loss_gradient_paths(case, mode):
     """Plain MSE / cross-entropy take the pullback of the closed-form output gradient; every other
@@ -249,7 +249,7 @@ class _PartlyUsed(torch.nn.Module):
         return self.linear(inputs) if self.used else inputs.clone()
 
 
-@pytest.mark.parametrize("mode", ["double-backward", "forward-over-reverse"])
+@pytest.mark.parametrize("mode", HessianOperator.MODES)
 @pytest.mark.parametrize("loss", ["mse", "cross-entropy", "quartic"])
 @pytest.mark.parametrize("used", [True, False])
 def test_parameters_the_loss_does_not_depend_on_have_zero_rows(used, loss, mode):

@@ -3,11 +3,17 @@
 Vectors arrive as a list of tensors shaped (B, *θᵢ.shape), one per trainable parameter, and the
 products leave the same way. Two kinds of product:
 
-* Hessian: ∇²_θ L(θ) v, by double backward (build ∇L with ``create_graph=True`` once, then one
-  backward of ⟨∇L, v⟩ per vector; Pearlmutter 1994, "Fast exact multiplication by the Hessian")
-  or forward-over-reverse (``torch.func.jvp`` of the gradient, vmapped over the block). For a
-  loss with a closed-form output gradient g(f) = ∇_f L (MSE, cross-entropy) the gradient is the
-  pullback Jᵀ g(f(θ)) and its derivative is H v = Jᵀ ∇²_f L (J v) + Σ_k g_k ∇²_θ f_k v, without
+* Hessian: ∇²_θ L(θ) v, three exact ways (Pearlmutter 1994, "Fast exact multiplication by the
+  Hessian"):
+  - double backward: build ∇L with ``create_graph=True`` once, then one backward of ⟨∇L, v⟩ per
+    vector through that graph — the cheapest for one vector;
+  - reverse-over-reverse, vmapped: ``torch.func.vjp`` of the gradient function builds the same
+    graph once, and its pullback v ↦ ∇²L v is vmapped over chunks of the block; batched matrix
+    products replace B small ones, so this is the fast route for a block;
+  - forward-over-reverse: ``torch.func.jvp`` of the gradient, vmapped over the block (the way
+    curvlinops does it).
+  For a loss with a closed-form output gradient g(f) = ∇_f L (MSE, cross-entropy) the gradient is
+  the pullback Jᵀ g(f(θ)) and its derivative is H v = Jᵀ ∇²_f L (J v) + Σ_k g_k ∇²_θ f_k v, without
   differentiating autograd's generic loss backward: under ``torch.func`` ``nll_loss`` and
   ``log_softmax`` backward run as Python decompositions (15–20% of the CPU time of a 16-vector
   block on the benchmark's digits MLP), and double backward through ``log_softmax_backward``
@@ -22,11 +28,12 @@ passed as copies, so products never update BatchNorm running statistics.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.autograd.forward_ad as forward_ad
 from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.overrides import TorchFunctionMode
 
 Tensors = list[torch.Tensor]
 OutputOperator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -108,6 +115,64 @@ def hessian_forward_over_reverse(model: FunctionalModel, loss_function: LossFunc
     if vectors[0].shape[0] == 1:
         return [t.unsqueeze(0) for t in product(*(v[0] for v in vectors))]
     return list(vmap(product, randomness="same")(*vectors))
+
+
+def hessian_reverse_over_reverse(model: FunctionalModel, loss_function: LossFunction, inputs: torch.Tensor,
+                                 targets: torch.Tensor, params: Sequence[torch.Tensor], vectors: Tensors,
+                                 loss_gradient: LossGradient | None = None, chunk: int | None = None) -> Tensors:
+    """The pullback of θ ↦ ∇L(θ) is v ↦ ∇²L v (H is symmetric): built once by ``torch.func.vjp``
+    and vmapped over the block cut into near-equal chunks of at most ``chunk`` vectors (one chunk
+    if None; a small remainder chunk would cost nearly as much as a full one). ``loss_gradient(f,
+    y)``, if given, is ∇_f L as a differentiable function of the outputs f.
+
+    The forward pass runs once, outside vmap: dropout draws one mask for the whole block and
+    BatchNorm sees the batch once, as in the other routes."""
+    primals = tuple(p.detach() for p in params)
+    if loss_gradient is not None:
+        def gradient(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            outputs, pullback = vjp(lambda t: model(t, inputs), tensors)
+            return pullback(loss_gradient(outputs, targets))[0]
+    else:
+        gradient = grad(lambda tensors: scalar_loss(loss_function, model(tensors, inputs), targets))
+    _, pullback = vjp(gradient, primals)
+
+    def product(*tangents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return pullback(tangents)[0]
+
+    block = vectors[0].shape[0]
+    pieces = 1 if chunk is None else -(-block // max(1, chunk))
+    sizes = [block // pieces + (i < block % pieces) for i in range(pieces)]
+    parts = []
+    for piece in zip(*(v.split(sizes) for v in vectors)):
+        if piece[0].shape[0] == 1:
+            parts.append([t.unsqueeze(0) for t in product(*(v[0] for v in piece))])
+        else:
+            parts.append(list(vmap(product)(*piece)))
+    return parts[0] if len(parts) == 1 else [torch.cat(columns) for columns in zip(*parts)]
+
+
+class _CountElements(TorchFunctionMode):
+    """Sums the elements of the tensors every torch function returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for value in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(value, torch.Tensor):
+                self.total += value.numel()
+        return out
+
+
+def forward_elements(model: FunctionalModel, params: Sequence[torch.Tensor], inputs: torch.Tensor) -> int:
+    """How many elements one forward pass on ``inputs`` produces (its outputs and intermediates):
+    a vmapped Hessian pullback holds about that many per vector of a chunk."""
+    counter = _CountElements()
+    with torch.no_grad(), counter:
+        model([p.detach() for p in params], inputs)
+    return counter.total
 
 
 def jacobian_sandwich(model: FunctionalModel, inputs: torch.Tensor, params: Sequence[torch.Tensor],

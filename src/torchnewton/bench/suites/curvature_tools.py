@@ -3,10 +3,12 @@
 The MLP (64-32-10 quick, 64-64-10 full, tanh, float32) is first trained with Adam on the digits
 training split (standardized pixels) so that its Hessian is that of a trained network, then:
 
-- time per product: Hessian-vector products (double backward, forward-over-reverse), exact
-  Gauss–Newton, empirical and Monte-Carlo Fisher products of ``torchnewton.curvature`` against
-  curvlinops' ``HessianLinearOperator`` (which is forward-over-reverse, vmapped over the block, in
-  either row), ``GGNLinearOperator``, ``EFLinearOperator`` and ``FisherMCLinearOperator`` on the
+- time per product: Hessian-vector products (the default operator, whose route — double
+  backward for one vector, vmapped reverse-over-reverse in chunks for a block — the row names,
+  and the explicit double-backward and forward-over-reverse modes), exact Gauss–Newton,
+  empirical and Monte-Carlo Fisher products of ``torchnewton.curvature`` against curvlinops'
+  ``HessianLinearOperator`` (which is forward-over-reverse, vmapped over the block, in every
+  Hessian row), ``GGNLinearOperator``, ``EFLinearOperator`` and ``FisherMCLinearOperator`` on the
   same model and data — one vector and a block of 16, repeats
   interleaved, min and median wall time, the ratios of minima and medians (and of median thread
   CPU times, which waiting for a shared CPU does not inflate) and the relative difference of the
@@ -136,9 +138,11 @@ def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _products(config: Config, model, loss, batch, peers) -> tuple[str, dict[str, Any]]:
-    forward_over_reverse = HessianOperator(model, loss, batch, mode="forward-over-reverse")
-    ours = {"Hessian (double backward)": (HessianOperator(model, loss, batch), "hessian"),
-            "Hessian (forward-over-reverse)": (forward_over_reverse, "hessian"),
+    default = HessianOperator(model, loss, batch)
+    ours = {"Hessian (default)": (default, "hessian"),
+            "Hessian (mode double-backward)": (HessianOperator(model, loss, batch, mode="double-backward"), "hessian"),
+            "Hessian (mode forward-over-reverse)": (HessianOperator(model, loss, batch, mode="forward-over-reverse"),
+                                                    "hessian"),
             "Gauss-Newton": (GaussNewtonOperator(model, loss, batch), "ggn"),
             "empirical Fisher": (EmpiricalFisherOperator(model, loss, batch), "ef"),
             "Monte-Carlo Fisher (1 sample)": (MonteCarloFisherOperator(model, loss, batch,
@@ -152,6 +156,9 @@ def _products(config: Config, model, loss, batch, peers) -> tuple[str, dict[str,
         arg = V[:, 0] if columns == 1 else V
         for label, (operator, peer_key) in ours.items():
             peer = peers[peer_key]
+            if operator is default:  # the route the default operator takes for this many vectors
+                route, chunk = default.route(columns, batch[0])
+                label = f"Hessian (default: {route}" + (f", {chunk} vectors per vmap)" if chunk > 1 else ")")
             times = _interleaved({"torchnewton": lambda: operator @ arg, "curvlinops": lambda: peer @ arg},
                                  config.repeats)
             # Monte-Carlo Fisher: each library draws its own targets, so the values differ by sampling
