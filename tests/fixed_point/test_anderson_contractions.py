@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from torchnewton.bench.suites.fixed_point_contractions import contraction as bench_contraction
+from torchnewton.bench.suites.fixed_point_contractions import krylov_limit
 from torchnewton.solvers.fixed_point.solve import fixed_point
 
 DOUBLE = torch.float64
@@ -72,6 +73,19 @@ def test_where_picard_is_already_fast_anderson_is_at_its_krylov_limit_and_below_
     assert picard.nfev < 80
     assert 2 * anderson.nfev <= picard.nfev < 3 * anderson.nfev
     assert anderson.nfev <= unbounded.nfev + 2
+
+
+def test_the_krylov_limit_is_met_by_unbounded_anderson_and_is_itself_below_three_times_on_saturated_tanh():
+    # on a linear map, type-II Anderson with unbounded memory is GMRES plus the evaluation at z₀
+    linear = bench_contraction("linear [−ρ, ρ]", N, 0.9, 0)
+    unbounded = solve(linear.torch_map, memory=1000)
+    assert abs(unbounded.nfev - krylov_limit(linear, unbounded.x)) <= 1
+    # tanh with b ~ 0.5: even full GMRES on the linearization at z* needs more than Picard's count / 3
+    saturated = bench_contraction("tanh, b ~ 0.5", N, 0.9, 0)
+    picard, anderson = solve(saturated.torch_map, "picard"), solve(saturated.torch_map)
+    limit = krylov_limit(saturated, picard.x)
+    assert picard.nfev < 3 * limit, (picard.nfev, limit)
+    assert anderson.nfev <= limit + 2, (anderson.nfev, limit)
 
 
 def exact_anderson_evaluations(T, memory: int) -> int:

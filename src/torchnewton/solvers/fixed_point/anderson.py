@@ -11,9 +11,10 @@ this is GMRES on (I − T) z = b (Walker & Ni, Theorem 2.2): on a contraction wh
 spread over [0, ρ] it needs about the square root of Picard's count, and a finite memory m keeps
 that behaviour as long as m covers the slow part of the spectrum (Toth & Kelley 2015, "Convergence
 analysis for Anderson acceleration", SINUM 53, prove local r-linear convergence no slower than
-Picard's for any m). The m × m Gram system ΔG ΔGᵀ is solved after Jacobi scaling (unit
-diagonal), where the shift λ (plus m·eps of the dtype, which Cholesky needs) acts on every row
-alike: the rows shrink with the residual, by orders of magnitude within one memory window, and
+Picard's for any m). The m × m Gram system is G + λ diag(G), G = ΔG ΔGᵀ: the Jacobi-scaled
+system (unit diagonal) with the shift λ (plus m·eps of the dtype, which Cholesky needs) acting on
+every row alike, factorized without the scaling. One product with the stored rows per step gives
+both the new row of G and the next right-hand side ΔG g. The rows shrink with the residual, by orders of magnitude within one memory window, and
 a shift relative to their mean size would silence the newest rows and cut the memory short
 (with m = 50 that cost up to 2x the evaluations of the exact least squares). Safeguard: a step
 whose residual ‖g_{k+1}‖₂ exceeds ``safeguard``·‖g_k‖₂ (or is not finite) is replaced by the
@@ -33,6 +34,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,12 +49,14 @@ class AndersonState(FixedPointState):
     """``dG`` (B, m, n) holds the last m differences ΔG and ``dF`` the matching rows of
     ΔZ + βΔG (what the step subtracts), in a ring buffer at position ``slot`` (shared by the
     batch; rows [0, min(slot, m)) are filled); ``gram`` (B, m, m) = ΔG ΔGᵀ, one new row per step;
-    ``rejections`` (B,) counts the safeguarded steps. The buffers are written in place, so the
-    loop never copies them; those of members that are done are no longer read."""
+    ``rhs`` (B, m) = ΔG g_k, the right-hand side of the next least squares; ``rejections`` (B,)
+    counts the safeguarded steps. The buffers are written in place, so the loop never copies
+    them; those of members that are done are no longer read."""
 
     dF: torch.Tensor
     dG: torch.Tensor
     gram: torch.Tensor
+    rhs: torch.Tensor
     slot: int
     rejections: torch.Tensor
 
@@ -69,64 +73,63 @@ class Anderson:
         batch, n = x0.shape
         buffer = x0.new_zeros(batch, self.memory, n)
         return AndersonState(**initial_fields(problem, x0, problem.initial_value(x0)), dF=buffer,
-                             dG=buffer.clone(), gram=x0.new_zeros(batch, self.memory, self.memory), slot=0, rejections=torch.zeros(batch, dtype=torch.long, device=x0.device))
+                             dG=buffer.clone(), gram=x0.new_zeros(batch, self.memory, self.memory),
+                             rhs=x0.new_zeros(batch, self.memory), slot=0,
+                             rejections=torch.zeros(batch, dtype=torch.long, device=x0.device))
 
-    def _coefficients(self, state: AndersonState, g: torch.Tensor, filled: int) -> torch.Tensor:
+    def _coefficients(self, state: AndersonState, filled: int) -> torch.Tensor:
         """γ (B, filled) of the regularized least-squares problem over the filled rows; zero where
         the Gram system could not be factorized (the step is then the plain one)."""
-        gram = state.gram[:, :filled, :filled]
-        rhs = _rows_dot(state.dG[:, :filled], g)
-        # Jacobi scaling: the rows of ΔG shrink with the residual, by orders of magnitude over one
-        # memory window, so a shift relative to their mean size would swamp the newest (smallest)
-        # rows and cut the memory short; on the scaled Gram matrix (unit diagonal) it does not
-        norms = torch.diagonal(gram, dim1=-2, dim2=-1).sqrt()
-        norms = torch.where(norms > 0, norms, torch.ones_like(norms))
-        gram = gram / (norms.unsqueeze(-1) * norms.unsqueeze(-2))
-        shift = self.regularization + filled * torch.finfo(g.dtype).eps
-        gram = gram + shift * torch.eye(filled, dtype=g.dtype, device=g.device)
-        rhs = rhs / norms
-        factor, info = torch.linalg.cholesky_ex(gram)
-        gamma = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1) / norms
-        usable = (info == 0) & torch.isfinite(gamma).all(-1)
-        return torch.where(usable.unsqueeze(-1), gamma, torch.zeros_like(gamma))
+        # the shift λ‖Dγ‖² is relative to each row's own size D_ii² = (ΔG ΔGᵀ)_ii: the rows of ΔG
+        # shrink with the residual, by orders of magnitude over one memory window, so a shift
+        # relative to their mean size would swamp the newest (smallest) rows and cut the memory
+        # short. (G + λ diag G) is the Jacobi-scaled system D(D⁻¹GD⁻¹ + λI)D, factorized without
+        # the scaling (Cholesky's accuracy does not depend on it, van der Sluis); m·eps of the dtype
+        # joins λ, which Cholesky needs, and `tiny` keeps a zero row (g unchanged by a step) at γ_i = 0
+        shifted = state.gram[:, :filled, :filled].clone()
+        shift = self.regularization + filled * torch.finfo(shifted.dtype).eps
+        shifted.diagonal(dim1=-2, dim2=-1).mul_(1 + shift).add_(torch.finfo(shifted.dtype).tiny)
+        factor, info = torch.linalg.cholesky_ex(shifted)
+        gamma = torch.cholesky_solve(state.rhs[:, :filled].unsqueeze(-1), factor).squeeze(-1)
+        # a NaN or Inf anywhere in γ makes its sum non-finite, and `|NaN| < ∞` is false
+        usable = (info == 0) & (gamma.sum(-1).abs() < math.inf)
+        return torch.where(usable.unsqueeze(-1), gamma, 0.0)
 
     def step(self, problem: FixedPointProblem, state: AndersonState, running: torch.Tensor) -> AndersonState:
         x, g = state.x, state.fun
         plain = torch.add(x, g, alpha=self.mixing)
         rejections = state.rejections
+        # [ΔG_new; g_{k+1}] side by side, so that one product with the stored rows gives both the
+        # new row of the Gram matrix and the next right-hand side (one pass over ΔG per step)
+        pair = x.new_empty(x.shape[0], 2, x.shape[1])
         if state.slot == 0:
             x_new = plain
-            g_new = problem.evaluate(x_new) - x_new
+            g_new = torch.sub(problem.evaluate(x_new), x_new, out=pair[:, 1])
         else:
             filled = min(state.slot, self.memory)
-            gamma = self._coefficients(state, g, filled).unsqueeze(1)  # (B, 1, filled)
-            x_new = plain - torch.bmm(gamma, state.dF[:, :filled]).squeeze(1)
-            g_new = problem.evaluate(x_new) - x_new
+            gamma = self._coefficients(state, filled).unsqueeze(1)  # (B, 1, filled)
+            x_new = torch.baddbmm(plain.unsqueeze(1), gamma, state.dF[:, :filled], alpha=-1).squeeze(1)
+            g_new = torch.sub(problem.evaluate(x_new), x_new, out=pair[:, 1])
             if self.safeguard is not None:
                 # `not <=` also rejects a NaN residual: the plain step is the way out of it
                 rejected = ~(g_new.norm(dim=-1) <= self.safeguard * g.norm(dim=-1)) & running
                 if bool(rejected.any()):
                     column = rejected.unsqueeze(-1)
                     x_new = torch.where(column, plain, x_new)
-                    g_new = torch.where(column, problem.evaluate(x_new) - x_new, g_new)
+                    pair[:, 1] = torch.where(column, problem.evaluate(x_new) - x_new, g_new)
                     rejections = rejections + rejected.long()
         slot = state.slot % self.memory
-        dG = g_new - g
-        dF = (x_new - x).add_(dG, alpha=self.mixing)
         # written for every member: those already done are frozen by the loop and never read theirs again
-        state.dG[:, slot], state.dF[:, slot] = dG, dF
-        row = _rows_dot(state.dG, dG)  # ΔG_i · ΔG_new for every row i
+        dG = torch.sub(g_new, g, out=pair[:, 0])
+        state.dG[:, slot] = dG
+        torch.sub(x_new, x, out=state.dF[:, slot]).add_(dG, alpha=self.mixing)
+        dots = torch.bmm(pair, state.dG.transpose(1, 2))  # (B, 2, m): ΔG_new·ΔG_i and g_{k+1}·ΔG_i
+        row = dots[:, 0]
         state.gram[:, slot], state.gram[:, :, slot] = row, row
-        return advance(problem, state, x_new, g_new, slot=state.slot + 1, rejections=rejections)
+        return advance(problem, state, x_new, g_new, slot=state.slot + 1, rhs=dots[:, 1], rejections=rejections)
 
     def terminate(self, problem: FixedPointProblem, state: AndersonState):
         return self.termination(state)
 
     def record(self, problem: FixedPointProblem, state: AndersonState) -> dict:
         return record(state)
-
-
-def _rows_dot(rows: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """(B, m) dot products of the rows of ``rows`` (B, m, n) with ``v`` (B, n). Written as
-    (B, 1, n) @ (B, n, m): on CPU that is about 2.5x faster than (B, m, n) @ (B, n, 1)."""
-    return torch.bmm(v.unsqueeze(1), rows.transpose(1, 2)).squeeze(1)

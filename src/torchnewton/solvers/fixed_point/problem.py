@@ -7,6 +7,7 @@ iterations are not monotone: what a solve returns is the best point, with its re
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -20,7 +21,7 @@ NORMS = ("inf", "2")
 
 def residual_norm(r: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-member ‖r‖ of a (B, n) batch: the max norm or the Euclidean norm."""
-    return r.abs().amax(-1) if norm == "inf" else r.norm(dim=-1)
+    return torch.linalg.vector_norm(r, math.inf if norm == "inf" else 2, dim=-1)
 
 
 class FixedPointProblem:
@@ -99,5 +100,5 @@ def advance(problem: FixedPointProblem, state: FixedPointState, x: torch.Tensor,
     return replace(state, x=x, fun=fun, residual=size, best_x=best_x, best_fun=best_fun,
                    best_residual=torch.where(better, size, state.best_residual),
                    reference=torch.where(progress, size, state.reference),
-                   since_progress=torch.where(progress, 0, state.since_progress + 1),
+                   since_progress=(state.since_progress + 1).masked_fill_(progress, 0),
                    k=state.k + 1, **fields)

@@ -1,6 +1,7 @@
 """When a fixed-point iteration stops, and why: honest statuses for maps without fixed points."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,13 +27,17 @@ class FixedPointTermination:
     patience: int | None = 200
 
     def __call__(self, state: FixedPointState) -> tuple[torch.Tensor, torch.Tensor]:
-        success = state.best_residual <= self.tol
-        # T(z) − z is finite exactly when z and T(z) are (an Inf in both gives NaN)
-        nonfinite = ~torch.isfinite(state.residual)
-        done = success | nonfinite
+        # T(z) − z is finite exactly when z and T(z) are (an Inf in both gives NaN); a norm is
+        # never −∞, so `not < ∞` marks NaN and +∞
+        nonfinite = ~(state.residual < math.inf)
+        finished = (state.best_residual <= self.tol) | nonfinite
+        done = finished if self.patience is None else finished | (state.since_progress >= self.patience)
+        # statuses are read only where done: on the CPU, where reading a flag back costs no device
+        # synchronization, an iteration that ends nobody skips building them and returns any
+        # (B,) tensor in their place
+        if done.device.type == "cpu" and not bool(done.any()):
+            return done, state.since_progress
         status = torch.where(nonfinite, int(Status.NONFINITE), int(Status.SUCCESS))
         if self.patience is not None:
-            stalled = (state.since_progress >= self.patience) & ~done
-            status = torch.where(stalled, int(Status.STALLED), status)
-            done = done | stalled
+            status = torch.where(done & ~finished, int(Status.STALLED), status)
         return done, status
