@@ -191,23 +191,30 @@ def test_lazy_reuses_the_factorization_with_fresh_gradients():
     assert state["curvature_evaluations"] < state["step"]
 
 
-def test_state_dict_round_trip_resumes_bit_identically():
+@pytest.mark.parametrize("one_closure", [False, True])
+def test_state_dict_round_trip_resumes_bit_identically(one_closure):
+    # one_closure: the original optimizer carries its last trial output across the save point,
+    # the resumed one (which has no such cache) evaluates the closure again
     target = decay_model(TRUE) + 0.01 * torch.cos(7 * T)
 
-    def run(theta, opt, steps):
+    def closure_for(theta):
+        return lambda: decay_model(theta) - target
+
+    def run(theta, opt, closure, steps):
         for _ in range(steps):
-            opt.step(lambda: decay_model(theta) - target)
+            opt.step(closure if one_closure else closure_for(theta))
 
     theta = START.clone().requires_grad_(True)
+    closure = closure_for(theta)
     opt = NewtonRaphson([theta], curvature="gauss-newton", lazy=2, damping=0.1)
-    run(theta, opt, 3)
+    run(theta, opt, closure, 3)
     saved_theta, saved_state = theta.detach().clone(), copy.deepcopy(opt.state_dict())
-    run(theta, opt, 3)
+    run(theta, opt, closure, 3)
 
     resumed = saved_theta.clone().requires_grad_(True)
     opt2 = NewtonRaphson([resumed], curvature="gauss-newton", lazy=2, damping=0.1)
     opt2.load_state_dict(saved_state)
-    run(resumed, opt2, 3)
+    run(resumed, opt2, closure_for(resumed), 3)
     assert torch.equal(resumed.detach(), theta.detach())
     assert opt2.state[resumed]["damping"] == opt.state[theta]["damping"]
 
@@ -329,3 +336,66 @@ def test_dsp_model_scans_equal_a_sequential_loop():
         expected.append(y)
         previous_level = level
     np.testing.assert_allclose(compressor_and_filter(theta, x).numpy(), expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("curvature", ["gauss-newton", "hessian"])
+def test_accepted_trial_output_is_reused_with_the_same_iterates(curvature):
+    target = decay_model(TRUE) + 0.01 * torch.cos(7 * T)
+    calls = [0]
+
+    def make(theta):
+        def closure():
+            calls[0] += 1
+            r = decay_model(theta) - target
+            return r if curvature == "gauss-newton" else 0.5 * r.square().sum()
+        return closure
+
+    fresh = START.clone().requires_grad_(True)
+    opt_fresh = NewtonRaphson([fresh], curvature=curvature)
+    for _ in range(8):
+        opt_fresh.step(make(fresh))  # a new closure object each step: never reused
+    calls_fresh, calls[0] = calls[0], 0
+    same = START.clone().requires_grad_(True)
+    opt_same = NewtonRaphson([same], curvature=curvature)
+    closure = make(same)
+    accepted = []
+    for _ in range(8):
+        opt_same.step(closure)
+        accepted.append(opt_same.state[same]["accepted"])
+    assert torch.equal(same.detach(), fresh.detach())
+    assert opt_same.state[same]["damping"] == opt_fresh.state[fresh]["damping"]
+    # an accepted step hands its trial evaluation to the next step (a step without a trial,
+    # g = 0 to working precision, hands nothing)
+    assert sum(accepted[:-1]) >= 5 and calls[0] == calls_fresh - sum(accepted[:-1])
+    assert opt_same.state[same]["closure_evaluations"] == calls[0]
+
+
+def test_a_parameter_written_between_steps_is_evaluated_again():
+    target = decay_model(TRUE)
+    theta = START.clone().requires_grad_(True)
+    opt = NewtonRaphson([theta], curvature="gauss-newton")
+
+    def closure():
+        return decay_model(theta) - target
+
+    opt.step(closure)
+    with torch.no_grad():
+        theta.copy_(START)  # back to the start: the carried trial point is stale
+    loss = opt.step(closure)
+    assert float(loss) == pytest.approx(0.5 * float((decay_model(START) - target).square().sum()), rel=1e-15)
+    assert opt.state[theta]["closure_evaluations"] == 4
+
+
+def test_two_band_benchmark_model_is_fitted():
+    from torchnewton.bench.suites.curvature_dsp import make_multiband_problem
+
+    problem = make_multiband_problem(seed=0, samples=1024)
+    assert problem.start.numel() == 12
+    theta = problem.start.clone().requires_grad_(True)
+    opt = NewtonRaphson([theta], curvature="gauss-newton")
+    for _ in range(40):
+        opt.step(lambda: problem.residuals(theta))
+        if opt.state[theta]["loss"] <= 1e-10 * problem.scale:
+            break
+    assert opt.state[theta]["loss"] <= 1e-10 * problem.scale
+    torch.testing.assert_close(theta.detach(), problem.hidden, rtol=0, atol=1e-4)
