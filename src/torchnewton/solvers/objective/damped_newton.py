@@ -84,8 +84,9 @@ class DampedNewton:
         # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
         o = ops_for(state.x)
         x, tiny = state.x, torch.finfo(state.x.dtype).tiny
-        G, f0 = o.value(G), o.value(state.f)
-        smoothness = o.value(state.smoothness) / self.backtrack_factor
+        # one read-back for the member's scalars (and one per trial below)
+        G, f0, smoothness, newton_norm = o.values(G, state.f, state.smoothness, vector_norm(newton, dim=-1))
+        smoothness = smoothness / self.backtrack_factor
         searching = torch.ones_like(state.f, dtype=torch.bool) if o.batched else True
         x_new, f_new, g_new, alpha_new = x, state.f, state.g, o.full(f0, 0.0)
         for _ in range(self.max_backtracks):
@@ -93,9 +94,9 @@ class DampedNewton:
             trial = x - o.column(alpha) * newton
             f_trial, gradient_at_trial = problem.value_then_gradient(trial)
             g_trial = gradient_at_trial()  # its graph kept: the accepted (last) trial's Hessian reuses it
-            local = o.value((g_trial * factor.solve(g_trial)).sum(-1))  # ‖∇f(x⁺)‖*ₓ²
-            progress = o.value((g_trial * newton).sum(-1)) >= local / o.clamp(2 * alpha * theta, min=tiny)
-            value = o.value(f_trial)
+            # ‖∇f(x⁺)‖*ₓ², ∇f(x⁺)ᵀΔ, f(x⁺)
+            local, slope, value = o.values((g_trial * factor.solve(g_trial)).sum(-1), (g_trial * newton).sum(-1), f_trial)
+            progress = slope >= local / o.clamp(2 * alpha * theta, min=tiny)
             ok = searching & o.isfinite(value) & o.isfinite(local) & progress & (value <= f0)
             if o.batched:
                 col = ok.unsqueeze(-1)
@@ -108,7 +109,7 @@ class DampedNewton:
                 break
             smoothness = o.where(searching, smoothness * self.backtrack_factor, smoothness)
         failure = o.where(searching, int(Status.LINESEARCH_FAILED), o.value(state.failure))
-        step_norm = alpha_new * o.value(vector_norm(newton, dim=-1))
+        step_norm = alpha_new * newton_norm
         return replace(state, x=x_new, f=f_new, g=g_new, step_norm=o.pack(step_norm, state.step_norm),
                        failure=o.pack(failure, state.failure), smoothness=o.pack(smoothness, state.smoothness),
                        stepsize=o.pack(alpha_new, state.stepsize))

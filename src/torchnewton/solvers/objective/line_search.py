@@ -84,15 +84,16 @@ class LineSearch:
         """The same search for one problem: the rules run on Python floats (``globalize.members``)
         and the tensors are touched only to evaluate f and ∇f along x + αd."""
         x, g = state.x, state.g
-        slope = float((g * d).sum())
+        # scalars read back together, reduced along the last dimension as the batch reduces them
+        slope, f0 = torch.cat([(g * d).sum(-1), state.f]).tolist()
         if not (slope < 0 and math.isfinite(slope)):
-            d, slope = -g, -float((g * g).sum())
-        f0 = float(state.f)
+            d, slope = -g, -float((g * g).sum(-1))
         phi0 = f0 + 10 * torch.finfo(x.dtype).eps * max(abs(f0), 1.0)
         if self.kind == "wolfe":
             def phi(alpha: float):
                 f, grad = problem.value_and_grad(x + alpha * d)
-                return float(f), float((grad * d).sum()), (f, grad)
+                value, derivative = torch.cat([f, (grad * d).sum(-1)]).tolist()
+                return value, derivative, (f, grad)
 
             found = strong_wolfe(phi, phi0, slope, (state.f, g), alpha0=float(alpha0), c1=self.c1, c2=self.c2,
                                  max_steps=self.max_steps, active=slope < 0, dtype=x.dtype)

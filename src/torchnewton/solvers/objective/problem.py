@@ -186,7 +186,8 @@ def batch_objective(fun: BatchFunction, args: tuple, batch: bool) -> BatchFuncti
         return lambda x: fun(x, *args)
 
     def single(x: torch.Tensor) -> torch.Tensor:
-        out = fun(x[0], *args)
+        # the one row as a view whose derivative is a view too (``x[0]``'s would scatter into zeros)
+        out = fun(x.squeeze(0), *args)
         if not isinstance(out, torch.Tensor) or out.numel() != 1:
             raise ValueError(f"fun must return a scalar tensor, got {getattr(out, 'shape', type(out).__name__)}")
         return out.reshape(1)

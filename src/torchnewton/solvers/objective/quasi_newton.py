@@ -69,11 +69,14 @@ class BFGS(LineSearchMinimizer):
         eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device).expand(x.shape[0], -1, -1).clone()
         return BFGSState(**fields, inverse_hessian=eye, has_memory=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device))
 
-    def initial_step(self, state: BFGSState) -> torch.Tensor:
+    def initial_step(self, state: BFGSState) -> torch.Tensor | float:
+        if lean(state.x):
+            return _first_step_one(state, bool(state.has_memory))
         return _first_step(state, state.has_memory)
 
     def direction(self, problem: ObjectiveProblem, state: BFGSState) -> torch.Tensor:
-        return -(state.inverse_hessian @ state.g.unsqueeze(-1)).squeeze(-1)
+        # bmm is what ``@`` runs on two 3-d tensors, without its broadcasting views around it
+        return -torch.bmm(state.inverse_hessian, state.g.unsqueeze(-1)).squeeze(-1)
 
     def update(self, problem: ObjectiveProblem, old: BFGSState, new: BFGSState, outcome: SearchOutcome) -> BFGSState:
         if lean(old.x):
@@ -102,13 +105,13 @@ class BFGS(LineSearchMinimizer):
             eye = torch.eye(old.x.shape[-1], dtype=old.x.dtype).expand_as(old.inverse_hessian)
             return replace(new, inverse_hessian=eye, has_memory=_FALSE, failure=torch.zeros_like(new.failure))
         s, y = outcome.step, outcome.g - old.g
-        sy, s_norm, y_norm = float((s * y).sum()), float(vector_norm(s)), float(vector_norm(y))
+        sy, s_norm, y_norm, yy = _pair_scalars(s, y)
         if not (sy > torch.finfo(s.dtype).eps * s_norm * y_norm and math.isfinite(sy)):
             return new
-        eye = torch.eye(s.shape[-1], dtype=s.dtype)
+        eye = torch.eye(s.shape[-1], dtype=s.dtype).unsqueeze(0)
         H = old.inverse_hessian
         if not has_memory:
-            H = sy / max(float((y * y).sum()), torch.finfo(s.dtype).tiny) * eye
+            H = sy / max(yy, torch.finfo(s.dtype).tiny) * eye
         return replace(new, inverse_hessian=_inverse_update(H, s, y, 1 / sy, eye), has_memory=_TRUE)
 
 
@@ -116,7 +119,14 @@ def _inverse_update(H: torch.Tensor, s: torch.Tensor, y: torch.Tensor, rho: torc
                     eye: torch.Tensor) -> torch.Tensor:
     """Hₖ₊₁ = (I − ρsyᵀ) Hₖ (I − ρysᵀ) + ρssᵀ."""
     left = eye - rho * (s.unsqueeze(-1) * y.unsqueeze(-2))
-    return left @ H @ left.transpose(-1, -2) + rho * (s.unsqueeze(-1) * s.unsqueeze(-2))
+    # bmm is what ``@`` runs on two 3-d tensors, without its broadcasting views around it
+    return torch.bmm(torch.bmm(left, H), left.transpose(-1, -2)) + rho * (s.unsqueeze(-1) * s.unsqueeze(-2))
+
+
+def _pair_scalars(s: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """One problem's (sᵀy, ‖s‖, ‖y‖, yᵀy) as Python floats, reduced as the batch reduces them
+    (along the last dimension) and read back at once."""
+    return torch.cat([(s * y).sum(-1), vector_norm(s, dim=-1), vector_norm(y, dim=-1), (y * y).sum(-1)]).tolist()
 
 
 @dataclass
@@ -131,7 +141,7 @@ class LBFGS(LineSearchMinimizer):
 
     def initial_step(self, state: LBFGSState) -> torch.Tensor | float:
         if lean(state.x):
-            return _first_step_one(state, float(state.rho[0, -1]) > 0)
+            return _first_step_one(state, state.rho.tolist()[0][-1] > 0)  # tolist: no indexing ops
         return _first_step(state, state.rho[:, -1] > 0)
 
     def direction(self, problem: ObjectiveProblem, state: LBFGSState) -> torch.Tensor:
@@ -169,10 +179,10 @@ class LBFGS(LineSearchMinimizer):
             return replace(new, rho=torch.zeros_like(old.rho), gamma=torch.ones_like(old.gamma),
                            failure=torch.zeros_like(new.failure))
         s, y = outcome.step, outcome.g - old.g
-        sy, s_norm, y_norm = float((s * y).sum()), float(vector_norm(s)), float(vector_norm(y))
+        sy, s_norm, y_norm, yy = _pair_scalars(s, y)
         if not (sy > torch.finfo(s.dtype).eps * s_norm * y_norm and math.isfinite(sy)):
             return new
-        gamma = sy / max(float((y * y).sum()), torch.finfo(s.dtype).tiny)
+        gamma = sy / max(yy, torch.finfo(s.dtype).tiny)
         return replace(new, s=_shift(old.s, s), y=_shift(old.y, y), rho=_shift(old.rho, old.rho.new_full((1,), 1 / sy)),
                        gamma=old.gamma.new_full((1,), gamma))
 
