@@ -194,6 +194,20 @@ def test_param_groups_sends_embeddings_head_norms_and_biases_to_adamw():
         param_groups(torch.nn.ReLU())
 
 
+def test_param_groups_auto_head_beside_convolutions_and_alone():
+    # a CNN whose only Linear is its classifier: the head goes to AdamW, the kernels to Muon
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 36, 10))
+    muon, adamw = param_groups(cnn)
+    assert [p.shape for p in muon["params"]] == [torch.Size([4, 1, 3, 3])]
+    assert {id(p) for p in adamw["params"]} == {id(cnn[0].bias), id(cnn[3].weight), id(cnn[3].bias)}
+    # a model whose only matrix is one Linear keeps it for the matrix optimizer
+    (alone, biases) = param_groups(torch.nn.Sequential(torch.nn.Linear(5, 3)))
+    assert alone["use_muon"] and [p.shape for p in alone["params"]] == [torch.Size([3, 5])]
+    # an embedding does not count as a hidden matrix
+    lm = torch.nn.Sequential(torch.nn.Embedding(10, 6), torch.nn.Linear(6, 10))
+    assert [p.shape for p in param_groups(lm)[0]["params"]] == [torch.Size([10, 6])]
+
+
 def _train(opt, model, steps, seed=0):
     g = torch.Generator().manual_seed(seed)
     losses = []

@@ -18,7 +18,9 @@ def param_groups(model: torch.nn.Module, *, output_head: torch.nn.Module | str |
 
     ``output_head``: the module (or its qualified name) whose weight goes to AdamW; "auto" takes
     the last ``nn.Linear`` registered in ``model`` (the usual position of a classifier or
-    language-model head), None sends no Linear to AdamW. Parameters tied to an embedding (weight
+    language-model head) when some other matrix (a hidden Linear, a convolution kernel) is left
+    for the matrix optimizer — a model whose only matrix is that Linear keeps it there — None
+    sends no Linear to AdamW. Parameters tied to an embedding (weight
     sharing) are placed once, in the AdamW group. ``matrix_options`` are added to the matrix
     group (for example ``per_head=8``). Parameters with ``requires_grad=False`` are left out.
 
@@ -56,7 +58,12 @@ def _output_head(model: torch.nn.Module, output_head: torch.nn.Module | str | No
         return output_head
     if output_head == "auto":
         linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-        return linears[-1] if len(linears) > 1 else None
+        if not linears:
+            return None
+        head = {id(p) for p in linears[-1].parameters(recurse=False)}
+        embedded = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+        hidden = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2 and id(p) not in head | embedded]
+        return linears[-1] if hidden else None
     if isinstance(output_head, str):
         return model.get_submodule(output_head)
     raise TypeError(f"output_head must be a module, a submodule name, 'auto' or None, got {output_head!r}")
