@@ -34,7 +34,8 @@ def tiny_char() -> CharTask:
 
 
 def tiny_digits() -> DigitsTask:
-    return DigitsTask(channels=(4, 8), hidden=16, batch_size=16)
+    # the suite's digits model (no BatchNorm: lr 0 leaves such a model exactly at its initialization)
+    return DigitsTask(channels=(4, 8), hidden=16, batch_size=16, norm=optim.DIGITS_NORM)
 
 
 def test_matrix_conv_is_a_convolution():
@@ -157,6 +158,10 @@ def test_suite_on_a_tiny_budget(tmp_path):
             assert math.isfinite(entry["final_val_loss_mean"]) and math.isfinite(entry["final_val_loss_std"])
             assert all(math.isfinite(v) for v in entry["mean_curve"]["val_loss"])
             assert len(entry["final_val_loss_per_seed"]) == 3
+            assert math.isfinite(entry["final_train_loss_mean"]) and len(entry["final_train_loss_per_seed"]) == 3
+            # accuracy for the classifier only; the character model's row shows "-"
+            accuracy = entry["final_val_accuracy_mean"]
+            assert (0.0 <= accuracy <= 1.0) if plan.task.name == "digits-cnn" else accuracy is None
             assert entry["step_seconds_min"] > 0 and entry["step_time_speedup_vs_torch_muon"] > 0
             assert entry["best_lr"] in entry["lr_grid"]
             assert len(entry["lr_grid"]) == (1 if name == optim.CONTROL else 3)
@@ -170,3 +175,5 @@ def test_suite_on_a_tiny_budget(tmp_path):
                            section.markdown,
                            flags=re.MULTILINE)
     assert len(goal_rows) == 4
+    assert "| final train loss | final val accuracy |" in section.markdown
+    assert re.search(r"digits-cnn: .* val accuracy \d\.\d{4} vs \d\.\d{4}\)", section.markdown)

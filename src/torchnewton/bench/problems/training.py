@@ -13,6 +13,11 @@ applied to every param group (for a hybrid optimizer both its matrix lr and its 
 backward, ``optimizer.step()``), not the validation evaluations; ``optimizer.step()`` is also
 timed alone.
 
+Besides the validation loss a run records the training loss of every minibatch (the final
+training loss is their mean over the last evaluation interval, the usual logged figure: noisy, but
+the same for every optimizer) and, for a task with a ``val_accuracy(model)`` method (a classifier),
+the final validation accuracy, so a reader can tell a better fit from a better-calibrated one.
+
 Example:
     >>> from torchnewton.bench.problems.digits_cnn import DigitsTask
     >>> curve = train(DigitsTask(batch_size=16), lambda m, lr: torch.optim.AdamW(m.parameters(), lr),
@@ -42,6 +47,7 @@ class TrainingTask(Protocol):
     def batch(self, generator: torch.Generator) -> Any: ...
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
     def val_loss(self, model: nn.Module) -> float: ...
+    # optional: def val_accuracy(self, model: nn.Module) -> float (classifiers)
 
 
 # an optimizer-like object: step(), zero_grad(), param_groups
@@ -50,19 +56,28 @@ BuildOptimizer = Callable[[nn.Module, float], Any]
 
 @dataclass
 class Curve:
-    """Validation loss at ``steps`` (0 = initialization), training seconds at those steps, and
-    the duration of every ``optimizer.step()``. ``diverged``: the training loss became
+    """Validation loss at ``steps`` (0 = initialization), training seconds at those steps, the
+    duration of every ``optimizer.step()`` and the training loss of every minibatch; the final
+    validation accuracy (None: the task has no accuracy). ``diverged``: the training loss became
     non-finite; the run stopped there and its final loss is +inf."""
 
     steps: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
+    batch_loss: list[float] = field(default_factory=list)
+    val_accuracy: float | None = None
     diverged: bool = False
 
     @property
     def final(self) -> float:
         return math.inf if self.diverged else self.val_loss[-1]
+
+    def final_train_loss(self, window: int) -> float:
+        """Mean training (minibatch) loss of the last ``window`` steps; +inf for a diverged run."""
+        if self.diverged or not self.batch_loss:
+            return math.inf
+        return statistics.fmean(self.batch_loss[-window:])
 
     def record(self, step: int, seconds: float, val_loss: float) -> None:
         self.steps.append(step)
@@ -104,6 +119,7 @@ def train(task: TrainingTask, build: BuildOptimizer, *, lr: float, seed: int, st
         if not torch.isfinite(loss):
             curve.diverged = True
             break
+        curve.batch_loss.append(loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         before_step = time.perf_counter()
@@ -117,6 +133,9 @@ def train(task: TrainingTask, build: BuildOptimizer, *, lr: float, seed: int, st
                 curve.diverged = True
                 break
             curve.record(step + 1, clock, value)
+    accuracy = getattr(task, "val_accuracy", None)
+    if accuracy is not None and not curve.diverged:
+        curve.val_accuracy = accuracy(model)
     return curve
 
 
@@ -136,6 +155,15 @@ class LrSweep:
 
     def finals(self, lr: float, seeds: tuple[int, ...] | None = None) -> list[float]:
         return [self.runs[lr][s].final for s in (seeds or self.seeds)]
+
+    def final_train_losses(self, window: int) -> list[float]:
+        """The best lr's final training loss (``Curve.final_train_loss``) on every seed."""
+        return [self.runs[self.best_lr][s].final_train_loss(window) for s in self.seeds]
+
+    def final_accuracies(self) -> list[float] | None:
+        """The best lr's final validation accuracy on every seed (None: not measured or diverged)."""
+        values = [self.runs[self.best_lr][s].val_accuracy for s in self.seeds]
+        return None if any(v is None for v in values) else values
 
     @property
     def best_lr(self) -> float:

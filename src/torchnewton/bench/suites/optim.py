@@ -90,12 +90,33 @@ DIGITS_CENTERS = {"adamw": 0.01, "muon": 0.01, "auon": 0.08, "hybrid_auon": 0.1,
 CHAR_FULL_CENTERS = {**CHAR_CENTERS, "adamw": 0.0025, "hybrid_auon": 0.02, "pion": 0.02, "adamuon": 0.012,
                      "normuon": 0.006, "po_adamuon": 0.012}
 DIGITS_FULL_CENTERS = {**DIGITS_CENTERS, "auon": 0.16, "hybrid_auon": 0.05, "adamuon": 0.015}
+# The digits CNN runs without normalization (``DigitsTask(norm=False)``), the model the centers above
+# were piloted on. Its conv-BN-ReLU form (norm=True, the standard small CNN) was measured too with
+# this suite's code (lr_sweep, steps_to; 3 seeds): Muon starts far faster (mean val loss 0.34 vs
+# AdamW's 1.11 at step 20 of 100) and ends at a lower or equal validation loss, yet reaches AdamW's
+# final loss late. Pilots (a variant with a bias before each BN: the same function, another head
+# initialization), best lrs inside their grids:
+#   quick: AdamW lrs 0.002-0.016, best 0.004, 0.0560; Muon 0.01-0.32, best 0.08, 0.0475;
+#          reached at 90 % of AdamW's steps (per seed 90/100, never, 70/80);
+#   full:  AdamW 0.00025-0.008, best 0.001, 0.0457; Muon 0.005-0.16, best 0.02, 0.0448;
+#          reached at 240 of 270 steps, 89 % (per seed 240/270, never, 195/255).
+# Whole runs of the suite on norm=True (every optimizer; other centers not re-piloted):
+#   quick (centers AdamW 0.004, Muon 0.08; both best lrs then at the top of their grids, 0.01 and
+#          0.2): 0.0470 vs 0.0495, reached at 100 %;
+#   full  (centers 0.002 / 0.04; AdamW best 0.002 inside, Muon best 0.08 at the top of a
+#          non-monotone sweep, 0.0379 0.0487 0.0454 0.0343 for 0.01-0.08): 0.0343 vs 0.0365,
+#          reached at 270 of 285 steps, 95 % (torch.optim.Muon 74 %, ROOT 74 %).
+# The sweeps' seed-to-seed spread (std ~0.01) is larger than the optimizers' differences. Both
+# optimizers approach the same floor (about 0.035-0.045 on the 360 validation images, set by a few
+# hard ones), so the <= 70 % goal is met by neither model; the task stays the one whose family-wide
+# centers were piloted.
+DIGITS_NORM = False
 
 
 def _plans(quick: bool) -> list[Plan]:
     if quick:
         char = CharTask(CharConfig(layers=2, d_model=64, heads=4, context=32), batch_size=16, val_windows=64)
-        digits = DigitsTask(channels=(16, 32), hidden=64, batch_size=64)
+        digits = DigitsTask(channels=(16, 32), hidden=64, batch_size=64, norm=DIGITS_NORM)
         factors = (0.4, 1.0, 2.5)
         return [Plan(char, steps=100, eval_every=10, sweep_seeds=(0,), timing_rounds=20,
                      centers=CHAR_CENTERS, factors=factors),
@@ -104,7 +125,7 @@ def _plans(quick: bool) -> list[Plan]:
     char = CharTask(CharConfig(layers=2, d_model=128, heads=4, context=64), batch_size=16, val_windows=128)
     # the digits are few (1437 training images): a larger CNN would only overfit sooner, so the
     # full mode keeps the quick model and trains it three times longer
-    digits = DigitsTask(channels=(16, 32), hidden=64, batch_size=64)
+    digits = DigitsTask(channels=(16, 32), hidden=64, batch_size=64, norm=DIGITS_NORM)
     # longer schedules tend to prefer smaller lrs than the quick pilots: the grid reaches 8x below
     factors = (0.125, 0.25, 0.5, 1.0, 2.0)
     return [Plan(char, steps=400, eval_every=20, sweep_seeds=(0,), timing_rounds=50,
@@ -216,7 +237,12 @@ PROTOCOL = (
     "validation loss is the mean ± sample std over seeds 0, 1, 2. The hybrids' AdamW part (embeddings, "
     "output head, norms, biases; `torchnewton.optim.param_groups`) uses AdamW's best lr. \"Steps to "
     "AdamW's loss\": first evaluation at which the seed-averaged validation loss reaches AdamW's "
-    "seed-averaged final loss. Step time: `optimizer.step()` alone, in interleaved rounds on one fixed "
+    "seed-averaged final loss. \"Final train loss\": the mean minibatch training loss over the last "
+    "evaluation interval (the model in training mode); \"final val accuracy\": the fraction of validation "
+    "examples classified correctly at the end (classifiers only, \"-\" otherwise); both mean ± std over "
+    "the 3 seeds at the best lr, shown beside the validation loss because a few confidently wrong "
+    "validation examples can move the loss without changing the fit or the accuracy. "
+    "Step time: `optimizer.step()` alone, in interleaved rounds on one fixed "
     "gradient, 1 thread; \"vs torch Muon\" = torch.optim.Muon's median / this median, and the same "
     "for the minima, which other work on the machine disturbs less (> 1: faster). "
     "Seconds in the plots count training only (forward, backward, step), on a machine that may be shared "
@@ -263,7 +289,9 @@ def _entry(spec: OptimizerSpec, plan: Plan, sweep: LrSweep, times: list[float],
     steps, losses, seconds = sweep.mean_curve()
     reached = None if target is None else steps_to(target, steps, losses)
     finals = sweep.finals(sweep.best_lr)
-    finite = all(map(math.isfinite, finals))
+    train_losses = sweep.final_train_losses(plan.eval_every)
+    accuracies = sweep.final_accuracies()
+    finite = all(map(math.isfinite, finals + train_losses))
     median, fastest = median_and_min(times)
     grid = plan.grid(spec.lr_kind)
     return {
@@ -276,6 +304,12 @@ def _entry(spec: OptimizerSpec, plan: Plan, sweep: LrSweep, times: list[float],
         "final_val_loss_per_seed": [_json_number(v) for v in finals],
         "final_val_loss_mean": statistics.fmean(finals) if finite else None,
         "final_val_loss_std": statistics.stdev(finals) if finite else None,
+        "final_train_loss_per_seed": [_json_number(v) for v in train_losses],
+        "final_train_loss_mean": statistics.fmean(train_losses) if finite else None,
+        "final_train_loss_std": statistics.stdev(train_losses) if finite else None,
+        "final_val_accuracy_per_seed": accuracies,
+        "final_val_accuracy_mean": None if accuracies is None else statistics.fmean(accuracies),
+        "final_val_accuracy_std": None if accuracies is None else statistics.stdev(accuracies),
         "steps_to_adamw_final": reached,
         "fraction_of_adamw_steps": reached / baseline_steps if reached is not None and baseline_steps else None,
         "seconds_to_adamw_final": None if reached is None else seconds[steps.index(reached)],
@@ -297,8 +331,8 @@ def _markdown(plan: Plan, figures: dict[str, Any]) -> str:
     for n, e in entries.items():
         fraction, speedup = e["fraction_of_adamw_steps"], e["step_time_speedup_vs_torch_muon"]
         rows.append([n, e["source"], f"{e['best_lr']:g}" + (" (edge)" if e["best_lr_at_grid_edge"] else ""),
-                     "diverged" if e["final_val_loss_mean"] is None
-                     else f"{e['final_val_loss_mean']:.4f} ± {e['final_val_loss_std']:.4f}",
+                     _mean_std(e, "final_val_loss"), _mean_std(e, "final_train_loss"),
+                     _mean_std(e, "final_val_accuracy"),
                      "not reached" if e["steps_to_adamw_final"] is None else e["steps_to_adamw_final"],
                      "-" if fraction is None else f"{100 * fraction:.0f} %",
                      "-" if e["seconds_to_adamw_final"] is None else f"{e['seconds_to_adamw_final']:.2f}",
@@ -318,7 +352,8 @@ def _markdown(plan: Plan, figures: dict[str, Any]) -> str:
              f"seed-averaged final validation loss {_number(figures['target_val_loss'])} is reached by AdamW "
              f"itself at step {figures['adamw_steps_to_target']}.",
              markdown_table(["optimizer", "library", "best lr", "final val loss (3 seeds)",
-                             "steps to AdamW's loss", "% of AdamW's steps", "seconds to AdamW's loss",
+                             "final train loss", "final val accuracy", "steps to AdamW's loss",
+                             "% of AdamW's steps", "seconds to AdamW's loss",
                              "step ms (median)", "step ms (min)", "vs torch Muon (median)",
                              "vs torch Muon (min)"], rows)]
     if figures["not_run"]:
@@ -338,7 +373,11 @@ def _goals(goals: list, task: str, entries: dict[str, Any], baseline_steps: int 
     reached, fraction = ours["steps_to_adamw_final"], ours["fraction_of_adamw_steps"]
     measured = ("AdamW's final loss not reached" if reached is None
                 else f"{reached} of {baseline_steps} steps ({100 * fraction:.0f} %)")
-    measured += f" (final loss {_loss_text(ours)} vs AdamW {_loss_text(entries[BASELINE])})"
+    measured += f" (final loss {_loss_text(ours)} vs AdamW {_loss_text(entries[BASELINE])}"
+    if ours["final_val_accuracy_mean"] is not None and entries[BASELINE]["final_val_accuracy_mean"] is not None:
+        measured += (f"; val accuracy {ours['final_val_accuracy_mean']:.4f} vs "
+                     f"{entries[BASELINE]['final_val_accuracy_mean']:.4f}")
+    measured += ")"
     met = "met" if fraction is not None and fraction <= STEP_GOAL else "not met"
     control = entries.get(CONTROL, {}).get("steps_to_adamw_final")
     if control is not None:
@@ -352,6 +391,13 @@ def _goals(goals: list, task: str, entries: dict[str, Any], baseline_steps: int 
                   else f"{speedup:.2f}x (median {1e3 * ours['step_seconds_median']:.3f} ms vs "
                        f"{1e3 * ours['step_seconds_median'] * speedup:.3f} ms)",
                   "met" if speedup is not None and speedup >= 1.0 else "not met"])
+
+
+def _mean_std(entry: dict[str, Any], figure: str) -> str:
+    """"mean ± std" of a per-seed figure; "diverged" for a diverged run, "-" where not measured."""
+    if entry[f"{figure}_mean"] is None:
+        return "-" if entry[f"{figure}_per_seed"] is None else "diverged"
+    return f"{entry[f'{figure}_mean']:.4f} ± {entry[f'{figure}_std']:.4f}"
 
 
 def _loss_text(entry: dict[str, Any]) -> str:
