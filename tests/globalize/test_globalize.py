@@ -97,3 +97,58 @@ def test_levenberg_marquardt_step_solves_damped_normal_equations():
     step = levenberg_marquardt_step(rank_deficient, torch.ones(1, 4, dtype=torch.float64),
                                     torch.zeros(1, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64))
     assert torch.allclose(step, torch.tensor([[-1.0, 0.0]], dtype=torch.float64))
+
+
+def _subproblems():
+    """(H, g, Δ) of one member each: interior, boundary, indefinite, hard case, singular, tiny radius."""
+    gen = torch.Generator().manual_seed(7)
+    Q = torch.linalg.qr(torch.randn(5, 5, generator=gen, dtype=torch.float64))[0]
+    spd = Q @ torch.diag(torch.tensor([0.5, 1.0, 2.0, 4.0, 8.0], dtype=torch.float64)) @ Q.T
+    indefinite = Q @ torch.diag(torch.tensor([-3.0, -1.0, 2.0, 4.0, 8.0], dtype=torch.float64)) @ Q.T
+    singular = Q @ torch.diag(torch.tensor([0.0, 0.0, 2.0, 4.0, 8.0], dtype=torch.float64)) @ Q.T
+    g = torch.randn(5, generator=gen, dtype=torch.float64)
+    hard_g = Q[:, 2:] @ torch.randn(3, generator=gen, dtype=torch.float64)  # ⟂ the negative eigenvectors
+    return [(spd, g, 100.0), (spd, g, 0.1), (indefinite, g, 1.0), (indefinite, hard_g, 10.0),
+            (singular, hard_g, 0.3), (spd, g, 1e-9)]
+
+
+def test_exact_step_of_one_member_equals_the_batch():
+    from torchnewton.globalize.secular import EigenHessian
+    from torchnewton.globalize.trust_region_exact import exact_trust_region_step
+    cases = _subproblems()
+    H = torch.stack([c[0] for c in cases])
+    G = torch.stack([c[1] for c in cases])
+    radius = torch.tensor([c[2] for c in cases], dtype=torch.float64)
+    batched = exact_trust_region_step(EigenHessian.of(H), G, radius)
+    for i, (Hi, gi, ri) in enumerate(cases):
+        one = exact_trust_region_step(EigenHessian.of(Hi.unsqueeze(0)), gi.unsqueeze(0), radius[i:i + 1])
+        # λ is found on Python floats for one member (sums in another order): round-off
+        assert torch.allclose(one[0], batched[i], rtol=1e-10, atol=1e-14 * float(gi.norm()) / float(Hi.norm()))
+        s = batched[i]
+        assert float(s.norm()) <= ri * (1 + 1e-12)
+        # the global minimizer: no lower model value along the boundary / inside than a dense reference
+        lam = torch.linalg.eigvalsh(Hi)
+        model = lambda v: float(gi @ v + 0.5 * v @ Hi @ v)
+        if lam[0] > 0 and float(torch.linalg.solve(Hi, gi).norm()) <= ri:
+            assert torch.allclose(s, -torch.linalg.solve(Hi, gi), rtol=1e-10, atol=1e-14)
+        else:
+            assert abs(float(s.norm()) - ri) <= 1e-8 * ri
+            probes = torch.randn(200, 5, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
+            probes = ri * probes / probes.norm(dim=-1, keepdim=True)
+            assert model(s) <= min(model(p) for p in probes) + 1e-10 * max(1.0, abs(model(s)))
+
+
+def test_eigen_hessian_of_one_member_and_products_equal_the_batch():
+    from torchnewton.globalize.secular import EigenHessian
+    H, g, _ = _subproblems()[2]
+    bad = H.clone(); bad[1, 2] = float("inf")
+    for matrix in (H, bad):
+        one = EigenHessian.of(matrix.unsqueeze(0))
+        batched = EigenHessian.of(torch.stack([matrix, torch.eye(5, dtype=torch.float64)]))
+        assert torch.equal(one.values[0], batched.values[0]) or torch.isnan(one.values).all()
+        assert torch.isnan(one.values).all() == torch.isnan(batched.values[0]).all() == bool(matrix is bad)
+    eig = EigenHessian.of(H.unsqueeze(0))
+    G = g.unsqueeze(0)
+    assert torch.equal(eig.coordinates(G), (G.unsqueeze(-2) @ eig.vectors).squeeze(-2))
+    assert torch.equal(eig.expand(G), (eig.vectors @ G.unsqueeze(-1)).squeeze(-1))
+    assert torch.equal(eig.quadratic(G), (G * (H @ g)).sum(-1))

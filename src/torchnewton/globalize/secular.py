@@ -56,24 +56,29 @@ class EigenHessian:
     def of(cls, H: torch.Tensor) -> "EigenHessian":
         """Decompose H; a member with non-finite entries gets NaN eigenvalues (its steps are then
         rejected as non-finite) instead of aborting the batched eigh for everyone."""
-        finite = torch.isfinite(H).all(-1).all(-1)
-        if lean(H) and bool(finite):  # one finite member: nothing to mask
+        # one member whose entries sum to a finite number has finite entries: nothing to mask (a
+        # sum that overflows takes the masked path, which gives the same result)
+        if lean(H) and math.isfinite(H.sum().item()):
             values, vectors = torch.linalg.eigh(H)
             return cls(values, vectors, H)
+        finite = torch.isfinite(H).all(-1).all(-1)
         eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
         values, vectors = torch.linalg.eigh(torch.where(finite.view(-1, 1, 1), H, eye))
         return cls(torch.where(finite.unsqueeze(-1), values, torch.full_like(values, float("nan"))), vectors, H)
 
+    # torch.bmm, the kernel ``@`` reaches for (B, n, n) operands after its expand/reshape calls:
+    # the same products, without their dispatch cost on the single-problem path
+
     def coordinates(self, g: torch.Tensor) -> torch.Tensor:
-        return (g.unsqueeze(-2) @ self.vectors).squeeze(-2)
+        return torch.bmm(g.unsqueeze(-2), self.vectors).squeeze(-2)
 
     def expand(self, c: torch.Tensor) -> torch.Tensor:
-        return (self.vectors @ c.unsqueeze(-1)).squeeze(-1)
+        return torch.bmm(self.vectors, c.unsqueeze(-1)).squeeze(-1)
 
     def quadratic(self, s: torch.Tensor) -> torch.Tensor:
         """sᵀHs, per member (from H itself when kept: exact also in its near-null directions)."""
         if self.matrix is not None:
-            return (s * (self.matrix @ s.unsqueeze(-1)).squeeze(-1)).sum(-1)
+            return (s * torch.bmm(self.matrix, s.unsqueeze(-1)).squeeze(-1)).sum(-1)
         c = self.coordinates(s)
         return (self.values * c * c).sum(-1)
 
@@ -125,7 +130,9 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
     ``interior_allowed`` may be a plain ``False`` (no member, known without looking).
     For one problem on the CPU (``globalize.members.lean``) the per-member scalars — ``upper``,
     ``interior_allowed``, λ, what ``inverse_target`` takes and returns — are Python numbers and
-    the O(n) sums of the Newton iteration on λ run on Python lists; the step stays a tensor.
+    the O(n) sums of the Newton iteration on λ run on Python lists; the step stays a tensor, and
+    with H kept (``EigenHessian.matrix``) it is solved by Cholesky first, the eigenbasis step being
+    formed only where the batch would fall back to it (hard case, failed factorization).
     """
     o = ops_for(g)
     tiny, eps = torch.finfo(g.dtype).tiny, torch.finfo(g.dtype).eps
@@ -152,17 +159,21 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
     inv_r_lo, _ = inverse_target(lower)
     at_lower = inv_norm_lo >= inv_r_lo  # ‖s(lower)‖ ≤ r(lower): no root above the lower end
     interior = at_lower & interior_allowed & (lower == 0)
-    newton_step, factored = None, None
+    newton_step, factored, newton_norm = None, None, None
     # a batch runs the test unasked (no member allowed leaves interior and at_lower as they are):
     # "is any allowed?" would be a host read; a caller allowing none says so by a plain False
     if eig.matrix is not None and interior_allowed is not False and (o.batched or interior_allowed):
         # Moré–Sorensen's first test, on H itself: Cholesky succeeds and ‖H⁻¹g‖ ≤ r(0); it
         # overrides the eigenpairs, whose smallest values may be rounding noise
         inv_r0, _ = inverse_target(o.full(lowest, 0.0))
-        newton_step, factored = _cholesky_step(eig.matrix, g, torch.zeros_like(g[:, 0]))
+        if o.batched:
+            newton_step, factored = _cholesky_step(eig.matrix, g, torch.zeros_like(g[:, 0]))
+        else:
+            newton_step, factored = _cholesky_step_of_member(eig.matrix, g, 0.0, values_list)
         factored = o.value(factored)
+        newton_norm = o.value(vector_norm(newton_step, dim=-1))
         allowed_and_factored = factored & interior_allowed
-        newton_inside = allowed_and_factored & (o.value(vector_norm(newton_step, dim=-1)) * inv_r0 <= 1)
+        newton_inside = allowed_and_factored & (newton_norm * inv_r0 <= 1)
         interior = newton_inside | (interior & o.not_(allowed_and_factored))
         at_lower = newton_inside | o.where(allowed_and_factored & (lower == 0), newton_inside, at_lower)
     # λ₁ < 0 within the eigensolver's backward error n·ε·‖H‖, with g ⟂ v₁ to within √ε‖g‖: the
@@ -195,6 +206,12 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
         inside = o.isfinite(newton) & (newton > lo) & (newton < hi)
         lam = o.where(settled, lam, o.where(inside, newton, 0.5 * (lo + hi)))
     lam = o.where(interior, o.full(lam, 0.0), o.where(hard | flat, lower, lam))
+    if not o.batched and eig.matrix is not None and not hard:
+        # one member whose accurate step is wanted first: the eigenbasis step only if it fails
+        step = _accurate_step(eig, g, lam, inverse_target, interior, newton_step, factored, newton_norm,
+                              values_list, tiny)
+        if step is not None:
+            return SecularSolution(step=step, shift=lam, hard_case=hard)
     d = values + o.column(lam)
     coefficients = -c / torch.where(d.abs() > 0, d, torch.ones_like(d))
     step = eig.expand(coefficients)
@@ -223,6 +240,44 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
         use = ok & o.not_(hard) & o.value(torch.isfinite(accurate).all(-1))
         step = o.where(use, accurate, step)
     return SecularSolution(step=step, shift=lam, hard_case=hard)
+
+
+def _accurate_step(eig: EigenHessian, g: torch.Tensor, lam: float, inverse_target: Target, interior: bool,
+                   newton_step: torch.Tensor | None, factored: bool | None, newton_norm: float | None,
+                   values: list[float], tiny: float) -> torch.Tensor | None:
+    """The Cholesky step of :func:`solve_secular` for one member outside the hard case (the same
+    operations as the batch's, taken only where it uses them), or None where the batch would fall
+    back to the eigenbasis step (a failed factorization or a non-finite step)."""
+    inv_r, _ = inverse_target(lam)
+    radius = 1 / FloatOps.clamp(inv_r, min=tiny)
+    if interior and newton_step is not None:  # λ = 0: the factorization of the interior test solved it
+        accurate, ok, norm = newton_step, factored, newton_norm
+    else:
+        accurate, ok = _cholesky_step_of_member(eig.matrix, g, lam, values)
+        ok = ok.item()
+        norm = vector_norm(accurate, dim=-1).item()
+    if not ok:
+        return None
+    scale = FloatOps.clamp(radius / FloatOps.clamp(norm, min=tiny), max=1.0)
+    if scale != 1.0:  # a product by 1 changes nothing
+        accurate = accurate * scale
+    # a finite norm has finite entries; an infinite one may be overflow of finite entries: look
+    finite = math.isfinite(norm) or bool(torch.isfinite(accurate).all())
+    return accurate if finite else None
+
+
+def _cholesky_step_of_member(H: torch.Tensor, g: torch.Tensor, lam: float,
+                             values: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_cholesky_step` of one member with λ a float: H + λI is finite exactly when the
+    eigenvalues and λ are (``EigenHessian.of`` gives a non-finite H NaN eigenvalues), so the
+    finiteness mask is only formed where it can matter, and λ = 0 adds no shift."""
+    if not (math.isfinite(lam) and all(map(math.isfinite, values))):
+        return _cholesky_step(H, g, g.new_full((1,), lam))
+    shifted = H if lam == 0 else H + lam * torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
+    factor, info = torch.linalg.cholesky_ex(shifted)
+    half = torch.linalg.solve_triangular(factor, g.unsqueeze(-1), upper=False)
+    step = -torch.linalg.solve_triangular(factor.mT, half, upper=True).squeeze(-1)
+    return step, info == 0
 
 
 def _cholesky_step(H: torch.Tensor, g: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,13 @@ A batch of one problem on the CPU (a single solve) takes a lean path through CG 
 same recurrences with the per-member scalars as Python floats, plain branches instead of masks
 and no ``torch.where`` per iteration. In float64 it does the same arithmetic in the same order,
 so it returns bitwise the batched result (in float32 the scalars round in double: round-off).
+
+With a trust radius, CG also returns the model value m(x) = −bᵀx + ½xᵀAx of the step it returns
+(``TrustRegionSolution.model``), from its scalar recurrences: no product with A beyond the solve.
+From x₀ = 0, a CG step x + αp changes m by −α pᵀr + ½α² pᵀAp, and pᵀr = rᵀz (p is z plus a
+multiple of the previous direction, which is orthogonal to r), so a full step α = rᵀz / pᵀAp
+changes it by −½ α rᵀz and a step τ to the boundary by −τ rᵀz + ½τ² pᵀAp (Nocedal & Wright
+§5.1, Thm. 5.2; GALAHAD's GLTR keeps the model value the same way).
 """
 from __future__ import annotations
 
@@ -52,6 +59,35 @@ def _value(t: torch.Tensor) -> float:
     return t.item()
 
 
+class TrustRegionSolution(LinearSolution):
+    """A Steihaug–Toint CG solution, with the model value m(x) = −bᵀx + ½xᵀAx at the returned x
+    (for b = −g: m(s) = gᵀs + ½sᵀHs) and the residual b − Ax = −∇m(x), both from the recurrences.
+
+    ``model`` is a (B,) tensor; ``model_value`` is the same as a Python float for a solve that
+    took the lean path (one problem on the CPU), else None: the caller reads it without a
+    tensor round-trip. ``residual`` (B, n) is formed on first access."""
+
+    def __init__(self, x: torch.Tensor, status: torch.Tensor, iterations: torch.Tensor,
+                 residual_norm: torch.Tensor | Callable[[], torch.Tensor], direction: torch.Tensor,
+                 on_boundary: torch.Tensor, model: torch.Tensor | float,
+                 residual: Callable[[], torch.Tensor]):
+        super().__init__(x, status, iterations, residual_norm, direction=direction, on_boundary=on_boundary)
+        self.model_value = model if isinstance(model, float) else None
+        self._model, self._residual = model, residual
+
+    @property
+    def model(self) -> torch.Tensor:
+        if isinstance(self._model, float):
+            self._model = self.x.new_full((1,), self._model)
+        return self._model
+
+    @property
+    def residual(self) -> torch.Tensor:
+        if callable(self._residual):
+            self._residual = self._residual()
+        return self._residual
+
+
 def boundary_step(x: torch.Tensor, p: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     """The τ ≥ 0 with ‖x + τp‖ = radius (x inside the ball), per member."""
     a, b, c = _dot(p, p), 2 * _dot(x, p), _dot(x, x) - radius**2
@@ -69,14 +105,15 @@ def _boundary_step_one(x: torch.Tensor, p: torch.Tensor, radius: float) -> float
 def cg(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | None = None,
        preconditioner: Preconditioner | None = None, rtol: float | torch.Tensor = 1e-6,
        atol: float = 0.0, max_iter: int | None = None,
-       radius: torch.Tensor | None = None) -> LinearSolution:
+       radius: torch.Tensor | None = None) -> LinearSolution | TrustRegionSolution:
     """Preconditioned conjugate gradients for symmetric A x = b, batched.
 
     Stops a member when ‖r‖ ≤ max(rtol·‖b‖, atol). A direction p with pᵀAp ≤ 0 ends that member
     with ``Status.NEGATIVE_CURVATURE`` and is returned in ``direction`` (the truncated-Newton
     convention). With ``radius`` (B,) it is Steihaug–Toint truncated CG for the trust-region
     subproblem min gᵀs + ½sᵀAs, ‖s‖ ≤ Δ (call with b = −g): the iterate is moved to the
-    boundary when a step leaves the ball or meets negative curvature (``on_boundary``).
+    boundary when a step leaves the ball or meets negative curvature (``on_boundary``), and the
+    result is a :class:`TrustRegionSolution` carrying the model value of the returned step.
     ``rtol`` may be a per-member tensor (B,), e.g. Eisenstat–Walker forcing terms.
 
     Reference: Nocedal & Wright, Numerical Optimization, Alg. 5.2 and 7.2.
@@ -107,6 +144,7 @@ def cg(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | 
     iterations = torch.zeros(batch, **long)
     direction = torch.zeros_like(b)
     on_boundary = torch.zeros(batch, dtype=torch.bool, device=b.device)
+    model = torch.zeros_like(rz)  # m(x) by the recurrence (module docstring); m(0) = 0
     for _ in range(max_iter):
         if not bool(active.any()):
             break
@@ -117,6 +155,8 @@ def cg(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | 
         if radius is not None:
             tau = boundary_step(x, p, radius)
             x = torch.where(_col(negative), x + _col(tau) * p, x)
+            model = torch.where(negative, model + (-tau * rz + 0.5 * tau * tau * pAp), model)
+            r = torch.where(_col(negative), r - _col(tau) * Ap, r)
             on_boundary = on_boundary | negative
         direction = torch.where(_col(negative), p, direction)
         status = torch.where(negative, torch.full_like(status, int(Status.NEGATIVE_CURVATURE)), status)
@@ -128,10 +168,14 @@ def cg(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | 
             leaves = active & (x_next.norm(dim=-1) >= radius)
             tau = boundary_step(x, p, radius)
             x = torch.where(_col(leaves), x + _col(tau) * p, x)
+            model = torch.where(leaves, model + (-tau * rz + 0.5 * tau * tau * pAp), model)
+            r = torch.where(_col(leaves), r - _col(tau) * Ap, r)
             on_boundary = on_boundary | leaves
             status = torch.where(leaves, torch.full_like(status, int(Status.SUCCESS)), status)
             active = active & ~leaves
         x = torch.where(_col(active), x_next, x)
+        if radius is not None:
+            model = torch.where(active, model - 0.5 * alpha * rz, model)
         iterations = iterations + active.long()
         r = torch.where(_col(active), r - _col(alpha) * Ap, r)
         converged = active & (r.norm(dim=-1) <= tol)
@@ -142,13 +186,18 @@ def cg(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | 
         beta = rz_next / torch.where(rz == 0, torch.ones_like(rz), rz)
         p = torch.where(_col(active), z + _col(beta) * p, p)
         rz = torch.where(active, rz_next, rz)
-    return LinearSolution(x=x, status=status, iterations=iterations,
-                          residual_norm=lambda: (b - op.matvec(x)).norm(dim=-1),
+    residual_norm = lambda: (b - op.matvec(x)).norm(dim=-1)
+    if radius is not None:
+        return TrustRegionSolution(x=x, status=status, iterations=iterations, residual_norm=residual_norm,
+                                   direction=direction, on_boundary=on_boundary, model=model,
+                                   residual=lambda: r)
+    return LinearSolution(x=x, status=status, iterations=iterations, residual_norm=residual_norm,
                           direction=direction, on_boundary=on_boundary)
 
 
 def _cg_one(op: LinearOperator, b: torch.Tensor, x0: torch.Tensor | None, precond: Preconditioner,
-            rtol: float | torch.Tensor, atol: float, max_iter: int, radius: torch.Tensor | None) -> LinearSolution:
+            rtol: float | torch.Tensor, atol: float, max_iter: int,
+            radius: torch.Tensor | None) -> LinearSolution | TrustRegionSolution:
     """:func:`cg` for a batch of one problem: its scalars as floats, and a member that stops ends the loop."""
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - op.matvec(x) if x0 is not None else b.clone()
@@ -159,6 +208,7 @@ def _cg_one(op: LinearOperator, b: torch.Tensor, x0: torch.Tensor | None, precon
     tol = max(_value(torch.as_tensor(rtol, dtype=b.dtype) * _norm(b)), atol)
     delta = None if radius is None else _value(radius)
     status, iterations, direction, on_boundary = Status.MAX_ITER, 0, None, False
+    model, Ap, tau = 0.0, None, 0.0  # m(x), and the boundary move x + τp still owed to the residual
     if not _norm(r).item() > tol:
         status = Status.SUCCESS
     for _ in range(max_iter if status == Status.MAX_ITER else 0):
@@ -169,17 +219,22 @@ def _cg_one(op: LinearOperator, b: torch.Tensor, x0: torch.Tensor | None, precon
             break
         if pAp <= 0:
             if delta is not None:
-                x = x + _boundary_step_one(x, p, delta) * p
+                tau = _boundary_step_one(x, p, delta)
+                x = x + tau * p
+                model = model + (-tau * rz + 0.5 * tau * tau * pAp)
                 on_boundary = True
             direction, status = p, Status.NEGATIVE_CURVATURE
             break
         alpha = rz / pAp
         x_next = x + alpha * p
         if delta is not None and _norm(x_next).item() >= delta:
-            x = x + _boundary_step_one(x, p, delta) * p
+            tau = _boundary_step_one(x, p, delta)
+            x = x + tau * p
+            model = model + (-tau * rz + 0.5 * tau * tau * pAp)
             on_boundary, status = True, Status.SUCCESS
             break
         x = x_next
+        model = model - 0.5 * alpha * rz
         iterations += 1
         r = r - alpha * Ap
         if _norm(r).item() <= tol:
@@ -190,11 +245,15 @@ def _cg_one(op: LinearOperator, b: torch.Tensor, x0: torch.Tensor | None, precon
         p = z + (rz_next / (rz if rz != 0 else 1.0)) * p
         rz = rz_next
     long = dict(dtype=torch.long, device=b.device)
-    return LinearSolution(x=x, status=torch.full((1,), int(status), **long),
-                          iterations=torch.full((1,), iterations, **long),
-                          residual_norm=lambda: _norm(b - op.matvec(x)),
-                          direction=torch.zeros_like(b) if direction is None else direction,
-                          on_boundary=torch.full((1,), on_boundary, dtype=torch.bool, device=b.device))
+    fields = dict(x=x, status=torch.full((1,), int(status), **long), iterations=torch.full((1,), iterations, **long),
+                  residual_norm=lambda: _norm(b - op.matvec(x)),
+                  direction=torch.zeros_like(b) if direction is None else direction,
+                  on_boundary=torch.full((1,), on_boundary, dtype=torch.bool, device=b.device))
+    if delta is None:
+        return LinearSolution(**fields)
+    # a boundary exit moved x by τp but left r at the last interior iterate
+    residual = (lambda: r - tau * Ap) if on_boundary else (lambda: r)
+    return TrustRegionSolution(**fields, model=model, residual=residual)
 
 
 def minres(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, x0: torch.Tensor | None = None,

@@ -8,7 +8,9 @@ on poor agreement and grows when a good step hits the boundary (``globalize.trus
   trust_region_exact``), from one eigendecomposition per Hessian, reused by rejected steps;
   negative curvature and the hard case are handled exactly.
 * :class:`SteihaugTrustRegion` ("trust-ncg"): Steihaug–Toint CG on Hessian-vector products,
-  stopped at the boundary, at negative curvature or at ‖r‖ ≤ min(½, √‖g‖)‖g‖.
+  stopped at the boundary, at negative curvature or at ‖r‖ ≤ min(½, √‖g‖)‖g‖; the model value
+  of its step comes from CG's recurrences (``linear.krylov.TrustRegionSolution``), so an
+  iteration costs the CG products only.
 
 A member whose radius falls below ε·max(1, ‖x‖) cannot make progress and ends ``STALLED``.
 The radius may grow to ``max_radius`` = 10¹⁰ by default: a cap near the scale of the problem (scipy
@@ -65,8 +67,9 @@ class TrustRegionMinimizer(ABC):
         return TrustRegionState(**fields, radius=radius)
 
     @abstractmethod
-    def subproblem(self, problem: ObjectiveProblem, state: TrustRegionState) -> tuple[torch.Tensor, torch.Tensor, TrustRegionState]:
-        """(step s, predicted decrease −m(s), state with any curvature it computed)."""
+    def subproblem(self, problem: ObjectiveProblem, state: TrustRegionState) -> tuple[torch.Tensor, torch.Tensor | float, TrustRegionState]:
+        """(step s, predicted decrease −m(s), state with any curvature it computed); the decrease
+        may be a Python float on the lean path."""
 
     def step(self, problem: ObjectiveProblem, state: TrustRegionState, running: torch.Tensor) -> TrustRegionState:
         # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
@@ -75,8 +78,12 @@ class TrustRegionMinimizer(ABC):
         x = state.x
         x_trial = x + s
         f_trial, gradient_at_trial = problem.value_then_gradient(x_trial)
-        f, trial, predicted, step_norm, x_norm, radius = o.values(
-            state.f, f_trial, predicted, vector_norm(s, dim=-1), vector_norm(x, dim=-1), state.radius)
+        if isinstance(predicted, float):  # already read back by the subproblem (lean path)
+            f, trial, step_norm, x_norm, radius = o.values(
+                state.f, f_trial, vector_norm(s, dim=-1), vector_norm(x, dim=-1), state.radius)
+        else:
+            f, trial, predicted, step_norm, x_norm, radius = o.values(
+                state.f, f_trial, predicted, vector_norm(s, dim=-1), vector_norm(x, dim=-1), state.radius)
         rho = rounding_safe_ratio(f, trial, predicted, dtype=x.dtype)
         accept = rho > self.eta
         x_new = o.where(accept, x_trial, x)
@@ -136,7 +143,8 @@ class SteihaugTrustRegion(TrustRegionMinimizer):
         g = state.g
         operator = problem.operator(state.x)
         forcing = torch.clamp(vector_norm(g, dim=-1).sqrt(), max=0.5)
-        s = cg(operator, -g, rtol=forcing, max_iter=self.cg_max_iter, radius=state.radius).x
+        solution = cg(operator, -g, rtol=forcing, max_iter=self.cg_max_iter, radius=state.radius)
         problem.counters.nlinsolve += 1
-        predicted = -((g * s).sum(-1) + 0.5 * (s * operator.matvec(s)).sum(-1))
-        return s, predicted, state
+        # m(s) = gᵀs + ½sᵀHs from CG's recurrences: no Hessian-vector product beyond the solve
+        model = solution.model_value
+        return solution.x, -(solution.model if model is None else model), state
