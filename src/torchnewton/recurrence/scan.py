@@ -31,6 +31,9 @@ loop does O(T d^2): parallelism is bought with arithmetic.
 The backward pass is a reverse scan with the transposed, shifted coefficients:
 ``mu_t = g_t + A_{t+1}^T mu_{t+1}``, ``dL/db_t = mu_t``, ``dL/dA_t = mu_t h_{t-1}^T``,
 ``dL/dh_0 = A_1^T mu_1``. It is written with the same scan, so it is differentiable again.
+Forward mode (``torch.autograd.forward_ad``, ``torch.func.jvp`` / ``jacfwd``) is one more
+forward scan: ``hdot_t = A_t hdot_{t-1} + (Adot_t h_{t-1} + bdot_t)``, ``hdot_0 = h0dot``. Under
+``torch.func.vmap`` the vmapped dim is folded into the batch of a single scan.
 
 Example::
 
@@ -204,15 +207,51 @@ def _forward_scan(ops: _Ops, A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor,
 
 
 class _LinearScan(torch.autograd.Function):
-    """Forward scan with the adjoint (reverse) scan as backward. Batch is flattened to dim 0."""
+    """Forward scan with the adjoint (reverse) scan as backward and the tangent scan as forward-mode
+    rule. Batch is flattened to dim 0.
+
+    The tangent of ``h_t = A_t h_{t-1} + b_t`` in a direction (Ȧ, ḃ, ḣ_0) is itself a linear
+    recurrence with the same coefficients, ``ḣ_t = A_t ḣ_{t-1} + (Ȧ_t h_{t-1} + ḃ_t)``, so a
+    Jacobian-vector product costs one more scan (``torch.autograd.forward_ad``, ``torch.func.jvp``).
+    """
 
     @staticmethod
-    def forward(ctx: Any, A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, ops: _Ops,
-                algorithm: str, chunk: int | None) -> torch.Tensor:
-        H = _forward_scan(ops, A, b, h0, algorithm, chunk)
-        ctx.save_for_backward(A, h0, H)
+    def forward(A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, ops: _Ops, algorithm: str,
+                chunk: int | None) -> torch.Tensor:
+        return _forward_scan(ops, A, b, h0, algorithm, chunk)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        A, _, h0, ops, algorithm, chunk = inputs
+        ctx.save_for_backward(A, h0, output)
+        ctx.save_for_forward(A, h0, output)
         ctx.config = (ops, algorithm, chunk)
-        return H
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor,
+             ops: _Ops, algorithm: str, chunk: int | None) -> tuple[torch.Tensor, int]:
+        """A vmapped scan is one scan over the product of the vmapped and the batch dim."""
+        V = info.batch_size
+
+        def stacked(x: torch.Tensor, dim: int | None) -> torch.Tensor:
+            x = x.unsqueeze(0).expand(V, *x.shape) if dim is None else x.movedim(dim, 0)
+            return x.reshape(V * x.shape[1], *x.shape[2:])
+
+        A, b, h0 = (stacked(x, dim) for x, dim in zip((A, b, h0), in_dims))
+        H = _LinearScan.apply(A, b, h0, ops, algorithm, chunk)
+        return H.reshape(V, -1, *H.shape[1:]), 0
+
+    @staticmethod
+    def jvp(ctx: Any, dA: torch.Tensor | None, db: torch.Tensor | None, dh0: torch.Tensor | None,
+            *_: Any) -> torch.Tensor:
+        A, h0, H = ctx.saved_tensors
+        ops, algorithm, chunk = ctx.config
+        offsets = torch.zeros_like(H) if db is None else db
+        if dA is not None:
+            # the states entering each step: h_0, h_1, ..., h_{T-1}
+            offsets = offsets + ops.apply(dA, torch.cat([h0.unsqueeze(1), H[:, :-1]], 1))
+        start = torch.zeros_like(h0) if dh0 is None else dh0
+        return _LinearScan.apply(A, offsets, start, ops, algorithm, chunk)
 
     @staticmethod
     def backward(ctx: Any, G: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
