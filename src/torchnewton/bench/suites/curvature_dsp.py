@@ -344,7 +344,7 @@ def run_scipy_lbfgsb(problem: Problem, budget: int) -> Run:
         value = problem.loss(theta)
         recorder.record(value)
         (grad,) = torch.autograd.grad(value, theta)
-        return float(value), grad.numpy()
+        return float(value.detach()), grad.numpy()
 
     def callback(*_: Any) -> None:
         iterations[0] += 1
