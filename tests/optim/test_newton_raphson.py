@@ -318,6 +318,21 @@ def test_gauss_newton_fits_the_benchmark_dsp_model():
     assert opt.state[theta]["step"] <= 25
 
 
+def test_vectorized_curvature_runs_through_the_scan_with_the_same_iterates():
+    # the vmapped backward (is_grads_batched) reaches the scan with batched tensors that have no
+    # storage: they take the associative torch scan instead of the native kernel
+    problem = make_problem(seed=1, samples=512)
+    fits = []
+    for vectorize in (False, True):
+        theta = problem.start.clone().requires_grad_(True)
+        opt = NewtonRaphson([theta], curvature="gauss-newton", vectorize=vectorize)
+        for _ in range(6):
+            opt.step(lambda: problem.residuals(theta))
+        fits.append((theta.detach().clone(), opt.state[theta]["loss"]))
+    torch.testing.assert_close(fits[1][0], fits[0][0], rtol=1e-9, atol=1e-12)
+    assert abs(fits[1][1] - fits[0][1]) <= 1e-9 * fits[0][1] + 1e-15
+
+
 def test_dsp_model_scans_equal_a_sequential_loop():
     problem = make_problem(seed=3, samples=300)
     theta, x = problem.start, problem.x

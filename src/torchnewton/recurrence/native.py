@@ -96,11 +96,23 @@ def applies(*tensors: torch.Tensor) -> bool:
 
 
 def _usable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
-    """The library when every tensor is a contiguous CPU tensor of one supported dtype."""
+    """The library when every tensor is a contiguous CPU tensor of one supported dtype, with its own
+    storage (not a torch.func wrapper: a vmapped backward, ``is_grads_batched``, reaches the scan's
+    kernels with batched tensors that have no data pointer; they take the torch scan)."""
     dtype = tensors[0].dtype
-    if any(t.device.type != "cpu" or t.dtype != dtype or not t.is_contiguous() for t in tensors):
+    if any(t.device.type != "cpu" or t.dtype != dtype or not t.is_contiguous() or _wrapped(t) for t in tensors):
         return None
     return _library(dtype)
+
+
+def batched(*tensors: torch.Tensor) -> bool:
+    """Whether some tensor is a torch.func / legacy vmap wrapper (no storage of its own)."""
+    return any(_wrapped(t) for t in tensors)
+
+
+def _wrapped(t: torch.Tensor) -> bool:
+    functorch = torch._C._functorch
+    return functorch.is_functorch_wrapped_tensor(t) or functorch.is_legacy_batchedtensor(t)
 
 
 @functools.cache

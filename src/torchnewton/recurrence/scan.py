@@ -199,7 +199,8 @@ def _forward_scan(ops: _Ops, A: torch.Tensor, b: torch.Tensor, h0: torch.Tensor,
                              "dense structure and a C compiler (see torchnewton.recurrence.native)")
     if algorithm == "sequential":
         return _sequential(ops, A, b, h0)
-    if algorithm == "associative":
+    if algorithm == "associative" or (algorithm == "auto" and native.batched(A, b, h0)):
+        # a vmapped backward (``is_grads_batched``) cannot take the in-place chunked scan
         # Fold h0 into the first offset so the prefix offsets are the states themselves.
         b = torch.cat([ops.affine(A[:, :1], h0.unsqueeze(1), b[:, :1]), b[:, 1:]], 1)
         return _associative(ops, A, b)[1]
