@@ -197,3 +197,19 @@ def test_samples_far_from_their_fixed_point_get_the_jacobian_free_gradient():
     exact_grad = torch.autograd.grad((c * exact(x, z0)).sum(), cell.W)[0]
     assert not bool(exact.last_stats.backward_fallback.any())
     assert torch.allclose(exact_grad, torch.autograd.grad((c * unrolled(cell, x)).sum(), cell.W)[0], atol=1e-9)
+
+
+def test_digits_bench_accuracy_verdict_applies_its_seed_spread_rule():
+    from torchnewton.bench.suites.fixed_point_deq import _accuracy_verdict
+
+    def runs(ours, theirs):
+        return [{"torchnewton": {"accuracy": [0.5, a]}, "torchdeq": {"accuracy": [0.5, b]}} for a, b in zip(ours, theirs)]
+
+    # means 0.90 and 0.91, sample stds 0.01 and 0.02: bound 2·√((1e-4 + 4e-4)/2)/√3 = 0.01826
+    close = _accuracy_verdict(runs([0.89, 0.90, 0.91], [0.89, 0.91, 0.93]))
+    assert close["difference"] == pytest.approx(-0.01) and close["bound"] == pytest.approx(0.018257, abs=1e-6)
+    assert close["equal"] is True and close["paired"] == pytest.approx([0.0, -0.01, -0.02])
+    apart = _accuracy_verdict(runs([0.85, 0.86, 0.87], [0.89, 0.91, 0.93]))
+    assert apart["equal"] is False and "NOT equal" in apart["text"]
+    single = _accuracy_verdict(runs([0.9], [0.8]))
+    assert single["equal"] is None and single["bound"] is None
