@@ -2,6 +2,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from scan_reference import loop
 from torchnewton.recurrence import linear_scan
 
 
@@ -13,24 +14,6 @@ def random_coefficients(structure, batch, T, d, k, dtype, gen):
     else:
         A = (torch.rand(*batch, T, d, d, generator=gen, dtype=dtype) - 0.5) / d
     return A
-
-
-def loop(A, b, h0, structure, reverse):
-    """Plain-Python reference, time step by time step."""
-    T = b.shape[-2]
-    order = range(T - 1, -1, -1) if reverse else range(T)
-    h, out = h0, [None] * T
-    for t in order:
-        if structure == "diagonal":
-            Ah = A[..., t, :] * h
-        elif structure == "dense":
-            Ah = (A[..., t, :, :] @ h.unsqueeze(-1)).squeeze(-1)
-        else:
-            nb, k = A.shape[-3], A.shape[-1]
-            Ah = (A[..., t, :, :, :] @ h.reshape(*h.shape[:-1], nb, k, 1)).reshape(h.shape)
-        h = Ah + b[..., t, :]
-        out[t] = h
-    return torch.stack(out, -2)
 
 
 @settings(max_examples=40, deadline=None)

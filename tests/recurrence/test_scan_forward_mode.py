@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 
+from scan_reference import loop
 from torchnewton.recurrence import linear_scan
 
 F64 = torch.float64
@@ -22,21 +23,6 @@ def random_coefficients(structure, batch, T, d, k, dtype, gen):
     return (torch.rand(*batch, T, d, d, generator=gen, dtype=dtype) - 0.5) / d
 
 
-def loop(A, b, h0, structure, reverse):
-    """Plain-Python reference, time step by time step, of torch ops with their own derivatives."""
-    T = b.shape[-2]
-    h, out = h0, [None] * T
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        if structure == "diagonal":
-            Ah = A[..., t, :] * h
-        elif structure == "dense":
-            Ah = (A[..., t, :, :] @ h.unsqueeze(-1)).squeeze(-1)
-        else:
-            nb, k = A.shape[-3], A.shape[-1]
-            Ah = (A[..., t, :, :, :] @ h.reshape(*h.shape[:-1], nb, k, 1)).reshape(h.shape)
-        h = Ah + b[..., t, :]
-        out[t] = h
-    return torch.stack(out, -2)
 
 
 def inputs(structure, k, batch, T, dtype=F64, seed=0):
