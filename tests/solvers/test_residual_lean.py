@@ -182,3 +182,36 @@ def test_levenberg_marquardt_lean_float32_round_off():
     assert one.x.dtype == torch.float32 and one.status == Status(int(many.status[0])) == Status.SUCCESS
     assert torch.allclose(one.x, many.x[0], rtol=1e-5, atol=0)
     assert torch.allclose(one.x, torch.tensor([2.0, 1.3, 0.5]), atol=1e-3)
+
+
+def test_homotopy_lean_with_jacobian_equals_batched():
+    # the lean corrector (one LU per correction, λ as a column, the tangent's sign on floats)
+    # takes the batched path's iterates on Rosenbrock's system with its analytic Jacobian
+    def jac(x):
+        one, zero = torch.ones_like(x[..., 0]), torch.zeros_like(x[..., 0])
+        return torch.stack([torch.stack([-20 * x[..., 0], 10 * one], -1), torch.stack([-one, zero], -1)], -2)
+
+    one = root(_rosenbrock, X0, method="homotopy", jac=jac, record_history=True)
+    many = root(_rosenbrock, torch.stack([X0, OTHER]), method="homotopy", jac=jac, batch=True, record_history=True)
+    assert one.status == Status(int(many.status[0])) == Status.SUCCESS and one.nit == int(many.nit[0])
+    assert torch.equal(one.x, many.x[0]) and torch.allclose(one.x, torch.ones(2, dtype=torch.float64), atol=1e-12)
+    for key in ("lam", "step_norm"):
+        a, b = _histories(one, many, key)
+        assert torch.allclose(a, b, rtol=1e-12, atol=0), key
+
+
+def test_homotopy_tangent_of_one_equals_the_batched_tangent():
+    from torchnewton.solvers.residual.homotopy_maps import tangent
+
+    generator = torch.Generator().manual_seed(0)
+    A = torch.randn(4, 3, 4, generator=generator, dtype=torch.float64)
+    previous = torch.randn(4, 4, generator=generator, dtype=torch.float64)
+    for reference in (None, previous):
+        many = tangent(A, previous=reference)
+        for i in range(4):
+            one = tangent(A[i:i + 1], previous=None if reference is None else reference[i:i + 1])
+            assert torch.equal(one, many[i:i + 1])
+        # unit null vectors of A, oriented along the reference (or towards increasing λ)
+        assert torch.allclose((A @ many.unsqueeze(-1)).squeeze(-1), torch.zeros(4, 3, dtype=torch.float64), atol=1e-12)
+        side = (many * reference).sum(-1) if reference is not None else many[:, -1]
+        assert bool((side > 0).all()) and torch.allclose(many.norm(dim=-1), torch.ones(4, dtype=torch.float64))

@@ -38,8 +38,10 @@ loop (MGH's trigonometric function from 10·x₀ is one). A curve still being fo
 
 Members of a batch carry their own λ, tangent and step; a member that has accepted its
 correction waits (unchanged) while the others finish correcting. One problem on the CPU runs the
-same steps with its scalars (λ, h, the step tests) on Python floats and skips the vectors a
-masked branch would discard (the landing point, the loop test, the tangent of a rejected step).
+same steps with its scalars (λ, h, the step tests, the tangent's orientation) on Python floats,
+skips the vectors a masked branch would discard (the landing point, the loop test, the tangent,
+cost and gradient of a rejected step) and solves the corrector's systems by LU without
+:func:`solve_dense`'s batch bookkeeping (falling back to it on a singular system).
 
 Example:
     >>> import torch, torchnewton
@@ -50,6 +52,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -58,6 +61,7 @@ from ...core.status import Status
 from ...globalize.members import ops_for
 from ...linear import solve_dense
 from ...linear.batched import rmatvec
+from ...linear.direct import _lu_solve_one
 from .homotopy_maps import HOMOTOPIES, homotopy_map, tangent
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
@@ -124,9 +128,10 @@ class Homotopy:
         # path), where the vectors a branch would discard are not computed at all
         o = ops_for(state.x)
         y = torch.cat([state.x, state.lam.unsqueeze(-1)], dim=-1)
-        t, h, lam, land = state.tangent, o.value(state.arc_step), o.value(state.lam), o.value(state.land)
+        t, land = state.tangent, o.value(state.land)
+        # one read-back for the float scalars of the lean path
+        h, lam, t_lam, path_tol = o.values(state.arc_step, state.lam, t[:, -1], state.path_tol)
         # the end game: a predictor that would cross λ = 1 is cut there and corrected at λ = 1
-        t_lam = o.value(t[:, -1])
         crossing = (t_lam != 0) & ((lam - 1) * (lam + h * t_lam - 1) <= 0)
         length = o.where(crossing, (1 - lam) / o.where(t_lam != 0, t_lam, 1.0), h)
         y_pred = y + o.column(length) * t
@@ -143,13 +148,18 @@ class Homotopy:
             e_lam = torch.zeros_like(t)
             e_lam[:, -1] = 1
         normal = o.where(crossing, e_lam, t) if o.batched or crossing else t
-        target = o.where(crossing, o.full(lam, self.tol), o.value(state.path_tol))
+        target = o.where(crossing, o.full(lam, self.tol), path_tol)
         budget = o.where(crossing, 3 * self.max_corrector, self.max_corrector)
         out = self._correct(problem, state, y_pred, normal, target, budget, length, running, crossing, o)
         accepted, y_new, F_new, J_new, A_new, iterations, nonfinite = out
 
         n = state.x.shape[-1]
-        x_new, lam_new = y_new[:, :n], o.value(y_new[:, -1])
+        x_new = y_new[:, :n]
+        if o.batched:
+            lam_new, step_norm = y_new[:, -1], o.norm(y_new - y)
+        else:  # one read-back of both points; the difference on floats is the tensor's in float64
+            new, old = y_new.tolist()[0], y.tolist()[0]
+            lam_new, step_norm = new[-1], math.sqrt(sum((a - b) * (a - b) for a, b in zip(new, old)))
         # a tracking step whose corrector carried λ across 1 is redone as an end game from the
         # point of its chord at λ = 1: the first crossing of λ = 1 is the root
         overshot = accepted & o.not_(crossing) & ((lam - 1) * (lam_new - 1) < 0)
@@ -173,7 +183,6 @@ class Homotopy:
         # J(z₀) regular makes the curve through (z₀, 0) locally unique: passing there again means
         # it is a closed loop that never reaches λ = 1
         through_zero = accepted & (lam * lam_next < 0)
-        step_norm = o.norm(y_new - y)
         loop = through_zero
         if o.batched or through_zero:
             at_zero = state.x + o.column(lam / o.where(through_zero, lam - lam_next, 1.0)) * (x_next - state.x)
@@ -182,13 +191,22 @@ class Homotopy:
         too_short = h_new < _MIN_STEP * (1 + o.norm(y))
         lost = accepted & ((lam_next < self.min_lambda)
                            | (o.max_abs(x_next) > _MAX_GROWTH * (1 + o.max_abs(state.z0))))
-        failure = o.where(too_short | lost | loop, int(Status.STALLED), o.value(state.failure))
-        failure = o.where(too_short & nonfinite & o.not_(accepted), int(Status.NONFINITE), failure)
-        return replace(state, x=x_next, F=F_next, cost=0.5 * (F_next * F_next).sum(-1), grad=rmatvec(J_next, F_next),
+        ended = too_short | lost | loop
+        failure = state.failure  # the lean path packs only a failure that happened
+        if o.batched or ended:
+            failure = o.where(ended, int(Status.STALLED), o.value(state.failure))
+            failure = o.pack(o.where(too_short & nonfinite & o.not_(accepted), int(Status.NONFINITE), failure),
+                             state.failure)
+        if o.batched or accepted:
+            cost, grad = 0.5 * (F_next * F_next).sum(-1), rmatvec(J_next, F_next)
+        else:  # a rejected step of one problem keeps x, F and J, hence their cost and gradient
+            cost, grad = state.cost, state.grad
+        return replace(state, x=x_next, F=F_next, cost=cost, grad=grad,
                        step_norm=o.pack(o.where(accepted, step_norm, float("inf")), state.step_norm),
-                       failure=o.pack(failure, state.failure), lam=o.pack(lam_next, state.lam),
+                       failure=failure, lam=o.pack(lam_next, state.lam) if o.batched or accepted else state.lam,
                        tangent=o.where(accepted, t_new, t), arc_step=o.pack(h_new, state.arc_step), J=J_next,
-                       landing=o.where(overshot, landing, state.landing), land=o.pack(overshot, state.land))
+                       landing=o.where(overshot, landing, state.landing),
+                       land=o.pack(overshot, state.land) if o.batched or overshot != land else state.land)
 
     def _correct(self, problem: ResidualProblem, state: HomotopyState, y_pred: torch.Tensor, normal: torch.Tensor,
                  target, budget, length, running: torch.Tensor, end_game, o):
@@ -209,9 +227,10 @@ class Homotopy:
         used = o.full(budget, 0)
         previous = o.full(length, float("inf"))
         slack = torch.finfo(y.dtype).eps ** 0.5 * (1 + o.norm(y_pred))
-        kept, first = None, None
+        kept, first, zero = None, None, None
+        border = normal.unsqueeze(-2)  # the last row of the augmented matrix, fixed while correcting
         for k in range(3 * self.max_corrector + 1):
-            z, lam = y[:, :n], y[:, -1]
+            z, lam = y[:, :n], y[:, n:]
             F, J = problem.linearize(z)
             H, A = homotopy_map(self.homotopy, z, lam, F, J, state.z0, state.F0)
             size_H = o.max_abs(H)  # NaN/Inf exactly where H is not finite
@@ -228,16 +247,19 @@ class Homotopy:
             active = active & finite & o.not_(done) & (used < budget)
             if not o.any(active):
                 break
-            system = torch.cat([A, normal.unsqueeze(-2)], dim=-2)
-            rhs = torch.cat([-H, torch.zeros_like(H[:, :1])], dim=-1)
-            delta = solve_dense(system, rhs).x
+            zero = torch.zeros_like(H[:, :1]) if zero is None else zero
+            system = torch.cat([A, border], dim=-2)
+            rhs = torch.cat([-H, zero], dim=-1)
+            delta, regular = _lu_solve_one(system, rhs.unsqueeze(-1)) if not o.batched else (None, False)
+            if not regular:  # a batch, or a singular system: solve_dense's checks and fallback
+                delta = solve_dense(system, rhs).x
             problem.counters.nlinsolve += 1
             size = o.norm(delta)
             # Newton must contract at once, or the prediction is outside its basin (another branch)
             bound = o.where(used == 0, 0.5 * abs(length) + slack, 0.5 * previous)
             contracting = o.where(end_game, size_H <= 10 * first, size <= bound)
             active = active & o.isfinite(size) & contracting
-            y = o.where(active, y + delta, y)
+            y = o.where(active, y + delta, y) if o.batched else (y + delta if active else y)
             used = used + (active.long() if o.batched else int(active))
             previous = size
         y_acc, F_acc, J_acc, A_acc = kept

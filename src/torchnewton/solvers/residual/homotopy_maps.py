@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import torch
 
+from ...globalize.members import lean
+
 HOMOTOPIES = ("newton", "fixed-point")
 
 
 def homotopy_map(kind: str, z: torch.Tensor, lam: torch.Tensor, F: torch.Tensor, J: torch.Tensor,
                  z0: torch.Tensor, F0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H(z, λ), A = [∂H/∂z, ∂H/∂λ]) from F(z) (B, n) and J(z) (B, n, n); λ is (B,)."""
-    weight = lam.unsqueeze(-1)
+    """(H(z, λ), A = [∂H/∂z, ∂H/∂λ]) from F(z) (B, n) and J(z) (B, n, n); λ is (B,) or a column (B, 1)."""
+    weight = lam if lam.dim() == 2 else lam.unsqueeze(-1)
     if kind == "newton":
         return F - (1 - weight) * F0, torch.cat([J, F0.unsqueeze(-1)], dim=-1)
     shift = z - z0
@@ -49,5 +51,9 @@ def tangent(A: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tens
     without ``previous`` (the start of the curve) oriented towards increasing λ."""
     Q, _ = torch.linalg.qr(A.transpose(-1, -2), mode="complete")
     t = Q[..., -1]
+    if lean(t):  # one problem: the sign is decided on floats (one read-back, no masks)
+        values = t.tolist()[0]
+        reference = values[-1] if previous is None else sum(a * b for a, b in zip(values, previous.tolist()[0]))
+        return -t if reference < 0 else t
     reference = (t * previous).sum(-1) if previous is not None else t[..., -1]
     return torch.where((reference < 0).unsqueeze(-1), -t, t)
