@@ -41,8 +41,9 @@ def _pull(output: torch.Tensor, z: torch.Tensor, cotangent: torch.Tensor, *, ret
                                allow_unused=allow_unused)[0]
 
 
-def _basis(k: int, x: torch.Tensor) -> torch.Tensor:
-    """k basis vectors, each broadcast over the batch: shape (k, B, k)."""
+def batched_basis(k: int, x: torch.Tensor) -> torch.Tensor:
+    """k basis vectors, each broadcast over the batch of x: shape (k, B, k), the cotangents of one
+    batched reverse pass (``is_grads_batched``) or the tangents of a vmapped forward one."""
     eye = torch.eye(k, dtype=x.dtype, device=x.device)
     return eye.unsqueeze(1).expand(k, x.shape[0], k)
 
@@ -102,7 +103,7 @@ def jacobian(fun: BatchFunction, x: torch.Tensor, *, mode: str = "auto") -> tupl
             return _forward_jacobian(fun, x)
         if not value.requires_grad:  # F does not depend on x
             return value.detach(), x.new_zeros(x.shape[0], m, n)
-        (rows,) = torch.autograd.grad(value, z, grad_outputs=_basis(m, value), is_grads_batched=True,
+        (rows,) = torch.autograd.grad(value, z, grad_outputs=batched_basis(m, value), is_grads_batched=True,
                                       allow_unused=True)
     if rows is None:
         return value.detach(), x.new_zeros(x.shape[0], m, n)
@@ -111,7 +112,7 @@ def jacobian(fun: BatchFunction, x: torch.Tensor, *, mode: str = "auto") -> tupl
 
 def _forward_jacobian(fun: BatchFunction, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     value, push = _jvp_linearized(fun, x)
-    columns = vmap(push)(_basis(x.shape[-1], x))  # (n, B, m)
+    columns = vmap(push)(batched_basis(x.shape[-1], x))  # (n, B, m)
     return value, columns.permute(1, 2, 0)
 
 
@@ -223,7 +224,7 @@ class GradientGraph:
         if not graph.grad.requires_grad:  # f is affine in x
             return self.x.new_zeros(batch, n, n)
         with torch.enable_grad():
-            (rows,) = torch.autograd.grad(graph.grad, graph.z, grad_outputs=_basis(n, self.x), is_grads_batched=True,
+            (rows,) = torch.autograd.grad(graph.grad, graph.z, grad_outputs=batched_basis(n, self.x), is_grads_batched=True,
                                           retain_graph=True, allow_unused=True)
         if rows is None:
             return self.x.new_zeros(batch, n, n)

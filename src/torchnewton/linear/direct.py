@@ -47,7 +47,7 @@ def solve_dense(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, symmetric:
         raise ValueError(f"A must be square, got shape {tuple(matrix.shape)}")
     rhs = b.unsqueeze(-1)
     if matrix.shape[0] == 1 and matrix.device.type == "cpu" and not symmetric:  # no sync to read back
-        x, ok = _lu_solve_one(matrix, rhs)
+        x, ok = lu_solve_one(matrix, rhs)
         if not ok:
             x = _regularized_solve(matrix, b)
         status = torch.full((1,), int(Status.SUCCESS if ok else Status.SINGULAR), device=b.device)
@@ -69,8 +69,9 @@ def solve_dense(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, symmetric:
                           residual_norm=lambda: (b - matvec(matrix, x)).norm(dim=-1))
 
 
-def _lu_solve_one(matrix: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """:func:`_lu_solve` of a batch of one, its tests on the pivots and x read back as floats."""
+def lu_solve_one(matrix: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """:func:`_lu_solve` of a batch of one, its tests on the pivots and x read back as floats (the
+    single-problem path of :func:`solve_dense`, also the homotopy corrector's)."""
     LU, pivots, info = torch.linalg.lu_factor_ex(matrix)
     x = torch.linalg.lu_solve(LU, pivots, rhs).squeeze(-1)
     diagonal = [abs(v) for v in LU.diagonal(dim1=-2, dim2=-1).tolist()[0]]

@@ -27,11 +27,6 @@ from ...derivatives import autodiff
 from .spec import BatchFunction, ConstraintSpec
 
 
-def _basis(k: int, x: torch.Tensor) -> torch.Tensor:
-    """The k unit vectors, each broadcast over the batch of x: (k, B, k), for a batched reverse pass."""
-    return torch.eye(k, dtype=x.dtype, device=x.device).unsqueeze(1).expand(k, x.shape[0], k)
-
-
 class ConstrainedProblem:
     """f (B, n) → (B,) and the stacked constraints of ``spec``; see the module docstring."""
 
@@ -144,8 +139,8 @@ class ConstrainedProblem:
             out = torch.cat([f.unsqueeze(-1), c], -1)
             rows = None
             if out.requires_grad:
-                (rows,) = torch.autograd.grad(out, z, grad_outputs=_basis(out.shape[-1], x), is_grads_batched=True,
-                                              allow_unused=True)
+                (rows,) = torch.autograd.grad(out, z, grad_outputs=autodiff.batched_basis(out.shape[-1], x),
+                                              is_grads_batched=True, allow_unused=True)
         rows = x.new_zeros(batch, out.shape[-1], n) if rows is None else rows.transpose(0, 1)
         return f.detach(), rows[:, 0], c.detach(), rows[:, 1:]
 
@@ -197,7 +192,7 @@ class ConstrainedProblem:
             if lagrangian.requires_grad:
                 (grad,) = torch.autograd.grad(lagrangian.sum(), z, create_graph=True, allow_unused=True)
             if grad is not None and grad.requires_grad:
-                hess, jac_t = torch.autograd.grad(grad, (z, w), grad_outputs=_basis(n, x),
+                hess, jac_t = torch.autograd.grad(grad, (z, w), grad_outputs=autodiff.batched_basis(n, x),
                                                   is_grads_batched=True, allow_unused=True)
         grad = x.new_zeros(batch, n) if grad is None else grad.detach()
         H = x.new_zeros(batch, n, n) if hess is None else hess.transpose(0, 1)

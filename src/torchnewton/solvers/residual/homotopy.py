@@ -61,7 +61,7 @@ from ...core.status import Status
 from ...globalize.members import ops_for
 from ...linear import solve_dense
 from ...linear.batched import rmatvec
-from ...linear.direct import _lu_solve_one
+from ...linear.direct import lu_solve_one
 from .homotopy_maps import HOMOTOPIES, homotopy_map, tangent
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
@@ -250,7 +250,7 @@ class Homotopy:
             zero = torch.zeros_like(H[:, :1]) if zero is None else zero
             system = torch.cat([A, border], dim=-2)
             rhs = torch.cat([-H, zero], dim=-1)
-            delta, regular = _lu_solve_one(system, rhs.unsqueeze(-1)) if not o.batched else (None, False)
+            delta, regular = lu_solve_one(system, rhs.unsqueeze(-1)) if not o.batched else (None, False)
             if not regular:  # a batch, or a singular system: solve_dense's checks and fallback
                 delta = solve_dense(system, rhs).x
             problem.counters.nlinsolve += 1
