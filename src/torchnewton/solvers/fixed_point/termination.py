@@ -32,11 +32,6 @@ class FixedPointTermination:
         nonfinite = ~(state.residual < math.inf)
         finished = (state.best_residual <= self.tol) | nonfinite
         done = finished if self.patience is None else finished | (state.since_progress >= self.patience)
-        # statuses are read only where done: on the CPU, where reading a flag back costs no device
-        # synchronization, an iteration that ends nobody skips building them and returns any
-        # (B,) tensor in their place
-        if done.device.type == "cpu" and not bool(done.any()):
-            return done, state.since_progress
         status = torch.where(nonfinite, int(Status.NONFINITE), int(Status.SUCCESS))
         if self.patience is not None:
             status = torch.where(done & ~finished, int(Status.STALLED), status)
