@@ -26,7 +26,9 @@ derivatives cost one numpy expression, torchnewton's reverse passes); the analyt
 like-for-like comparison. Same x0, tolerance 1e-8 on both sides. Both are judged per instance by
 the shared KKT checker, and agree when their solutions are within 1e-5 (max norm). The three runs
 alternate (interleaved) after one warm-up each; the report gives min and median of the repeats
-and the speed-up by both.
+and the speed-up by both. It also counts the torch operations (every call through the dispatcher,
+the autograd passes' included) per batched iteration of one more run of each kind: a figure that
+the load of a shared machine does not change.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ...core.status import Status
 from ...solvers.constrained.spec import NonlinearConstraint
@@ -258,6 +261,25 @@ def solved(x: np.ndarray, a: np.ndarray, e: np.ndarray, problem: BatchProblem = 
     return out
 
 
+class _OpCounter(TorchDispatchMode):
+    """Counts the torch operations dispatched inside it (the autograd engine's included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operations_per_iteration(run: Callable[[], Any]) -> float:
+    """Torch operations per batched iteration of ``run()`` (a torchnewton call), over its largest ``nit``."""
+    with _OpCounter() as counter:
+        result = run()
+    return counter.count / max(int(result.nit.max()), 1)
+
+
 def _status_counts(status: torch.Tensor) -> dict[str, int]:
     names = [Status(int(s)).name for s in status.reshape(-1)]
     return {name: names.count(name) for name in sorted(set(names))}
@@ -282,6 +304,8 @@ def compare(problem: BatchProblem, batch: int, seed: int, repeats: int) -> tuple
         start = time.perf_counter()
         peer = run_slsqp_loop(x0, a, e, problem=problem)
         times["SLSQP loop"].append(time.perf_counter() - start)
+    ops = operations_per_iteration(lambda: run_torchnewton(x0, a, e, problem=problem))
+    ops_analytic = operations_per_iteration(lambda: run_torchnewton(x0, a, e, problem=problem, analytic=True))
     ours = result.x.detach().numpy()
     # the analytic derivatives change the arithmetic, not the method: the same solutions
     analytic_distance = float(np.max(np.abs(analytic.x.detach().numpy() - ours)))
@@ -306,7 +330,8 @@ def compare(problem: BatchProblem, batch: int, seed: int, repeats: int) -> tuple
            f"{medians['torchnewton analytic'] * 1e3:.3g} ms ({minima['torchnewton analytic'] * 1e3:.3g})",
            f"**{ratio_analytic:.3g}x** ({ratio_analytic_min:.3g}x)",
            "met" if ratio >= 10 else ("met with analytic derivatives" if ratio_analytic >= 10 else "not met"),
-           f"{per_iteration * 1e3:.3g} ms", f"{int(ok_ours.sum())}/{batch}", f"{int(ok_peer.sum())}/{batch}",
+           f"{per_iteration * 1e3:.3g} ms", f"{ops:.0f} / {ops_analytic:.0f}", f"{int(ok_ours.sum())}/{batch}",
+           f"{int(ok_peer.sum())}/{batch}",
            f"{int(agree.sum())}/{batch}", f"{float(np.median(nit)):.0f} / {int(nit.max())}"]
     detail = (f"{problem.name}: solutions within {AGREEMENT:g} of each other on {int(agree.sum())}/{batch} "
               f"(median distance {np.median(distance):.2e}, max {np.max(distance):.2e}); where they differ "
@@ -316,6 +341,7 @@ def compare(problem: BatchProblem, batch: int, seed: int, repeats: int) -> tuple
     figures = {"batch": batch, "repeats": repeats, "method": result.method, "seconds": times,
                "median_seconds": medians, "min_seconds": minima, "speedup": ratio, "speedup_of_minima": ratio_min,
                "goal_10x_met": bool(ratio >= 10), "seconds_per_batched_iteration": per_iteration,
+               "ops_per_batched_iteration": ops, "ops_per_batched_iteration_analytic": ops_analytic,
                "speedup_analytic": ratio_analytic, "speedup_analytic_of_minima": ratio_analytic_min,
                "goal_10x_met_analytic": bool(ratio_analytic >= 10), "analytic_max_distance": analytic_distance,
                "solved_torchnewton": int(ok_ours.sum()), "solved_slsqp": int(ok_peer.sum()),
@@ -345,6 +371,7 @@ def batch_comparison(ctx: BenchContext, batch: int = BATCH) -> tuple[str, dict[s
         markdown_table(["problem", "torchnewton method", "torchnewton median (min)", "SLSQP loop median (min)",
                         "speed-up by median (by min)", "tn analytic median (min)", "speed-up analytic",
                         "goal ≥ 10x", "tn time per batched iteration (min)",
+                        "torch ops per iteration (autodiff / analytic)",
                         "KKT-checked solved (tn)", "solved (SLSQP)", "agree", "iterations median / max"],
                        rows),
         "",

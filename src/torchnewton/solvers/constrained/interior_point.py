@@ -85,11 +85,13 @@ class InteriorPoint:
         m, p = spec.m, self.rows.numel()
         self.selector = spec.lower.new_zeros(m, p)
         self.selector[self.rows, torch.arange(p)] = 1.0
+        self.selector_t, self.minus_selector = self.selector.T.contiguous(), -self.selector
         self.target = torch.where(self.equality, spec.lower, torch.zeros_like(spec.lower))
         self.L = torch.cat([spec.x_lower, spec.lower[:, self.rows]], -1)
         self.U = torch.cat([spec.x_upper, spec.upper[:, self.rows]], -1)
         self.has_L, self.has_U = torch.isfinite(self.L), torch.isfinite(self.U)
         self.has_LU = torch.cat([self.has_L, self.has_U], -1)
+        self.mask_LU = self.has_LU.to(self.L.dtype)
         self.one = torch.ones((), dtype=self.L.dtype, device=self.L.device)  # a tensor: torch.where wraps a float
         self.infinity = torch.full((), torch.inf, dtype=self.L.dtype, device=self.L.device)
         # x within 1e-6·max(1, |bound|) of a bound counts as at it (the infeasibility test); -inf/+inf never
@@ -101,10 +103,10 @@ class InteriorPoint:
 
     # ---- pieces ---------------------------------------------------------------------------
     def _h(self, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return c - self.target - s @ self.selector.T
+        return c - self.target - s @ self.selector_t
 
     def _jacobian_y(self, J: torch.Tensor) -> torch.Tensor:
-        return torch.cat([J, -self.selector.expand(J.shape[0], -1, -1)], -1)
+        return torch.cat([J, self.minus_selector.expand(J.shape[0], -1, -1)], -1)
 
     def _gaps(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.where(self.has_L, y - self.L, self.one), torch.where(self.has_U, self.U - y, self.one)
@@ -148,12 +150,12 @@ class InteriorPoint:
         return state
 
     def _fields(self, x, s, lam, zl, zu, f, g, c, J, mu, penalty, delta, step_norm, inner, count, failure,
-                best, stall):
-        y = torch.cat([x, s], -1)
+                best, stall, *, gaps=None):
+        """The state at (x, s, λ, z) with its KKT measures; ``gaps``: (y − L, U − y) where known."""
         # ∇f + J_yᵀλ − z_L + z_U with J_y = [J, −selector]: the slack part of J_yᵀλ is −λ of the inequality rows
         dual = torch.cat([g + rmatvec(J, lam), -lam[:, self.rows]], -1) - zl + zu
         h = self._h(c, s)
-        lower, upper = self._gaps(y)
+        lower, upper = self._gaps(torch.cat([x, s], -1)) if gaps is None else gaps
         # z is kept zero where a bound is missing (and that gap is 1), so no mask is needed
         complementarity = torch.cat([lower * zl, upper * zu], -1).abs().amax(-1)
         violation = h.abs().amax(-1) if h.shape[-1] else torch.zeros_like(f)
@@ -177,9 +179,11 @@ class InteriorPoint:
         size = v.abs().amax(-1) if v.shape[-1] else torch.zeros_like(x[:, 0])
         if v.shape[-1] == 0:
             return torch.full_like(size, float("inf"))
+        infeasible = size > self.termination.tol
+        if not bool(infeasible.any()):  # every member within tol of feasible: no test to run (one host read)
+            return torch.full_like(size, float("inf"))
         grad = rmatvec(J, v)
         grad = torch.where(((x <= self.near_L) & (grad > 0)) | ((x >= self.near_U) & (grad < 0)), 0.0, grad)
-        infeasible = size > self.termination.tol
         return torch.where(infeasible, grad.abs().amax(-1) / size.clamp(min=torch.finfo(size.dtype).tiny),
                            torch.full_like(size, float("inf")))
 
@@ -208,8 +212,8 @@ class InteriorPoint:
         # one call for both sides (a missing bound has an infinite gap, no limit)
         alpha_max = self._fraction_to_boundary(torch.where(self.has_LU, torch.cat([lower, upper], -1), self.infinity),
                                                torch.cat([dy, -dy], -1), tau)
-        alpha_z = self._fraction_to_boundary(torch.where(self.has_LU, torch.cat([zl, zu], -1), self.infinity),
-                                             torch.cat([dzl, dzu], -1), tau)
+        z, dz = torch.cat([zl, zu], -1), torch.cat([dzl, dzu], -1)
+        alpha_z = self._fraction_to_boundary(torch.where(self.has_LU, z, self.infinity), dz, tau)
         # ℓ₂ merit φ_μ + π‖h‖ and its penalty (Nocedal & Wright (18.36), ρ = 0.1)
         h_norm = h.norm(dim=-1)
         linear = (grad_barrier * dy).sum(-1)
@@ -272,12 +276,11 @@ class InteriorPoint:
         y_new = y + alpha * dy + shift
         lam_new = lam + alpha * dlam
         az = torch.where(moved, alpha_z, torch.zeros_like(alpha_z)).unsqueeze(-1)
-        zl_new, zu_new = zl + az * dzl, zu + az * dzu
-        lower_new, upper_new = self._gaps(y_new)
-        zl_new = torch.where(self.has_L, torch.clamp(torch.minimum(zl_new, _KAPPA_SIGMA * mu_col / lower_new),
-                                                     min=0.0).maximum(mu_col / (_KAPPA_SIGMA * lower_new)), 0.0)
-        zu_new = torch.where(self.has_U, torch.clamp(torch.minimum(zu_new, _KAPPA_SIGMA * mu_col / upper_new),
-                                                     min=0.0).maximum(mu_col / (_KAPPA_SIGMA * upper_new)), 0.0)
+        gaps_new = self._gaps(y_new)
+        both = torch.cat(gaps_new, -1)  # the lower and upper sides in one tensor: one op each for both
+        z_new = torch.where(self.has_LU, torch.clamp(torch.minimum(z + az * dz, _KAPPA_SIGMA * mu_col / both),
+                                                     min=0.0).maximum(mu_col / (_KAPPA_SIGMA * both)), 0.0)
+        zl_new, zu_new = z_new[:, :n + p], z_new[:, n + p:]
         x_new = y_new[:, :n]
         f, c = packed[:, 0], packed[:, 1:]
         g, J, H_new = state.g, state.J, state.H
@@ -288,12 +291,18 @@ class InteriorPoint:
                 g_new, J_new, H_new = problem.derivatives_and_hessian(x_new, lam_new)
             g = torch.where(moved.unsqueeze(-1), g_new, g)
             J = torch.where(moved.view(-1, 1, 1), J_new, J)
-        jammed = (alpha.squeeze(-1) < 1e-2).unsqueeze(-1)
-        y_new = torch.cat([x_new, torch.where(jammed, self._reset_slacks(y_new[:, n:], c), y_new[:, n:])], -1)
+        # only members still running count: the loop discards the others' new state
+        jammed = running & (alpha.squeeze(-1) < 1e-2)
+        if p and bool(jammed.any()):
+            y_new = torch.cat([x_new, torch.where(jammed.unsqueeze(-1), self._reset_slacks(y_new[:, n:], c),
+                                                  y_new[:, n:])], -1)
+            gaps_new = self._gaps(y_new)
+        # a direct solve has no inner iterations: the field stays the same tensor, which the loop need not mask
+        inner = state.inner_iterations if self.kkt.kind == "direct" else state.inner_iterations + solve.iterations
         new = self._fields(x_new, y_new[:, n:], lam_new, zl_new, zu_new, f, g, c, J, mu, penalty, solve.delta,
-                           alpha.squeeze(-1) * dy.norm(dim=-1), state.inner_iterations + solve.iterations,
-                           state.infeasible_count, failure, state.best_error, state.stall_count)
-        new.barrier = self._next_barrier(new, y_new)
+                           alpha.squeeze(-1) * dy.norm(dim=-1), inner,
+                           state.infeasible_count, failure, state.best_error, state.stall_count, gaps=gaps_new)
+        new.barrier = self._next_barrier(new, y_new, gaps_new)
         new.H = H_new
         return new
 
@@ -351,24 +360,27 @@ class InteriorPoint:
         limits = torch.where(direction < 0, gap / direction.neg(), gap.new_full((), torch.inf))
         return torch.clamp(tau.squeeze(-1) * limits.amin(-1), max=1.0)
 
-    def _next_barrier(self, state: InteriorPointState, y: torch.Tensor) -> torch.Tensor:
+    def _next_barrier(self, state: InteriorPointState, y: torch.Tensor,
+                      gaps: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         mu = state.barrier
         floor = self.termination.tol / 10
-        lower, upper = self._gaps(y)
+        lower, upper = self._gaps(y) if gaps is None else gaps
+        if self.rule == "monotone":
+            # z is zero and the gap one where a bound is missing: the mask zeroes those deviations
+            products = torch.cat([lower * state.z_lower, upper * state.z_upper], -1)
+            deviation = torch.nan_to_num(((products - mu.unsqueeze(-1)) * self.mask_LU).abs()).amax(-1)
+            error = torch.maximum(torch.maximum(state.optimality / state.multiplier_scale, state.violation), deviation)
+            solved = error <= 10 * mu
+            return torch.where(solved, torch.clamp(torch.minimum(0.2 * mu, mu ** 1.5), min=floor), mu)
         products = torch.cat([torch.where(self.has_L, lower * state.z_lower, float("nan")),
                               torch.where(self.has_U, upper * state.z_upper, float("nan"))], -1)
         count = (~torch.isnan(products)).sum(-1)
-        if self.rule == "adaptive":
-            mean = torch.nan_to_num(products).sum(-1) / count.clamp(min=1)
-            smallest = torch.nan_to_num(products, nan=float("inf")).amin(-1)
-            xi = (smallest / mean.clamp(min=torch.finfo(mu.dtype).tiny)).clamp(max=1.0)
-            centering = 0.1 * torch.clamp(0.05 * (1 - xi) / xi.clamp(min=1e-12), max=2.0) ** 3
-            new = torch.clamp(centering * mean, min=floor)
-            return torch.where(count > 0, new, torch.full_like(mu, floor))
-        deviation = torch.nan_to_num((products - mu.unsqueeze(-1)).abs()).amax(-1)
-        error = torch.maximum(torch.maximum(state.optimality / state.multiplier_scale, state.violation), deviation)
-        solved = error <= 10 * mu
-        return torch.where(solved, torch.clamp(torch.minimum(0.2 * mu, mu ** 1.5), min=floor), mu)
+        mean = torch.nan_to_num(products).sum(-1) / count.clamp(min=1)
+        smallest = torch.nan_to_num(products, nan=float("inf")).amin(-1)
+        xi = (smallest / mean.clamp(min=torch.finfo(mu.dtype).tiny)).clamp(max=1.0)
+        centering = 0.1 * torch.clamp(0.05 * (1 - xi) / xi.clamp(min=1e-12), max=2.0) ** 3
+        new = torch.clamp(centering * mean, min=floor)
+        return torch.where(count > 0, new, torch.full_like(mu, floor))
 
     def terminate(self, problem: ConstrainedProblem, state: InteriorPointState):
         return self.termination(problem, state)

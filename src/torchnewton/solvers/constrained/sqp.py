@@ -142,7 +142,8 @@ class SQP:
         theta = torch.clamp(kkt_norm ** self.sharpen, max=self.accuracy) if self.sharpen > 0 else \
             torch.full_like(kkt_norm, self.accuracy)
         solve = self.kkt.solve(H, J, -gl, -c, state.delta, theta)
-        inner = state.inner_iterations + solve.iterations
+        # a direct solve has no inner iterations: the field stays the same tensor, which the loop need not mask
+        inner = state.inner_iterations if self.kkt.kind == "direct" else state.inner_iterations + solve.iterations
         if self.merit == "l1":
             nu = state.nu
             eye = torch.eye(n, dtype=x.dtype, device=x.device)

@@ -52,9 +52,8 @@ class KKTFields:
 
 def multiplier_scale(*multipliers: torch.Tensor) -> torch.Tensor:
     """Ipopt's s_d = max(100, mean |multiplier|)/100 over all given (B, k) multiplier tensors."""
-    total = sum(m.abs().sum(-1) for m in multipliers)
-    count = max(sum(m.shape[-1] for m in multipliers), 1)
-    return torch.clamp(total / count, min=100.0) / 100.0
+    every = torch.cat(multipliers, -1) if len(multipliers) > 1 else multipliers[0]
+    return torch.clamp(every.abs().sum(-1) / max(every.shape[-1], 1), min=100.0) / 100.0
 
 
 def track_progress(best: torch.Tensor, count: torch.Tensor, error: torch.Tensor, x: torch.Tensor,
@@ -90,14 +89,15 @@ class KKTTermination:
         # :mod:`.problem`), so it is divided by s; s_d from the scaled multipliers is the smaller one
         scale = getattr(problem, "scale", None)
         optimality = state.optimality if scale is None else state.optimality / scale
-        converged = (optimality <= tol * state.multiplier_scale) & (state.violation <= tol) & \
-            (state.complementarity <= tol)
+        feasible = state.violation <= tol
+        converged = (optimality <= tol * state.multiplier_scale) & feasible & (state.complementarity <= tol)
         size = state.x.abs().amax(-1)  # NaN if any component is (amax propagates NaN)
         nonfinite = ~(torch.isfinite(state.f) & torch.isfinite(size))
-        infeasible = ~converged & (state.infeasible_count >= 2)
-        unbounded = ~converged & (state.violation <= tol) & ((state.f < -self.unbounded) | (size > self.unbounded))
-        failed = ~converged & (state.failure != 0)
-        stalled = ~converged & (state.stall_count >= self.patience)
+        open_ = ~converged
+        infeasible = open_ & (state.infeasible_count >= 2)
+        unbounded = open_ & feasible & ((state.f < -self.unbounded) | (size > self.unbounded))
+        failed = open_ & (state.failure != 0)
+        stalled = open_ & (state.stall_count >= self.patience)
         status = torch.full_like(state.failure, int(Status.RUNNING))
         status = torch.where(stalled, int(Status.STALLED), status)
         status = torch.where(failed, state.failure, status)
