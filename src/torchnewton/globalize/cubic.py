@@ -36,10 +36,10 @@ def cubic_step(eig: EigenHessian, g: torch.Tensor, sigma: torch.Tensor) -> torch
         return o.divide(sigma, safe), o.divide(-sigma, safe * safe)
 
     # ‖s(λ)‖ ≤ ‖g‖/(λ + λ₁): λ(λ + λ₁) ≥ σ‖g‖ guarantees σ‖s(λ)‖ ≤ λ
-    lowest = o.value(eig.values[:, 0])
-    upper = 0.5 * (-lowest + o.sqrt(lowest * lowest + 4 * sigma * o.value(vector_norm(g, dim=-1))))
+    lowest, g_norm = o.value(eig.values[:, 0]), o.value(vector_norm(g, dim=-1))
+    upper = 0.5 * (-lowest + o.sqrt(lowest * lowest + 4 * sigma * g_norm))
     # σ > 0 rules the unregularized Newton step out for every member: a plain False says so
-    return solve_secular(eig, g, target, upper * (1 + 1e-6) + tiny, interior_allowed=False).step
+    return solve_secular(eig, g, target, upper * (1 + 1e-6) + tiny, interior_allowed=False, g_norm=g_norm).step
 
 
 def cubic_model_decrease(eig: EigenHessian, g: torch.Tensor, sigma: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

@@ -8,10 +8,12 @@ positive, and double τ (from β·max|Hᵢⱼ|) until it succeeds. Every member 
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..linear import CholeskyFactor
-from .members import FloatOps, lean
+from .members import FloatOps, identity, lean
 
 
 def shifted_cholesky(H: torch.Tensor, *, beta: float = 1e-3, max_tries: int = 80,
@@ -28,11 +30,11 @@ def shifted_cholesky(H: torch.Tensor, *, beta: float = 1e-3, max_tries: int = 80
         >>> bool(factor.ok), float(tau) > 1.0
         (True, True)
     """
+    if lean(H):
+        return _shifted_cholesky_one(H, beta, max_tries, initial, floor)
     scale = H.abs().amax(dim=(-1, -2)).clamp(min=torch.finfo(H.dtype).eps)
     eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
     min_diag = H.diagonal(dim1=-2, dim2=-1).amin(-1)
-    if lean(H):
-        return _shifted_cholesky_one(H, eye, scale, min_diag, beta, max_tries, initial, floor)
     if floor is None:
         floor = beta * scale
     if initial is None:
@@ -51,12 +53,21 @@ def shifted_cholesky(H: torch.Tensor, *, beta: float = 1e-3, max_tries: int = 80
     return CholeskyFactor(matrix=H + tau.view(-1, 1, 1) * eye, L=L, ok=ok), tau
 
 
-def _shifted_cholesky_one(H: torch.Tensor, eye: torch.Tensor, scale: torch.Tensor, min_diag: torch.Tensor,
-                          beta: float, max_tries: int, initial: torch.Tensor | None,
+def _shifted_cholesky_one(H: torch.Tensor, beta: float, max_tries: int, initial: torch.Tensor | None,
                           floor: torch.Tensor | None) -> tuple[CholeskyFactor, torch.Tensor]:
     """The same ladder for one problem on the CPU: τ and the tests on Python floats, one
-    factorization per try (the same arithmetic, so the same τ and factor bitwise)."""
-    scale, min_diag = torch.cat([scale, min_diag]).tolist()
+    factorization per try (the same arithmetic, so the same τ and factor bitwise). max|Hᵢⱼ| and
+    minᵢ Hᵢᵢ are exact, so a small H's are taken on its entries read back as floats."""
+    n = H.shape[-1]
+    if n <= _FLOAT_MAX_N:
+        rows = H.tolist()[0]
+        largest = functools.reduce(FloatOps.maximum, (abs(v) for row in rows for v in row))
+        scale = FloatOps.clamp(largest, min=torch.finfo(H.dtype).eps)
+        min_diag = functools.reduce(FloatOps.minimum, (rows[i][i] for i in range(n)))
+    else:
+        scale, min_diag = torch.cat([H.abs().amax(dim=(-1, -2)).clamp(min=torch.finfo(H.dtype).eps),
+                                     H.diagonal(dim1=-2, dim2=-1).amin(-1)]).tolist()
+    eye = identity(n, H.dtype)
     floor = beta * scale if floor is None else float(floor)
     if initial is None:
         tau = 0.0 if min_diag > 0 else -min_diag + beta * scale
@@ -71,3 +82,7 @@ def _shifted_cholesky_one(H: torch.Tensor, eye: torch.Tensor, scale: torch.Tenso
         shifted = H + tau * eye
         L, info = torch.linalg.cholesky_ex(shifted)
     return CholeskyFactor(matrix=shifted, L=L, ok=info == 0), H.new_full((1,), tau)
+
+
+# the largest n whose entries one problem's ladder reads back as Python floats
+_FLOAT_MAX_N = 16

@@ -32,7 +32,9 @@ import torch
 def lean(x: torch.Tensor) -> bool:
     """Whether the batch ``x`` (B, ...) takes the lean path: one problem on the CPU, where reading
     a scalar back costs no device synchronization."""
-    return x.shape[0] == 1 and x.device.type == "cpu"
+    # ``is_cpu``, not ``device.type``: the test runs several times per iteration, and building the
+    # device object costs a few microseconds each time
+    return x.shape[0] == 1 and x.is_cpu
 
 
 class FloatOps:
@@ -121,8 +123,9 @@ class FloatOps:
 
     @staticmethod
     def values(*ts: torch.Tensor) -> list[Any]:
-        """``value`` of several (1,) tensors of one dtype with one read-back (one ``cat``)."""
-        return torch.cat(ts).tolist()
+        """``value`` of several (1,) tensors: one read each, which on the CPU costs less than the
+        new tensor a ``cat`` allocates to read them at once."""
+        return [t.item() for t in ts]
 
     @staticmethod
     def pack(v: Any, like: torch.Tensor) -> torch.Tensor:
@@ -225,6 +228,17 @@ class TensorOps:
     @staticmethod
     def all_finite(v: torch.Tensor) -> torch.Tensor:
         return torch.isfinite(v).all(-1)
+
+
+def identity(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """I (n, n) on the CPU for the lean path, made once per size and dtype; read only (shared)."""
+    eye = _IDENTITIES.get((n, dtype))
+    if eye is None:
+        eye = _IDENTITIES[(n, dtype)] = torch.eye(n, dtype=dtype)
+    return eye
+
+
+_IDENTITIES: dict[tuple[int, torch.dtype], torch.Tensor] = {}
 
 
 def ops_for(x: torch.Tensor) -> type[FloatOps] | type[TensorOps]:

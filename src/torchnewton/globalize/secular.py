@@ -56,9 +56,11 @@ class EigenHessian:
     def of(cls, H: torch.Tensor) -> "EigenHessian":
         """Decompose H; a member with non-finite entries gets NaN eigenvalues (its steps are then
         rejected as non-finite) instead of aborting the batched eigh for everyone."""
-        # one member whose entries sum to a finite number has finite entries: nothing to mask (a
-        # sum that overflows takes the masked path, which gives the same result)
-        if lean(H) and math.isfinite(H.sum().item()):
+        # one member with finite entries has nothing to mask: a small H's entries are read back and
+        # tested as floats, a larger one's sum (one that overflows takes the masked path, which
+        # gives the same result)
+        if lean(H) and (all(math.isfinite(v) for row in H.tolist()[0] for v in row) if H.shape[-1] <= _FLOAT_MAX_N
+                        else math.isfinite(H.sum().item())):
             values, vectors = torch.linalg.eigh(H)
             return cls(values, vectors, H)
         finite = torch.isfinite(H).all(-1).all(-1)
@@ -121,13 +123,15 @@ def _inverse_norm_of_member(c2: list[float], values: list[float], tiny: float) -
 
 
 def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, upper: torch.Tensor | float, *,
-                  interior_allowed: torch.Tensor | bool, iterations: int = 60) -> SecularSolution:
+                  interior_allowed: torch.Tensor | bool, iterations: int = 60,
+                  g_norm: torch.Tensor | float | None = None) -> SecularSolution:
     """Solve 1/‖s(λ)‖ = 1/r(λ) on (max(0, −λ₁), ``upper``], batched.
 
     ``inverse_target(λ)`` returns 1/r(λ) and its derivative; ``upper`` (B,) is a shift where
     ‖s‖ ≤ r is known to hold. Members in ``interior_allowed`` whose Newton step s(0) already
     satisfies ‖s(0)‖ ≤ r(0) with H ≻ 0 get λ = 0 (the unconstrained trust-region step).
     ``interior_allowed`` may be a plain ``False`` (no member, known without looking).
+    ``g_norm`` is ‖g‖ per member where the caller has it (a float on the lean path).
     For one problem on the CPU (``globalize.members.lean``) the per-member scalars — ``upper``,
     ``interior_allowed``, λ, what ``inverse_target`` takes and returns — are Python numbers and
     the O(n) sums of the Newton iteration on λ run on Python lists; the step stays a tensor, and
@@ -141,12 +145,13 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
     c2 = c * c
     if o.batched:
         scale = torch.clamp(values.abs().amax(-1), min=tiny)
-        lowest, c_first, g_norm = values[:, 0], c[:, 0], vector_norm(g, dim=-1)
+        lowest, c_first = values[:, 0], c[:, 0]
+        g_norm = vector_norm(g, dim=-1) if g_norm is None else g_norm
         norm_at = lambda lam: _inverse_norm(c2, values, lam)
-    else:  # every scalar of the member read back at once
-        n = values.shape[-1]
-        row = torch.cat([values[0], c2[0], c[0, :1], vector_norm(g, dim=-1)]).tolist()
-        values_list, c2_list, (c_first, g_norm) = row[:n], row[n:2 * n], row[2 * n:]
+    else:  # the member's scalars read back one tensor at a time (no ``cat`` to allocate)
+        values_list, c2_list = values.tolist()[0], c2.tolist()[0]
+        c_first = c.tolist()[0][0]
+        g_norm = vector_norm(g, dim=-1).item() if g_norm is None else g_norm
         scale = FloatOps.clamp(functools.reduce(FloatOps.maximum, map(abs, values_list)), min=tiny)
         lowest = values_list[0]
         norm_at = _inverse_norm_of_member(c2_list, values_list, tiny)
@@ -170,7 +175,7 @@ def solve_secular(eig: EigenHessian, g: torch.Tensor, inverse_target: Target, up
             newton_step, factored = _cholesky_step(eig.matrix, g, torch.zeros_like(g[:, 0]))
         else:
             newton_step, factored = _cholesky_step_of_member(eig.matrix, g, 0.0, values_list)
-        factored = o.value(factored)
+        factored = o.value(factored) if o.batched else factored
         newton_norm = o.value(vector_norm(newton_step, dim=-1))
         allowed_and_factored = factored & interior_allowed
         newton_inside = allowed_and_factored & (newton_norm * inv_r0 <= 1)
@@ -254,7 +259,6 @@ def _accurate_step(eig: EigenHessian, g: torch.Tensor, lam: float, inverse_targe
         accurate, ok, norm = newton_step, factored, newton_norm
     else:
         accurate, ok = _cholesky_step_of_member(eig.matrix, g, lam, values)
-        ok = ok.item()
         norm = vector_norm(accurate, dim=-1).item()
     if not ok:
         return None
@@ -267,17 +271,19 @@ def _accurate_step(eig: EigenHessian, g: torch.Tensor, lam: float, inverse_targe
 
 
 def _cholesky_step_of_member(H: torch.Tensor, g: torch.Tensor, lam: float,
-                             values: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_cholesky_step` of one member with λ a float: H + λI is finite exactly when the
-    eigenvalues and λ are (``EigenHessian.of`` gives a non-finite H NaN eigenvalues), so the
-    finiteness mask is only formed where it can matter, and λ = 0 adds no shift."""
+                             values: list[float]) -> tuple[torch.Tensor, bool]:
+    """:func:`_cholesky_step` of one member with λ a float, success as a bool: H + λI is finite
+    exactly when the eigenvalues and λ are (``EigenHessian.of`` gives a non-finite H NaN
+    eigenvalues), so the finiteness mask is only formed where it can matter, and λ = 0 adds no
+    shift."""
     if not (math.isfinite(lam) and all(map(math.isfinite, values))):
-        return _cholesky_step(H, g, g.new_full((1,), lam))
+        step, ok = _cholesky_step(H, g, g.new_full((1,), lam))
+        return step, ok.item()
     shifted = H if lam == 0 else H + lam * torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
     factor, info = torch.linalg.cholesky_ex(shifted)
     half = torch.linalg.solve_triangular(factor, g.unsqueeze(-1), upper=False)
     step = -torch.linalg.solve_triangular(factor.mT, half, upper=True).squeeze(-1)
-    return step, info == 0
+    return step, info.item() == 0
 
 
 def _cholesky_step(H: torch.Tensor, g: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,3 +297,7 @@ def _cholesky_step(H: torch.Tensor, g: torch.Tensor, lam: torch.Tensor) -> tuple
     half = torch.linalg.solve_triangular(factor, g.unsqueeze(-1), upper=False)
     step = -torch.linalg.solve_triangular(factor.mT, half, upper=True).squeeze(-1)
     return step, finite & (info == 0)
+
+
+# the largest n whose Hessian entries one member's checks read back as Python floats
+_FLOAT_MAX_N = 16

@@ -24,7 +24,7 @@ from .secular import EigenHessian, solve_secular
 def exact_trust_region_step(eig: EigenHessian, g: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     """The global minimizer of the quadratic model inside ‖s‖ ≤ Δ, per member (B, n)."""
     o = ops_for(g)
-    radius, g_norm, lowest = o.values(radius, vector_norm(g, dim=-1), eig.values[:, 0])  # one read-back
+    radius, g_norm, lowest = o.values(radius, vector_norm(g, dim=-1), eig.values[:, 0])
     inverse_radius = 1 / radius
 
     def target(lam):
@@ -36,4 +36,4 @@ def exact_trust_region_step(eig: EigenHessian, g: torch.Tensor, radius: torch.Te
     upper = g_norm / radius - lowest
     interior_allowed = o.full(o.isfinite(radius), True)
     return solve_secular(eig, g, target, upper * (1 + 1e-6) + torch.finfo(g.dtype).tiny,
-                         interior_allowed=interior_allowed).step
+                         interior_allowed=interior_allowed, g_norm=g_norm).step

@@ -13,7 +13,7 @@ arithmetic cost by about √n compared with m = 1 (their Corollary for the cubic
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -21,11 +21,11 @@ from torch.linalg import vector_norm
 
 from ...core.status import Status
 from ...globalize.cubic import cubic_model_decrease, cubic_step
-from ...globalize.members import lean, ops_for
+from ...globalize.members import ops_for
 from ...globalize.secular import EigenHessian
 from ...globalize.rounding import rounding_safe_ratio
 from .problem import ObjectiveProblem
-from .state import ObjectiveState, initial_fields, record
+from .state import ObjectiveState, evolve, initial_fields, record
 
 Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
 
@@ -59,21 +59,21 @@ class AdaptiveCubicRegularization:
     def step(self, problem: ObjectiveProblem, state: CubicState, running: torch.Tensor) -> CubicState:
         x, g = state.x, state.g
         eig = EigenHessian(state.eigenvalues, state.eigenvectors, state.hessian)
-        age = state.age
+        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
+        o = ops_for(x)
+        age = o.value(state.age)
         refresh = age >= self.lazy
-        if bool(refresh.any()):
+        if o.any(refresh):
             fresh = EigenHessian.of(problem.hessian(x))
-            eig = fresh if lean(x) else fresh.where(refresh, eig)
+            eig = fresh.where(refresh, eig) if o.batched else fresh
             problem.counters.nlinsolve += 1
-            age = torch.where(refresh, torch.zeros_like(age), age)
+            age = o.where(refresh, o.full(age, 0), age)
         s = cubic_step(eig, g, state.sigma)
         predicted = cubic_model_decrease(eig, g, state.sigma, s)
         x_trial = x + s
         f_trial, gradient_at_trial = problem.value_then_gradient(x_trial)
-        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
-        o = ops_for(x)
-        sigma_old, f, trial, predicted, s_norm = o.values(state.sigma, state.f, f_trial, predicted,
-                                                          vector_norm(s, dim=-1))
+        s_length = vector_norm(s, dim=-1)
+        sigma_old, f, trial, predicted, s_norm = o.values(state.sigma, state.f, f_trial, predicted, s_length)
         rho = rounding_safe_ratio(f, trial, predicted, dtype=x.dtype)
         accept = rho >= self.eta1
         x_new = o.where(accept, x_trial, x)
@@ -82,12 +82,15 @@ class AdaptiveCubicRegularization:
                         o.where(accept, sigma_old, 2 * sigma_old))
         # σ beyond 1/ε: no step of representable length decreases f any more
         stalled = sigma > 1 / torch.finfo(x.dtype).eps
-        failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
-        step_norm = o.where(accept, s_norm, 0.0)
-        return replace(state, x=x_new, f=o.where(accept, f_trial, state.f), g=g_new,
-                       step_norm=o.pack(step_norm, state.step_norm), failure=o.pack(failure, state.failure),
-                       sigma=o.pack(sigma, state.sigma), eigenvalues=eig.values, eigenvectors=eig.vectors,
-                       hessian=eig.matrix, age=o.pack(o.value(age) + accept, age))
+        if o.batched:
+            failure = torch.where(stalled, int(Status.STALLED), state.failure)
+            step_norm = torch.where(accept, s_norm, 0.0)
+        else:  # values unchanged keep their tensor: none to allocate
+            failure = o.pack(int(Status.STALLED), state.failure) if stalled else state.failure
+            step_norm = s_length if accept else o.pack(0.0, state.step_norm)
+        return evolve(state, x=x_new, f=o.where(accept, f_trial, state.f), g=g_new, step_norm=step_norm,
+                      failure=failure, sigma=o.pack(sigma, state.sigma), eigenvalues=eig.values,
+                      eigenvectors=eig.vectors, hessian=eig.matrix, age=o.pack(age + accept, state.age))
 
     def terminate(self, problem: ObjectiveProblem, state: CubicState):
         return self.termination(state)

@@ -19,7 +19,7 @@ The constant (L or M) is the option ``smoothness``; every member of a batch keep
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch.linalg import vector_norm
@@ -28,7 +28,7 @@ from ...core.status import Status
 from ...globalize.hessian_modification import shifted_cholesky
 from ...globalize.members import TensorOps, ops_for
 from .problem import ObjectiveProblem
-from .state import ObjectiveState, initial_fields, record
+from .state import ObjectiveState, evolve, initial_fields, record
 from .termination import Termination
 
 SCHEDULES = ("backtracking", "aicn", "root")
@@ -76,7 +76,7 @@ class DampedNewton:
             # at x_new is then one backward pass, without evaluating f again
             f_new, gradient_at_new = problem.value_then_gradient(x_new)
             g_new = gradient_at_new()
-            return replace(state, x=x_new, f=f_new, g=g_new, step_norm=alpha * vector_norm(newton, dim=-1), stepsize=alpha)
+            return evolve(state, x=x_new, f=f_new, g=g_new, step_norm=alpha * vector_norm(newton, dim=-1), stepsize=alpha)
         return self._backtrack(problem, state, factor, newton, G)
 
     def _backtrack(self, problem: ObjectiveProblem, state: DampedNewtonState, factor, newton: torch.Tensor,
@@ -110,9 +110,9 @@ class DampedNewton:
             smoothness = o.where(searching, smoothness * self.backtrack_factor, smoothness)
         failure = o.where(searching, int(Status.LINESEARCH_FAILED), o.value(state.failure))
         step_norm = alpha_new * newton_norm
-        return replace(state, x=x_new, f=f_new, g=g_new, step_norm=o.pack(step_norm, state.step_norm),
-                       failure=o.pack(failure, state.failure), smoothness=o.pack(smoothness, state.smoothness),
-                       stepsize=o.pack(alpha_new, state.stepsize))
+        return evolve(state, x=x_new, f=f_new, g=g_new, step_norm=o.pack(step_norm, state.step_norm),
+                      failure=o.pack(failure, state.failure), smoothness=o.pack(smoothness, state.smoothness),
+                      stepsize=o.pack(alpha_new, state.stepsize))
 
     def terminate(self, problem: ObjectiveProblem, state: DampedNewtonState):
         return self.termination(state)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch.linalg import vector_norm
@@ -25,7 +25,7 @@ from ...globalize.members import lean
 from ...globalize.linesearch import armijo
 from ...globalize.wolfe import strong_wolfe
 from .problem import ObjectiveProblem
-from .state import ObjectiveState, initial_fields, record
+from .state import ObjectiveState, evolve, initial_fields, record
 from .termination import Termination
 
 SEARCHES = ("armijo", "wolfe")
@@ -84,20 +84,21 @@ class LineSearch:
         """The same search for one problem: the rules run on Python floats (``globalize.members``)
         and the tensors are touched only to evaluate f and ∇f along x + αd."""
         x, g = state.x, state.g
-        # scalars read back together, reduced along the last dimension as the batch reduces them
-        slope, f0 = torch.cat([(g * d).sum(-1), state.f]).tolist()
+        # scalars reduced along the last dimension as the batch reduces them, read one by one (a
+        # read costs less than the tensor a ``cat`` would allocate to read them at once)
+        slope, f0 = (g * d).sum(-1).item(), state.f.item()
         if not (slope < 0 and math.isfinite(slope)):
-            d, slope = -g, -float((g * g).sum(-1))
+            d, slope = -g, -(g * g).sum(-1).item()
         phi0 = f0 + 10 * torch.finfo(x.dtype).eps * max(abs(f0), 1.0)
         if self.kind == "wolfe":
             def phi(alpha: float):
-                f, grad = problem.value_and_grad(x + alpha * d)
-                value, derivative = torch.cat([f, (grad * d).sum(-1)]).tolist()
-                return value, derivative, (f, grad)
+                trial = x + alpha * d
+                f, grad = problem.value_and_grad(trial)
+                return f.item(), (grad * d).sum(-1).item(), (f, grad, trial)
 
-            found = strong_wolfe(phi, phi0, slope, (state.f, g), alpha0=float(alpha0), c1=self.c1, c2=self.c2,
+            found = strong_wolfe(phi, phi0, slope, (state.f, g, x), alpha0=float(alpha0), c1=self.c1, c2=self.c2,
                                  max_steps=self.max_steps, active=slope < 0, dtype=x.dtype)
-            (f_new, g_new), x_new = found.aux, None
+            f_new, g_new, x_new = found.aux
         else:
             def phi(alpha: float):
                 trial = x + alpha * d
@@ -110,10 +111,10 @@ class LineSearch:
             g_new = gradient() if found.success else g
         if not found.success:
             return SearchOutcome(x=x, f=state.f, g=g, step=torch.zeros_like(d), ok=_FALSE)
-        step = found.alpha * d
-        # the accepted trial x + αd itself (the same values as x + step): its gradient's graph,
-        # kept by the problem, then gives the next Newton step's curvature without evaluating f
-        return SearchOutcome(x=x + step if x_new is None else x_new, f=f_new, g=g_new, step=step, ok=_TRUE)
+        # the accepted trial x + αd itself (the same values as x + step, not computed again): its
+        # gradient's graph, kept by the problem, then gives the next Newton step's curvature
+        # without evaluating f
+        return SearchOutcome(x=x_new, f=f_new, g=g_new, step=found.alpha * d, ok=_TRUE)
 
 
 @dataclass
@@ -143,8 +144,8 @@ class LineSearchMinimizer(ABC):
             failure = state.failure if outcome.ok is _TRUE else torch.full_like(state.failure, int(Status.LINESEARCH_FAILED))
         else:
             failure = torch.where(outcome.ok, state.failure, torch.full_like(state.failure, int(Status.LINESEARCH_FAILED)))
-        moved = replace(state, x=outcome.x, f=outcome.f, g=outcome.g, step_norm=vector_norm(outcome.step, dim=-1),
-                        failure=failure)
+        moved = evolve(state, x=outcome.x, f=outcome.f, g=outcome.g, step_norm=vector_norm(outcome.step, dim=-1),
+                       failure=failure)
         return self.update(problem, state, moved, outcome)
 
     def update(self, problem: ObjectiveProblem, old: ObjectiveState, new: ObjectiveState,

@@ -21,6 +21,7 @@ Both search along d with Armijo backtracking or the strong-Wolfe search (``LineS
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +29,7 @@ from torch.linalg import vector_norm
 
 from ...core.status import Status
 from ...globalize.hessian_modification import shifted_cholesky
+from ...globalize.members import FloatOps, lean
 from ...linear.krylov import cg
 from ...linear.matrix import CallableOperator
 from ...linear.recycling import RecyclingSolver
@@ -65,12 +67,13 @@ class NewtonCG(LineSearchMinimizer):
 
     def direction(self, problem: ObjectiveProblem, state: ObjectiveState) -> torch.Tensor:
         g = state.g
-        g_norm = vector_norm(g, dim=-1)
-        forcing = torch.clamp(g_norm.sqrt(), max=0.5)
+        forcing = forcing_term(g)
         if self.recycler is not None and bool(torch.isfinite(g).all()):
-            return self._recycled_direction(problem, state, float(forcing[0]))
+            return self._recycled_direction(problem, state, float(forcing))
         solution = cg(problem.operator(state.x), -g, rtol=forcing, max_iter=self.cg_max_iter)
         problem.counters.nlinsolve += 1
+        if lean(g):
+            return solution.x if FloatOps.max_abs(solution.x) > 0 else -g
         made_progress = solution.x.abs().amax(-1) > 0
         return torch.where(made_progress.unsqueeze(-1), solution.x, -g)
 
@@ -86,3 +89,18 @@ class NewtonCG(LineSearchMinimizer):
         d = solution.x.unsqueeze(0)
         usable = solution.status != Status.NONFINITE and bool(d.abs().amax() > 0)
         return d if usable else -g
+
+
+def forcing_term(g: torch.Tensor) -> torch.Tensor | float:
+    """min(½, √‖∇f‖), the relative tolerance of a truncated Newton solve (Dembo & Steihaug 1983),
+    per member (B,); for one problem in float64 a Python float, the same value (both square roots
+    are correctly rounded), and in other dtypes the tensor's value read back.
+
+    Example:
+        >>> forcing_term(torch.tensor([[3.0, 4.0]], dtype=torch.float64)), forcing_term(torch.tensor([[0.0, 0.0625]]))
+        (0.5, 0.25)
+    """
+    if lean(g) and g.dtype == torch.float64:
+        return min(math.sqrt(vector_norm(g, dim=-1).item()), 0.5)
+    forcing = torch.clamp(vector_norm(g, dim=-1).sqrt(), max=0.5)
+    return forcing.item() if lean(g) else forcing

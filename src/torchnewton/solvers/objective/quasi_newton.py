@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch.linalg import vector_norm
 
-from ...globalize.members import lean
+from ...globalize.members import identity, lean
 from .line_search import _FALSE, _TRUE, LineSearchMinimizer, SearchOutcome
 from .problem import ObjectiveProblem
-from .state import ObjectiveState
+from .state import ObjectiveState, evolve
 
 
 @dataclass
@@ -93,7 +93,7 @@ class BFGS(LineSearchMinimizer):
         reset, failure = _restart(new, outcome, old.has_memory)
         H = torch.where(reset.view(-1, 1, 1), eye.expand_as(H), H)
         has_memory = (old.has_memory | usable) & ~reset
-        return replace(new, inverse_hessian=H, has_memory=has_memory, failure=failure)
+        return evolve(new, inverse_hessian=H, has_memory=has_memory, failure=failure)
 
     def _update_one(self, old: BFGSState, new: BFGSState, outcome: SearchOutcome) -> BFGSState:
         """The same update for one problem, its decisions taken on Python floats."""
@@ -103,16 +103,16 @@ class BFGS(LineSearchMinimizer):
                 return new
             # restart along −∇f: drop the memory, clear the search failure
             eye = torch.eye(old.x.shape[-1], dtype=old.x.dtype).expand_as(old.inverse_hessian)
-            return replace(new, inverse_hessian=eye, has_memory=_FALSE, failure=torch.zeros_like(new.failure))
+            return evolve(new, inverse_hessian=eye, has_memory=_FALSE, failure=torch.zeros_like(new.failure))
         s, y = outcome.step, outcome.g - old.g
-        sy, s_norm, y_norm, yy = _pair_scalars(s, y)
+        sy, s_norm, y_norm = _pair_scalars(s, y)
         if not (sy > torch.finfo(s.dtype).eps * s_norm * y_norm and math.isfinite(sy)):
             return new
-        eye = torch.eye(s.shape[-1], dtype=s.dtype).unsqueeze(0)
+        eye = identity(s.shape[-1], s.dtype).unsqueeze(0)
         H = old.inverse_hessian
         if not has_memory:
-            H = sy / max(yy, torch.finfo(s.dtype).tiny) * eye
-        return replace(new, inverse_hessian=_inverse_update(H, s, y, 1 / sy, eye), has_memory=_TRUE)
+            H = sy / max((y * y).sum(-1).item(), torch.finfo(s.dtype).tiny) * eye
+        return evolve(new, inverse_hessian=_inverse_update(H, s, y, 1 / sy, eye), has_memory=_TRUE)
 
 
 def _inverse_update(H: torch.Tensor, s: torch.Tensor, y: torch.Tensor, rho: torch.Tensor | float,
@@ -123,10 +123,10 @@ def _inverse_update(H: torch.Tensor, s: torch.Tensor, y: torch.Tensor, rho: torc
     return torch.bmm(torch.bmm(left, H), left.transpose(-1, -2)) + rho * (s.unsqueeze(-1) * s.unsqueeze(-2))
 
 
-def _pair_scalars(s: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """One problem's (sᵀy, ‖s‖, ‖y‖, yᵀy) as Python floats, reduced as the batch reduces them
-    (along the last dimension) and read back at once."""
-    return torch.cat([(s * y).sum(-1), vector_norm(s, dim=-1), vector_norm(y, dim=-1), (y * y).sum(-1)]).tolist()
+def _pair_scalars(s: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+    """One problem's (sᵀy, ‖s‖, ‖y‖) as Python floats, reduced as the batch reduces them (along
+    the last dimension) and read one by one (cheaper than the tensor a ``cat`` allocates)."""
+    return (s * y).sum(-1).item(), vector_norm(s, dim=-1).item(), vector_norm(y, dim=-1).item()
 
 
 @dataclass
@@ -168,7 +168,7 @@ class LBFGS(LineSearchMinimizer):
         reset, failure = _restart(new, outcome, old.rho[:, -1] > 0)
         rho = torch.where(reset.unsqueeze(-1), torch.zeros_like(rho), rho)
         gamma = torch.where(reset, torch.ones_like(gamma), gamma)
-        return replace(new, s=S, y=Y, rho=rho, gamma=gamma, failure=failure)
+        return evolve(new, s=S, y=Y, rho=rho, gamma=gamma, failure=failure)
 
     def _update_one(self, old: LBFGSState, new: LBFGSState, outcome: SearchOutcome) -> LBFGSState:
         """The same update for one problem, its decisions taken on Python floats."""
@@ -176,15 +176,15 @@ class LBFGS(LineSearchMinimizer):
             if not float(old.rho[0, -1]) > 0:
                 return new
             # restart along −∇f: drop the pairs, clear the search failure
-            return replace(new, rho=torch.zeros_like(old.rho), gamma=torch.ones_like(old.gamma),
-                           failure=torch.zeros_like(new.failure))
+            return evolve(new, rho=torch.zeros_like(old.rho), gamma=torch.ones_like(old.gamma),
+                          failure=torch.zeros_like(new.failure))
         s, y = outcome.step, outcome.g - old.g
-        sy, s_norm, y_norm, yy = _pair_scalars(s, y)
+        sy, s_norm, y_norm = _pair_scalars(s, y)
         if not (sy > torch.finfo(s.dtype).eps * s_norm * y_norm and math.isfinite(sy)):
             return new
-        gamma = sy / max(yy, torch.finfo(s.dtype).tiny)
-        return replace(new, s=_shift(old.s, s), y=_shift(old.y, y), rho=_shift(old.rho, old.rho.new_full((1,), 1 / sy)),
-                       gamma=old.gamma.new_full((1,), gamma))
+        gamma = sy / max((y * y).sum(-1).item(), torch.finfo(s.dtype).tiny)
+        return evolve(new, s=_shift(old.s, s), y=_shift(old.y, y), rho=_shift(old.rho, old.rho.new_full((1,), 1 / sy)),
+                      gamma=old.gamma.new_full((1,), gamma))
 
 
 def _shift(buffer: torch.Tensor, item: torch.Tensor) -> torch.Tensor:

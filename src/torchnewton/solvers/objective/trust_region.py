@@ -20,7 +20,7 @@ thousands of boundary steps (GALAHAD's TRU caps at 10²⁰).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch.linalg import vector_norm
@@ -28,12 +28,13 @@ from torch.linalg import vector_norm
 from ...core.status import Status
 from ...globalize.secular import EigenHessian
 from ...globalize.rounding import rounding_safe_ratio
-from ...globalize.members import lean, ops_for
+from ...globalize.members import FloatOps, lean, ops_for
 from ...globalize.radius import update_radius
 from ...globalize.trust_region_exact import exact_trust_region_step
 from ...linear.krylov import cg
+from .newton import forcing_term
 from .problem import ObjectiveProblem
-from .state import ObjectiveState, initial_fields, record
+from .state import ObjectiveState, evolve, initial_fields, record
 from .termination import Termination
 
 _TRUE, _FALSE = torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)
@@ -78,24 +79,30 @@ class TrustRegionMinimizer(ABC):
         x = state.x
         x_trial = x + s
         f_trial, gradient_at_trial = problem.value_then_gradient(x_trial)
-        if isinstance(predicted, float):  # already read back by the subproblem (lean path)
-            f, trial, step_norm, x_norm, radius = o.values(
-                state.f, f_trial, vector_norm(s, dim=-1), vector_norm(x, dim=-1), state.radius)
-        else:
-            f, trial, predicted, step_norm, x_norm, radius = o.values(
-                state.f, f_trial, predicted, vector_norm(s, dim=-1), vector_norm(x, dim=-1), state.radius)
+        s_norm = vector_norm(s, dim=-1)
+        if o.batched:
+            f, trial, step_norm, radius = state.f, f_trial, s_norm, state.radius
+        else:  # one read each; ‖x‖ only where a rejected step asks for it, below
+            f, trial, step_norm, radius = o.values(state.f, f_trial, s_norm, state.radius)
+            predicted = predicted if isinstance(predicted, float) else predicted.item()
         rho = rounding_safe_ratio(f, trial, predicted, dtype=x.dtype)
         accept = rho > self.eta
         x_new = o.where(accept, x_trial, x)
         # a batch pulls the trial gradients unasked: asking whether any member accepted is a host read
         g_new = o.where(accept, gradient_at_trial(), state.g) if o.batched or accept else state.g
-        radius = update_radius(radius, rho, step_norm, max_radius=self.max_radius)
-        stalled = o.not_(accept) & (radius <= torch.finfo(x.dtype).eps * o.clamp(x_norm, min=1.0))
-        failure = o.where(stalled, int(Status.STALLED), o.value(state.failure))
-        return self.moved(replace(state, x=x_new, f=o.where(accept, f_trial, state.f), g=g_new,
-                                  step_norm=o.pack(o.where(accept, step_norm, 0.0), state.step_norm),
-                                  radius=o.pack(radius, state.radius), failure=o.pack(failure, state.failure)),
-                          accept)
+        old_radius, radius = radius, update_radius(radius, rho, step_norm, max_radius=self.max_radius)
+        eps = torch.finfo(x.dtype).eps
+        if o.batched:
+            stalled = ~accept & (radius <= eps * torch.clamp(vector_norm(x, dim=-1), min=1.0))
+            failure = torch.where(stalled, int(Status.STALLED), state.failure)
+            fields = dict(step_norm=torch.where(accept, step_norm, 0.0), radius=radius, failure=failure)
+        else:
+            stalled = not accept and radius <= eps * FloatOps.clamp(vector_norm(x, dim=-1).item(), min=1.0)
+            # fields whose value is unchanged keep their tensor: no new one to allocate
+            fields = dict(step_norm=s_norm if accept else o.pack(0.0, state.step_norm),
+                          radius=state.radius if radius == old_radius else o.pack(radius, state.radius),
+                          failure=o.pack(int(Status.STALLED), state.failure) if stalled else state.failure)
+        return self.moved(evolve(state, x=x_new, f=o.where(accept, f_trial, state.f), g=g_new, **fields), accept)
 
     def moved(self, state: TrustRegionState, accept: torch.Tensor) -> TrustRegionState:
         """Hook: invalidate curvature kept for the old iterate."""
@@ -119,20 +126,20 @@ class ExactTrustRegion(TrustRegionMinimizer):
 
     def subproblem(self, problem: ObjectiveProblem, state: ExactTrustRegionState):
         eig = EigenHessian(state.eigenvalues, state.eigenvectors, state.hessian)
-        if not bool(state.fresh.all()):
+        if not (state.fresh.item() if lean(state.x) else bool(state.fresh.all())):
             fresh = EigenHessian.of(problem.hessian(state.x))
             eig = fresh if lean(state.x) else eig.where(state.fresh, fresh)
             problem.counters.nlinsolve += 1
         s = exact_trust_region_step(eig, state.g, state.radius)
         predicted = -((state.g * s).sum(-1) + 0.5 * eig.quadratic(s))
-        state = replace(state, eigenvalues=eig.values, eigenvectors=eig.vectors, hessian=eig.matrix,
-                        fresh=_TRUE if lean(state.x) else torch.ones_like(state.fresh))
+        state = evolve(state, eigenvalues=eig.values, eigenvectors=eig.vectors, hessian=eig.matrix,
+                       fresh=_TRUE if lean(state.x) else torch.ones_like(state.fresh))
         return s, predicted, state
 
     def moved(self, state: ExactTrustRegionState, accept: torch.Tensor | bool) -> ExactTrustRegionState:
         if isinstance(accept, bool):
-            return replace(state, fresh=_FALSE) if accept else state
-        return replace(state, fresh=state.fresh & ~accept)
+            return evolve(state, fresh=_FALSE) if accept else state
+        return evolve(state, fresh=state.fresh & ~accept)
 
 
 @dataclass
@@ -142,7 +149,7 @@ class SteihaugTrustRegion(TrustRegionMinimizer):
     def subproblem(self, problem: ObjectiveProblem, state: TrustRegionState):
         g = state.g
         operator = problem.operator(state.x)
-        forcing = torch.clamp(vector_norm(g, dim=-1).sqrt(), max=0.5)
+        forcing = forcing_term(g)
         solution = cg(operator, -g, rtol=forcing, max_iter=self.cg_max_iter, radius=state.radius)
         problem.counters.nlinsolve += 1
         # m(s) = gᵀs + ½sᵀHs from CG's recurrences: no Hessian-vector product beyond the solve
