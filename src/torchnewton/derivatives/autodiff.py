@@ -35,7 +35,7 @@ def _pull(output: torch.Tensor, z: torch.Tensor, cotangent: torch.Tensor, *, ret
     device threads that need the caller's context) go through ``torch.autograd.grad``.
     """
     retain_graph = create_graph if retain_graph is None else retain_graph
-    if _ENGINE is not None and z.device.type == "cpu" and type(output) is torch.Tensor and type(z) is torch.Tensor:
+    if _ENGINE is not None and z.is_cpu and type(output) is torch.Tensor and type(z) is torch.Tensor:
         return _ENGINE.run_backward((output,), (cotangent,), retain_graph, create_graph, (z,), allow_unused)[0]
     return torch.autograd.grad(output, z, cotangent, retain_graph=retain_graph, create_graph=create_graph,
                                allow_unused=allow_unused)[0]

@@ -46,7 +46,7 @@ def solve_dense(A: LinearOperator | torch.Tensor, b: torch.Tensor, *, symmetric:
     if matrix.shape[-1] != matrix.shape[-2]:
         raise ValueError(f"A must be square, got shape {tuple(matrix.shape)}")
     rhs = b.unsqueeze(-1)
-    if matrix.shape[0] == 1 and matrix.device.type == "cpu" and not symmetric:  # no sync to read back
+    if matrix.shape[0] == 1 and matrix.is_cpu and not symmetric:  # no sync to read back
         x, ok = lu_solve_one(matrix, rhs)
         if not ok:
             x = _regularized_solve(matrix, b)

@@ -45,7 +45,7 @@ def _one_problem(b: torch.Tensor) -> bool:
     """A single problem on the CPU, whose scalars are read back without a device sync, and no
     autograd recording or ``torch.func`` transform around the solve: its Python-float step
     lengths would be constants to them, where the batched path's are differentiable tensors."""
-    return (b.shape[0] == 1 and b.device.type == "cpu" and not torch.is_grad_enabled()
+    return (b.shape[0] == 1 and b.is_cpu and not torch.is_grad_enabled()
             and torch._C._functorch.peek_interpreter_stack() is None)
 
 

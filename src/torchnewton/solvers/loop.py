@@ -81,7 +81,7 @@ def _keep_rows(done: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rows: list[
     read of the done indices, which is free on the CPU. Small rows, other devices and mixed
     dtypes keep ``torch.where``.
     """
-    if done.device.type == "cpu" and a.dtype == b.dtype and a.shape == b.shape and a[0].numel() >= _ROW_COPY_MIN:
+    if done.is_cpu and a.dtype == b.dtype and a.shape == b.shape and a[0].numel() >= _ROW_COPY_MIN:
         if not rows:
             rows.append(done.nonzero().squeeze(1))
         return b.clone().index_copy_(0, rows[0], a.index_select(0, rows[0]))
