@@ -210,6 +210,9 @@ def test_digits_bench_accuracy_verdict_applies_its_seed_spread_rule():
     assert close["difference"] == pytest.approx(-0.01) and close["bound"] == pytest.approx(0.018257, abs=1e-6)
     assert close["equal"] is True and close["paired"] == pytest.approx([0.0, -0.01, -0.02])
     apart = _accuracy_verdict(runs([0.85, 0.86, 0.87], [0.89, 0.91, 0.93]))
-    assert apart["equal"] is False and "NOT equal" in apart["text"]
+    assert apart["equal"] is False and apart["not_worse"] is False and "NOT equal" in apart["text"]
+    above = _accuracy_verdict(runs([0.89, 0.91, 0.93], [0.85, 0.86, 0.87]))
+    assert above["equal"] is False and above["not_worse"] is True and "higher" in above["text"]
+    assert close["not_worse"] is True
     single = _accuracy_verdict(runs([0.9], [0.8]))
     assert single["equal"] is None and single["bound"] is None

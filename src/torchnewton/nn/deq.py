@@ -23,7 +23,7 @@ from . import deq_backward
 
 BACKWARDS = ("implicit", "phantom", "jfb")
 _METHOD_OPTIONS = {
-    "anderson": ("memory", "mixing", "regularization", "safeguard"),
+    "anderson": ("memory", "mixing", "regularization", "regularization_form", "safeguard"),
     "picard": (),
     "krasnoselskii-mann": ("alpha",),
     "halpern": (),
@@ -86,6 +86,8 @@ class DEQ(nn.Module):
             at z* (0: off). The estimate, averaged over the batch, is ``deq.jacobian_loss``
             (differentiable); add a multiple of it to the loss (Bai, Koltun & Kolter 2021).
         options: the method's options (``memory``, ``mixing``, ``regularization``,
+            ``regularization_form`` ("scaled", the default, or "weights": torchdeq's absolute
+            penalty on the combination weights, see :mod:`torchnewton.solvers.fixed_point.anderson`),
             ``safeguard`` for Anderson, ``alpha`` for Krasnoselskii–Mann) and ``patience``. The
             Anderson safeguard is off by default here (None): within a batch, one sample's
             rejected step makes the whole batch pay an extra evaluation of the cell.

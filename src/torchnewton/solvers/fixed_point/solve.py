@@ -11,7 +11,7 @@ from ...core.tolerances import default_tol
 from ...core.validate import check_method, check_options, check_positive, check_same_device, check_tensor
 from ..entry import build_result, check_callable, check_output
 from .adjoint import adjoint_fixed_point_solution
-from .anderson import Anderson
+from .anderson import REGULARIZATION_FORMS, Anderson
 from .methods import Halpern, KrasnoselskiiMann, Picard, halpern_certificate
 from .problem import NORMS, FixedPointProblem
 from .termination import FixedPointTermination
@@ -25,7 +25,7 @@ METHODS = ("anderson", "picard", "krasnoselskii-mann", "halpern", "broyden", "ne
 ITERATIONS = ("anderson", "picard", "krasnoselskii-mann", "halpern")
 _COMMON = ("norm", "patience", "adjoint")
 _OPTIONS = {
-    "anderson": _COMMON + ("memory", "mixing", "regularization", "safeguard"),
+    "anderson": _COMMON + ("memory", "mixing", "regularization", "regularization_form", "safeguard"),
     "picard": _COMMON,
     "krasnoselskii-mann": _COMMON + ("alpha",),
     "halpern": _COMMON + ("radius",),
@@ -49,7 +49,8 @@ def fixed_point(T: Callable[..., torch.Tensor], z0: torch.Tensor, *, method: str
       whose spectrum is spread over [−ρ, ρ], ρ ≥ 0.9, it is what makes Anderson ≥ 3x cheaper
       than Picard: m = 5 gains about 2.3x at ρ = 0.9, m = 10 about 3.7x. Each unit of m stores
       2n more numbers per problem), ``mixing`` β (1.0), ``regularization`` λ of the least squares,
-      relative to the size of each stored difference (1e-8), ``safeguard`` (1.0: a step that
+      relative to the size of each stored difference (1e-8), ``regularization_form`` ("scaled";
+      "weights" puts λ on the combination weights instead, torchdeq's form), ``safeguard`` (1.0: a step that
       raises ‖T(z) − z‖₂ is replaced by the plain mixing step; None turns it off);
     * ``"picard"``: z ← T(z);
     * ``"krasnoselskii-mann"``: z ← (1 − α) z + α T(z), option ``alpha`` (0.5);
@@ -136,13 +137,16 @@ def method_factory(key: str, opts: dict[str, Any]) -> Callable[[FixedPointTermin
     if key == "anderson":
         memory, mixing = opts.pop("memory", 10), opts.pop("mixing", 1.0)
         regularization, safeguard = opts.pop("regularization", 1e-8), opts.pop("safeguard", 1.0)
+        form = opts.pop("regularization_form", "scaled")
         check_positive(memory, "memory", integer=True)
+        if form not in REGULARIZATION_FORMS:
+            raise ValueError(f"options['regularization_form'] must be one of {REGULARIZATION_FORMS}, got {form!r}")
         _check_fraction(mixing, "mixing", closed=True)
         check_positive(regularization, "regularization", allow_zero=True)
         if safeguard is not None:
             check_positive(safeguard, "safeguard")
         return lambda t: Anderson(t, memory=memory, mixing=float(mixing), regularization=float(regularization),
-                                  safeguard=None if safeguard is None else float(safeguard))
+                                  regularization_form=form, safeguard=None if safeguard is None else float(safeguard))
     if key == "krasnoselskii-mann":
         alpha = opts.pop("alpha", 0.5)
         _check_fraction(alpha, "alpha", closed=False)
