@@ -41,6 +41,7 @@ SCIPY_XTOL = 1e-13
 DOUBLE = torch.float64
 DEL2_MAX_ITER = 250  # scipy's iterations of del2 (two evaluations each)
 GOAL = 3.0  # Anderson needs ≥ GOAL times fewer evaluations than Picard
+SPREAD_RADIUS = 0.9  # ρ(J*) from which an instance's spectrum counts as spread up to the family's ρ
 
 
 @dataclass
@@ -199,6 +200,10 @@ def run_contractions(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
     summary = [[family, name, _summary(ratios[name], family)] for family in FAMILIES for name in ratios]
     met = {name: sum(r >= GOAL for r in ratios[name].values()) for name in ratios}
     failing = [p for p, r in ratios[DEFAULT].items() if r < GOAL]
+    # the families are named by the ρ their matrix is built with; where tanh saturates, the spectrum
+    # at the solution no longer reaches ρ, so the goal is also judged on the spectra that do
+    slow = [p for p, per in results.items() if per["jacobian_radius"] >= SPREAD_RADIUS]
+    met_slow = sum(ratios[DEFAULT][p] >= GOAL for p in slow)
     for problem in problems:
         if problem.name in failing:
             results[problem.name]["krylov_limit"] = krylov_limit(problem, solutions[problem.name])
@@ -206,6 +211,7 @@ def run_contractions(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
                    for s, r in per.items()} for p, per in results.items()}
     figures["picard_over_anderson_evaluation_ratio"] = ratios
     figures["goal_met"] = {name: f"{met[name]}/{len(problems)}" for name in ratios}
+    figures["goal_met_spread_to_radius"] = f"{met_slow}/{len(slow)}"
     markdown = "\n".join([
         f"### (b) Contractions with spread spectra, n = {n}",
         "",
@@ -228,7 +234,9 @@ def run_contractions(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
         "",
         f"Goal: Anderson ≥ {GOAL:g}x fewer evaluations than Picard on contractions with spread spectra. "
         f"Default Anderson (m = 10): met on {met[DEFAULT]} of {len(problems)} instances; with m = 5 (the default "
-        f"before): {met['anderson m=5']} of {len(problems)}. "
+        f"before): {met['anderson m=5']} of {len(problems)}. On the {len(slow)} instances whose spectrum at the "
+        f"solution reaches ρ(J*) ≥ {SPREAD_RADIUS:g} (the spread spectra where Picard is slow): met on {met_slow} of "
+        f"{len(slow)}. "
         + (_failures(failing, ratios[DEFAULT], results) if failing else "Met on every instance."),
     ])
     return markdown, figures, [_plot(results, ctx)]
