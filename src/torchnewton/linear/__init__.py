@@ -20,7 +20,7 @@ from .preconditioners import (Preconditioner, amg_preconditioner, ilu_preconditi
 from .recycling import RecyclingSolver, ReusedPreconditioner, skr_order
 from .relaxation import sor, young_optimal_omega
 from .relaxation_table import sor_iteration_table
-from .sketch import KKTOperator, sketch_solve
+from .sketch import KKTOperator, projected_cg, sketch_solve
 from .unimodal_bandit import UnimodalThompsonSampling
 
 __all__ = ["CholeskyFactor", "DenseOperator", "DiagonalOperator", "LinearOperator", "LinearSolution",
@@ -29,4 +29,4 @@ __all__ = ["CholeskyFactor", "DenseOperator", "DiagonalOperator", "LinearOperato
            "CallableOperator", "ChebyshevContextualBandit", "KKTOperator", "KrylovResult", "MatrixOperator", "Preconditioner",
            "RecyclingSolver", "RelaxationSequence", "ReusedPreconditioner", "SquareOperator", "TsallisINF", "UnimodalThompsonSampling", "amg_preconditioner",
            "aslinearoperator", "bicgstab", "ilu_preconditioner", "jacobi_preconditioner", "regret", "skr_order",
-           "play_table", "sketch_solve", "solve_sor_sequence", "sor", "sor_iteration_table", "ssor_preconditioner", "young_optimal_omega"]
+           "play_table", "projected_cg", "sketch_solve", "solve_sor_sequence", "sor", "sor_iteration_table", "ssor_preconditioner", "young_optimal_omega"]

@@ -55,7 +55,8 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
       and an ℓ₂-penalty merit line search (:mod:`.interior_point`).
 
     Options: ``kkt_solver`` ("direct" | "minres" | "sketch"), ``sketch`` ("coordinate":
-    block Kaczmarz, the default | "gaussian"), ``sketch_size``, ``inner_max_iter``, ``seed``, ``accuracy`` θ₀ and
+    block Kaczmarz, the default | "gaussian" | "projected-cg": CG on the null space of J, the fast one
+    from n ≈ 300), ``sketch_size``, ``inner_max_iter``, ``seed``, ``accuracy`` θ₀ and
     ``sharpen`` β of the inexact solves' accuracy θ_k = min(θ₀, ‖KKT‖^β), ``infeasibility_tol``
     (default √tol), ``unbounded`` (1e15), ``c1``, ``max_backtracks``, ``scale_objective`` (True:
     Ipopt's gradient-based rule, the solver works on s·f with s = min(1, 100/‖∇f(x₀)‖∞) and the KKT

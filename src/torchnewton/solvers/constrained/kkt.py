@@ -22,10 +22,12 @@ Solvers (``kind``):
   needs).
 * ``"minres"``: MINRES (Paige & Saunders 1975) to the relative accuracy θ.
 * ``"sketch"``: randomized iterative sketching (:mod:`torchnewton.linear.sketch`, block Kaczmarz
-  by default) to the relative accuracy θ. One loose solve (θ = 0.1) beats forming and factoring
-  K from n ≈ 1,000–2,000 on the CPU, but a whole solve to a tight tolerance is still 18–27x
-  slower than ``"direct"`` (``torchnewton bench constrained``): it is for the paper's
-  convergence study and for K too large to factor (see :mod:`torchnewton.linear.sketch`).
+  by default) to the relative accuracy θ. Kaczmarz and Gaussian sketches contract slowly on the
+  indefinite K (whole solves 18–27x slower than ``"direct"`` at n ≤ 100): they serve the paper's
+  convergence study. ``sketch="projected-cg"`` (conjugate gradients on ∇²L restricted to null(J),
+  each step a sketch-and-project step along an H-conjugate direction) reaches θ in a few steps
+  and makes a whole sqp solve cheaper than ``"direct"`` from n ≈ 300 (0.55–0.70x CPU time at
+  n = 300–4,000, ``torchnewton bench constrained``).
 
 The iterative solvers do not see the inertia; they take the inertia-free test of Chiang &
 Zavala (2016) instead: Δxᵀ(W + δI)Δx ≥ κ‖Δx‖² (κ = 1e-8), raising δ by the same ladder otherwise.
