@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torchnewton.bench.peers.optimizers import adamw
 from torchnewton.bench.problems.char_transformer import CharConfig, CharTask
 from torchnewton.bench.problems.digits_cnn import VAL_SIZE, DigitsTask, MatrixConv2d, digits_split
-from torchnewton.bench.problems.training import lr_sweep, train
+from torchnewton.bench.problems.training import budget_scan, lr_sweep, train
 from torchnewton.optim import param_groups
 
 
@@ -98,3 +98,17 @@ def test_tasks_without_accuracy_and_diverged_runs():
     sgd = lambda model, lr: torch.optim.SGD(model.parameters(), lr)
     sweep = lr_sweep(tiny(norm=False), sgd, (1e12,), sweep_seeds=(0,), seeds=(0,), steps=6, eval_every=2)
     assert sweep.final_train_losses(2) == [math.inf] and sweep.final_accuracies() is None
+
+
+def test_budget_scan_on_the_batchnorm_model_reuses_the_sweep_runs():
+    # validation (eval mode, running statistics) neither updates the BN statistics nor draws a
+    # batch: a run evaluated every 6 steps trains exactly as one evaluated only at its end, so the
+    # budget scan may take the full budget from the sweep
+    task = tiny(norm=True)
+    build = lambda model, lr: adamw(model, lr, lr)
+    sweep = lr_sweep(task, build, (1e-2,), sweep_seeds=(0, 1), seeds=(0, 1), steps=12, eval_every=6)
+    scan = budget_scan(task, build, lr=1e-2, seeds=(0, 1), budgets=(6, 12))
+    assert scan.finals[12] == sweep.finals(1e-2)
+    # a 6-step budget is its own short schedule (decaying over its last 2 steps), not the first 6
+    # steps of the 12-step one (still at its peak lr there)
+    assert all(scan.finals[6][s] != sweep.runs[1e-2][s].val_loss[1] for s in (0, 1))

@@ -19,9 +19,12 @@ from torchnewton.bench.problems.char_transformer import (
 )
 from torchnewton.bench.problems.digits_cnn import DigitsTask, MatrixConv2d
 from torchnewton.bench.problems.training import (
+    BudgetScan,
+    budget_scan,
     interleaved_step_times,
     lr_sweep,
     schedule,
+    smallest_budget,
     steps_to,
     train,
 )
@@ -87,6 +90,73 @@ def test_schedule_and_steps_to():
     assert steps_to(0.1, [0, 5, 10], [3.0, 1.0, 0.5]) is None
 
 
+def test_smallest_budget_on_synthetic_losses():
+    target = 0.5
+    # the smallest reaching budget, not the first of a monotone run: a shorter budget may reach
+    # (a run that overfits late) while a longer one misses
+    assert smallest_budget(target, {100: 0.5, 50: 0.7, 60: 0.49, 70: 0.51}) == 60
+    assert smallest_budget(target, {100: 0.5, 50: 0.7}) == 100  # equality reaches
+    assert smallest_budget(target, {100: 0.52, 50: 0.7}) is None
+    scan = BudgetScan(lr=0.1, seeds=(0, 1, 2), finals={50: [0.4, 0.5, 0.9], 70: [0.4, 0.5, 0.6],
+                                                       80: [0.1, math.inf, 0.1], 100: [0.5, 0.5, 0.5]})
+    assert scan.mean(50) == pytest.approx(0.6) and scan.mean(70) == pytest.approx(0.5)
+    assert scan.std(70) == pytest.approx(0.1) and scan.mean(80) == math.inf  # a diverged seed never reaches
+    assert scan.smallest_reaching(0.5 + 1e-12) == 70 and scan.smallest_reaching(0.45) is None
+    assert optim.Plan(tiny_digits(), steps=300, eval_every=15, sweep_seeds=(0,), timing_rounds=1, centers={},
+                      factors=(1.0,), budget_fractions=(0.5, 0.6, 0.7, 0.8)).budgets() == (150, 180, 210, 240, 300)
+
+
+class _LrSpy(torch.optim.SGD):
+    """SGD recording its lr at every step."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, lr)
+        self.seen = []
+
+    def step(self, closure=None):
+        self.seen.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+def test_compressed_schedule_ends_at_zero_at_its_budget():
+    spies = {}
+    build = lambda budget: lambda model, lr: spies.setdefault(budget, _LrSpy(model.parameters(), lr))
+    for budget in (20, 40):
+        train(tiny_digits(), build(budget), lr=0.0625, seed=0, steps=budget, eval_every=budget)
+    short, long = (torch.tensor(spies[b].seen, dtype=torch.float64) / 0.0625 for b in (20, 40))
+    assert len(short) == 20 and len(long) == 40
+    # warm-up 1 step and decay 6 steps of 20 (5 % and 30 %), 2 and 12 of 40
+    assert short[:2].tolist() == [1.0, 1.0] and long[:3].tolist() == [0.5, 1.0, 1.0]
+    decay = short[14:]
+    assert torch.allclose(decay, (20 - torch.arange(14, 20, dtype=torch.float64)) / 6)
+    # the decay line reaches 0 exactly at the budget: one more step of it would be lr 0
+    assert decay[-1] == pytest.approx(1 / 6) and schedule(20, 20) == 0.0 and schedule(40, 40) == 0.0
+    # the 20-step schedule is the 40-step one compressed: the same multiplier at the same fraction
+    torch.testing.assert_close(short[14:], long[28::2])
+
+
+def test_budget_scan_reruns_and_reuses_the_same_runs():
+    task = tiny_digits()
+    build = lambda model, lr: adamw(model, lr, lr)
+    sweep = lr_sweep(task, build, (1e-2,), sweep_seeds=(0, 1), seeds=(0, 1), steps=12, eval_every=6)
+    scan = budget_scan(task, build, lr=1e-2, seeds=(0, 1), budgets=(6, 12))
+    # a budget run is a run of its own schedule, evaluated once at its end; the evaluations of a
+    # sweep's run do not change its training, so the sweep's full-budget finals are the same runs
+    assert scan.finals[12] == sweep.finals(1e-2)
+    assert scan.finals[6] == [train(task, build, lr=1e-2, seed=s, steps=6, eval_every=2).final for s in (0, 1)]
+    # ... and not the loss at step 6 of the 12-step schedule (no decay there yet)
+    halfway = [sweep.runs[1e-2][s].val_loss[1] for s in (0, 1)]
+    assert sweep.runs[1e-2][0].steps == [0, 6, 12] and all(a != b for a, b in zip(scan.finals[6], halfway))
+    reused = budget_scan(task, build, lr=1e-2, seeds=(0, 1), budgets=(6, 12), known={12: [1.0, 2.0]})
+    assert reused.finals == {6: scan.finals[6], 12: [1.0, 2.0]}
+    with pytest.raises(ValueError, match="budgets"):
+        budget_scan(task, build, lr=1e-2, seeds=(0,), budgets=(0, 12))
+    with pytest.raises(ValueError, match="seeds"):
+        budget_scan(task, build, lr=1e-2, seeds=(), budgets=(12,))
+    with pytest.raises(ValueError, match="known"):
+        budget_scan(task, build, lr=1e-2, seeds=(0, 1), budgets=(12,), known={12: [1.0]})
+
+
 def test_same_seed_same_start_and_reproducible_runs():
     task = tiny_digits()
     build = lambda model, lr: adamw(model, lr, lr)
@@ -143,7 +213,7 @@ def test_interleaved_step_times_counts():
 
 
 def test_suite_on_a_tiny_budget(tmp_path):
-    budget = dict(steps=4, eval_every=2, timing_rounds=2, factors=(0.5, 1.0, 2.0))
+    budget = dict(steps=4, eval_every=2, timing_rounds=2, factors=(0.5, 1.0, 2.0), budget_fractions=(0.5,))
     plans = [optim.Plan(tiny_char(), sweep_seeds=(0,), centers=optim.CHAR_CENTERS, **budget),
              optim.Plan(tiny_digits(), sweep_seeds=(0, 1, 2), centers=optim.DIGITS_CENTERS, **budget)]
     section = optim.run_plans(BenchContext(quick=False, out_dir=tmp_path), plans)
@@ -168,6 +238,20 @@ def test_suite_on_a_tiny_budget(tmp_path):
         for name, why in skipped.items():
             assert f"- {name}: {why}" in section.markdown and "not available" in why
         assert ran["AdamW"]["steps_to_adamw_final"] == figures["adamw_steps_to_target"] is not None
+        scans, target = figures["budget_scan"], figures["target_val_loss"]
+        assert list(scans) == [optim.OURS, optim.TORCH_MUON, "AdamW"]
+        for name, scan in scans.items():
+            assert scan["budgets"] == [2, 4] and scan["lr"] == ran[name]["best_lr"]
+            # the full budget's runs are the sweep's; each budget's reach is its seed mean vs the target
+            assert scan["final_val_loss_per_seed"]["4"] == ran[name]["final_val_loss_per_seed"]
+            for b in ("2", "4"):
+                assert scan["final_val_loss_mean"][b] == pytest.approx(sum(scan["final_val_loss_per_seed"][b]) / 3)
+                assert scan["reaches_target"][b] == (scan["final_val_loss_mean"][b] <= target)
+            reaching = [b for b in scan["budgets"] if scan["reaches_target"][str(b)]]
+            assert scan["smallest_reaching_budget"] == (min(reaching) if reaching else None)
+        # AdamW reaches its own full-budget loss at the full budget at the latest
+        assert scans["AdamW"]["reaches_target"]["4"] and scans["AdamW"]["fraction_of_adamw_budget"] == 1.0
+        assert "reaches AdamW's loss |" in section.markdown
     json.dumps(section.figures, allow_nan=False)  # strict JSON: no inf or nan anywhere
     assert [p.name for p in section.plots] == ["optim_char-transformer.png", "optim_digits-cnn.png"]
     assert all(p.stat().st_size > 10_000 for p in section.plots)
@@ -175,5 +259,7 @@ def test_suite_on_a_tiny_budget(tmp_path):
                            section.markdown,
                            flags=re.MULTILINE)
     assert len(goal_rows) == 4
+    assert len(re.findall(r"reaches AdamW's final val loss .* \| budget scan: .*; curve intersection under the "
+                          r"full schedule: ", section.markdown)) == 2
     assert "| final train loss | final val accuracy |" in section.markdown
     assert re.search(r"digits-cnn: .* val accuracy \d\.\d{4} vs \d\.\d{4}\)", section.markdown)

@@ -18,6 +18,19 @@ training loss is their mean over the last evaluation interval, the usual logged 
 the same for every optimizer) and, for a task with a ``val_accuracy(model)`` method (a classifier),
 the final validation accuracy, so a reader can tell a better fit from a better-calibrated one.
 
+Steps to a target loss under a decaying schedule are measured by a budget scan (``budget_scan``):
+the loss a run reaches at step B of a schedule that decays to 0 at T > B is not the loss of a run
+whose schedule decays to 0 at B (the annealing phase gives most of the final drop), so each budget
+B gets its own run under ``schedule(step, B)``, and the steps to a target are
+
+    B*(target) = min { B in the scanned budgets : mean over seeds of L_B(seed) <= target },
+
+L_B(seed) the final validation loss of the run with budget B: the budget-aware comparison of
+Kaddour et al. 2023, "No Train No Gain: Revisiting Efficient Training Algorithms for
+Transformer-based Language Models", and of Wen et al. 2025, "Fantastic Pretraining Optimizers and
+Where to Find Them" (speedups as ratios of the budgets reaching one loss), and the way the
+modded-nanogpt speedrun records count steps to a target loss (each record its own schedule).
+
 Example:
     >>> from torchnewton.bench.problems.digits_cnn import DigitsTask
     >>> curve = train(DigitsTask(batch_size=16), lambda m, lr: torch.optim.AdamW(m.parameters(), lr),
@@ -201,6 +214,65 @@ def lr_sweep(task: TrainingTask, build: BuildOptimizer, grid: tuple[float, ...],
 def steps_to(target: float, steps: list[int], losses: list[float]) -> int | None:
     """The first step whose loss is at or below ``target`` (None: never)."""
     return next((s for s, v in zip(steps, losses) if v <= target), None)
+
+
+def smallest_budget(target: float, means: dict[int, float]) -> int | None:
+    """The smallest budget whose seed-mean final loss is at or below ``target`` (None: none).
+
+    Example:
+        >>> smallest_budget(1.0, {50: 1.2, 70: 0.9, 100: 0.8})
+        70
+    """
+    return min((b for b, v in means.items() if v <= target), default=None)
+
+
+@dataclass
+class BudgetScan:
+    """One optimizer at one lr trained for several step budgets, each under its own whole schedule
+    (``schedule(step, budget)``: warm-up and decay compressed to the budget): ``finals[budget]``
+    holds the final validation loss of every seed in ``seeds`` (+inf: diverged)."""
+
+    lr: float
+    seeds: tuple[int, ...]
+    finals: dict[int, list[float]]
+
+    def mean(self, budget: int) -> float:
+        values = self.finals[budget]
+        return statistics.fmean(values) if all(map(math.isfinite, values)) else math.inf
+
+    def std(self, budget: int) -> float:
+        values = self.finals[budget]
+        return statistics.stdev(values) if len(values) > 1 and all(map(math.isfinite, values)) else math.inf
+
+    def smallest_reaching(self, target: float) -> int | None:
+        """``B*(target)``: the smallest scanned budget whose seed-mean final loss is <= target."""
+        return smallest_budget(target, {b: self.mean(b) for b in self.finals})
+
+
+def budget_scan(task: TrainingTask, build: BuildOptimizer, *, lr: float, seeds: tuple[int, ...],
+                budgets: tuple[int, ...], known: dict[int, list[float]] | None = None) -> BudgetScan:
+    """Train ``build`` at ``lr`` for every budget in ``budgets`` on every seed, each run under the
+    schedule of its own budget, evaluated once at its end. ``known[budget]``: the seeds' final
+    losses of runs already made (a sweep's runs at the full budget are the same runs), not rerun.
+
+    Example:
+        >>> from torchnewton.bench.problems.digits_cnn import DigitsTask
+        >>> scan = budget_scan(DigitsTask(batch_size=16), lambda m, lr: torch.optim.AdamW(m.parameters(), lr),
+        ...                    lr=1e-3, seeds=(0, 1), budgets=(2, 4))
+        >>> sorted(scan.finals), len(scan.finals[4])
+        ([2, 4], 2)
+    """
+    if not seeds:
+        raise ValueError("budget_scan: seeds must not be empty")
+    if not budgets or any(not isinstance(b, int) or b < 1 for b in budgets):
+        raise ValueError(f"budget_scan: budgets must be positive integers, got {budgets}")
+    known = known or {}
+    if any(len(v) != len(seeds) for v in known.values()):
+        raise ValueError("budget_scan: every known budget needs one final loss per seed")
+    finals = {b: list(known[b]) if b in known
+              else [train(task, build, lr=lr, seed=s, steps=b, eval_every=b).final for s in seeds]
+              for b in sorted(set(budgets))}
+    return BudgetScan(lr, tuple(seeds), finals)
 
 
 def interleaved_step_times(task: TrainingTask, builds: dict[str, tuple[BuildOptimizer, float]], *,
