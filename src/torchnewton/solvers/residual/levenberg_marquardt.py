@@ -28,23 +28,30 @@ per Jacobian (``ScaledSpectrum``, from the ``.numpy()`` views of the tensors, wh
 on the CPU): every λ search, trial step p(λ) and model value ‖J p‖ = ‖diag(σ) w c‖ then costs
 microseconds of float arithmetic instead of a dozen small torch calls, and x + p is one addition of
 arrays. The same formulas, summed in another order: the iterates agree with the batch's to round-off.
+Its own step (``_step_one``) keeps x, the column norms and the per-member scalars on the host too
+(``_OneProblem``), so that neither the step nor the termination test reads a tensor back: per
+iteration it makes a tensor only where the user function or the state needs one (x + p, F and J,
+the decomposition, the scalars as views of one array): on the NIST StRD runs 27 torch operations
+per iteration (36 Python-level torch calls) instead of the shared step's 43 (61), with the
+iterates bitwise those of the shared step it replaces.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 
 from ...core.status import Status
 from ...globalize.damping import ScaledJacobian, ScaledSpectrum, levenberg_marquardt_parameter
-from ...globalize.members import lean, ops_for, ops_of
+from ...globalize.members import FloatOps, TensorOps, ops_for, ops_of
+from ...linear.batched import matvec, rmatvec
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
-from .termination import Termination
-from ...linear.batched import matvec, rmatvec
-
+from .termination import LeastSquaresTermination, Termination
 
 
 @dataclass
@@ -64,6 +71,25 @@ class LevenbergMarquardtState(ResidualState):
     # there Δ, λ and ``first_step`` (which only this method reads) are Python numbers too
     spectrum: ScaledSpectrum | None = None
     residual_norm: float | None = None
+    one: "_OneProblem | None" = None
+
+
+@dataclass
+class _OneProblem:
+    """One problem's numbers on the host (the lean path), so that a step and the termination test
+    read no tensor back: ``x`` and ``column_norms`` are (1, n) arrays in x's dtype that the state's
+    ``x`` and ``scale`` view (no copies), ``x_list`` is x as floats; the other fields are the
+    state's per-member scalars as Python numbers, rounded to x's dtype as the tensors hold them."""
+
+    x: np.ndarray
+    x_list: list[float]
+    column_norms: np.ndarray
+    cost: float
+    cosine: float
+    step_norm: float
+    reduction: float
+    saturated: bool
+    failure: int
 
 
 @dataclass
@@ -81,21 +107,18 @@ class _Linearization:
     saturated: torch.Tensor | bool
     finite: torch.Tensor | bool
     spectrum: ScaledSpectrum | None = None
+    column_host: np.ndarray | None = None  # one problem: the column norms (1, n) that ``column_norms`` views
 
 
-def _linearize(J: torch.Tensor, F: torch.Tensor, F_norm: torch.Tensor | float,
-               previous: torch.Tensor | None, spectrum: ScaledSpectrum | None = None) -> _Linearization:
-    """The linearization at (F, J), with D ← max(``previous``, ‖Jⱼ‖) (``previous`` None: the
-    first point). ``F_norm`` is ‖F‖ as a tensor (batch) or a float (one problem, whose previous
-    D as floats is ``spectrum.scale``)."""
-    if not lean(J):
-        norms, grad = J.norm(dim=-2), rmatvec(J, F)
-        column = _nonzero(norms)
-        scaling = column if previous is None else torch.maximum(previous, column)
-        decomposition = ScaledJacobian.of(J, F, scaling)
-        cosine, saturated = _first_order(norms, F_norm, grad, scaling)
-        return _Linearization(scaling, column, decomposition, grad, cosine, saturated, decomposition.finite)
-    return _linearize_one(J, F, F_norm, None if previous is None else spectrum.scale)
+def _linearize(J: torch.Tensor, F: torch.Tensor, F_norm: torch.Tensor, previous: torch.Tensor | None) -> _Linearization:
+    """The linearization of a batch at (F, J), with D ← max(``previous``, ‖Jⱼ‖) (``previous`` None:
+    the first point); ``F_norm`` is ‖F‖ per member."""
+    norms, grad = J.norm(dim=-2), rmatvec(J, F)
+    column = _nonzero(norms)
+    scaling = column if previous is None else torch.maximum(previous, column)
+    decomposition = ScaledJacobian.of(J, F, scaling)
+    cosine, saturated = _first_order(norms, F_norm, grad, scaling)
+    return _Linearization(scaling, column, decomposition, grad, cosine, saturated, decomposition.finite)
 
 
 def _linearize_one(J: torch.Tensor, F: torch.Tensor, F_norm: float, previous: list[float] | None) -> _Linearization:
@@ -104,22 +127,29 @@ def _linearize_one(J: torch.Tensor, F: torch.Tensor, F_norm: float, previous: li
     reductions and SVD, see :meth:`ScaledJacobian.of_one`), the rest on the ``.numpy()`` views
     (no copies) and Python floats. Jᵀ F is one numpy product, equal to the batch's to round-off: it
     feeds only the first-order test and ``Result.grad``."""
-    J_host, F_host = J.detach().numpy()[0], F.detach().numpy()[0]
-    norm_list = J.norm(dim=-2).tolist()[0]
+    J_host, F_host = _host(J)[0], _host(F)[0]
+    norm_list = torch.linalg.vector_norm(J, dim=-2).tolist()[0]  # J.norm's kernel, without its Python wrapper
     grad_host = F_host @ J_host
     grad = torch.from_numpy(grad_host[None])
     column_list = [v if v > 0 else 1.0 for v in norm_list]  # _nonzero (a NaN norm gives 1 there too)
     scaling_list = column_list if previous is None else [a if a >= b else b for a, b in zip(previous, column_list)]
-    column = torch.from_numpy(np.array([column_list], dtype=J_host.dtype))
+    column_host = np.array([column_list], dtype=J_host.dtype)
+    column = torch.from_numpy(column_host)
     # a column norm is finite exactly when the column is (short of overflowing the norm itself)
     if not (math.isfinite(F_norm) and all(map(math.isfinite, norm_list))):
         scaling = J.new_tensor([scaling_list])
         decomposition = ScaledJacobian.of(J, F, scaling, finite=False)
-        return _Linearization(scaling, column, decomposition, grad, math.nan, False, False)
+        return _Linearization(scaling, column, decomposition, grad, math.nan, False, False, column_host=column_host)
     decomposition, spectrum = ScaledJacobian.of_one(J, F, scaling_list)
     cosine, saturated = _first_order_floats(norm_list, F_norm, grad_host.tolist(), scaling_list,
-                                            torch.finfo(J.dtype).eps)
-    return _Linearization(decomposition.scale, column, decomposition, grad, cosine, saturated, True, spectrum)
+                                            float(np.finfo(J_host.dtype).eps))
+    return _Linearization(decomposition.scale, column, decomposition, grad, cosine, saturated, True, spectrum,
+                          column_host)
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """The ``.numpy()`` view of a CPU tensor (a tensor that requires grad is detached first)."""
+    return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
 @dataclass
@@ -132,7 +162,7 @@ class LevenbergMarquardt:
         F, J = problem.linearize(x0)
         o = ops_for(x0)
         F_norm = F.norm(dim=-1) if o.batched else o.norm(F)
-        point = _linearize(J, F, F_norm, None)
+        point = _linearize(J, F, F_norm, None) if o.batched else _linearize_one(J, F, F_norm, None)
         fields = initial_state(x0, F, point.grad)
         fields["scale"] = point.column_norms
         if o.batched:
@@ -141,113 +171,144 @@ class LevenbergMarquardt:
             own = dict(radius=radius, damping=torch.zeros_like(radius),
                        first_step=torch.ones(x0.shape[0], dtype=torch.bool, device=x0.device))
         else:  # Δ, λ and first_step of one problem are Python numbers
-            x_norm = _scaled_norm_one(point.spectrum.scale if point.finite else point.scaling.tolist()[0], x0)
+            x_norm = _scaled_norm(point.spectrum.scale if point.finite else point.scaling.tolist()[0], x0.tolist()[0])
             own = dict(radius=self.initial_radius * (x_norm if x_norm > 0 else 1.0), damping=0.0, first_step=True)
         if o.batched or not point.finite:
             fields["failure"] = o.pack(o.where(point.finite, o.value(fields["failure"]), int(Status.NONFINITE)),
                                        fields["failure"])
         decomposition = point.decomposition
-        return LevenbergMarquardtState(
+        state = LevenbergMarquardtState(
             **fields, J=J, scaling=point.scaling, **own,
             gradient_cosine=o.pack(point.cosine, fields["cost"]),
             saturated=o.pack(point.saturated, fields["regularized"]),
             singular=decomposition.singular, vectors=decomposition.vectors,
             coefficients=decomposition.coefficients, significant=decomposition.significant, spectrum=point.spectrum,
             residual_norm=None if o.batched else F_norm)
+        if not o.batched:
+            x_host = _host(x0)
+            cost, cosine, step_norm, reduction = o.values(state.cost, state.gradient_cosine, state.step_norm,
+                                                          state.reduction)
+            state.one = _OneProblem(x_host, x_host.tolist()[0], point.column_host, cost, cosine, step_norm, reduction,
+                                    o.value(state.saturated), o.value(state.failure))
+        return state
 
     def step(self, problem: ResidualProblem, state: LevenbergMarquardtState, running: torch.Tensor) -> LevenbergMarquardtState:
-        # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path),
-        # where the λ search, the step and the model run on the decomposition read back as floats
-        o = ops_for(state.x)
-        own = o.value if o.batched else lambda v: v  # Δ, λ, first_step: Python numbers for one problem
+        if state.one is not None:
+            return self._step_one(problem, state)
+        o = TensorOps  # per-member scalars as (B,) tensors
         x, F, J, scale = state.x, state.F, state.J, state.scaling
-        tiny, eps = torch.finfo(x.dtype).tiny, torch.finfo(x.dtype).eps
+        tiny, eps = _limits(x.dtype)
         decomposition = ScaledJacobian(state.singular, state.vectors, state.coefficients, scale, state.significant)
-        spectrum = decomposition if o.batched else state.spectrum
-        damping = levenberg_marquardt_parameter(spectrum, own(state.radius), own(state.damping),
-                                                dtype=x.dtype)
-        if o.batched:
-            p, p_norm = decomposition.step(damping)
-            x_trial = x + p
-        else:  # x + p on the arrays: the same IEEE additions in x's dtype, two calls fewer
-            p, p_norm = spectrum.step(damping)
-            x_host = x.detach().numpy()
-            x_trial = torch.from_numpy(x_host + np.array([p], dtype=x_host.dtype))
+        damping = levenberg_marquardt_parameter(decomposition, state.radius, state.damping, dtype=x.dtype)
+        p, p_norm = decomposition.step(damping)
+        x_trial = x + p
         problem.counters.nlinsolve += 1
-        first_step = own(state.first_step)
-        radius = o.where(first_step, o.minimum(own(state.radius), p_norm), own(state.radius))
+        first_step = state.first_step
+        radius = o.where(first_step, o.minimum(state.radius, p_norm), state.radius)
         F_trial = problem.residual(x_trial)
-        if o.batched:
-            F_norm, trial_norm = F.norm(dim=-1), F_trial.norm(dim=-1)
-        else:
-            F_norm, trial_norm = state.residual_norm, o.norm(F_trial)
-        safe_norm = o.clamp(F_norm, min=tiny)
-        finite = o.isfinite(trial_norm)
-        # a trial ten times worse (or non-finite) counts as actred = −1, as in MINPACK: no overflow
-        relative = trial_norm / safe_norm
-        actual = o.where(finite & (0.1 * trial_norm < F_norm), 1 - relative * relative, -1.0)
-        model = (matvec(J, p).norm(dim=-1) if o.batched else spectrum.model_norm(damping)) / safe_norm
-        step_ratio = p_norm / safe_norm
-        model_term, damping_term = model * model, damping * (step_ratio * step_ratio)
-        predicted = model_term + 2 * damping_term
-        directional = -(model_term + damping_term)  # ½ d/dt ‖F + tJp‖²/‖F‖² at t = 0
-        ratio = o.where(predicted > 0, actual / o.where(predicted > 0, predicted, 1.0), 0.0)
-        radius, damping = _update_radius(radius, damping, p_norm, ratio, actual, directional,
-                                         worse=o.not_(finite) | (0.1 * trial_norm >= F_norm))
+        F_norm, trial_norm = F.norm(dim=-1), F_trial.norm(dim=-1)
+        ratio, radius, damping, reduction, finite = _assess(o, F_norm, trial_norm, matvec(J, p).norm(dim=-1), p_norm,
+                                                            damping, radius, tiny)
         accept = ratio >= self.accept_ratio
         x_new, F_new = o.where(accept, x_trial, x), o.where(accept, F_trial, F)
         J_new, new_scale, fresh, grad, cost = J, scale, decomposition, state.grad, state.cost
         column_norms, cosine, saturated = state.scale, state.gradient_cosine, state.saturated
         # no new point: the decomposition at x stays (finite, or the member already ended NONFINITE)
-        fresh_finite, fresh_spectrum = decomposition.finite if o.batched else True, state.spectrum
         if o.any(accept):
             J_new = o.where(accept, problem.jacobian(x_new), J)
-            F_new_norm = F_new.norm(dim=-1) if o.batched else trial_norm
-            point = _linearize(J_new, F_new, F_new_norm, scale, state.spectrum)
-            new_scale, fresh, grad, fresh_finite, fresh_spectrum = (point.scaling, point.decomposition, point.grad,
-                                                                    point.finite, point.spectrum)
-            cost = o.where(accept, 0.5 * (F_new_norm * F_new_norm), o.value(state.cost))
+            F_new_norm = F_new.norm(dim=-1)
+            point = _linearize(J_new, F_new, F_new_norm, scale)
+            new_scale, grad = point.scaling, point.grad
+            cost = o.where(accept, 0.5 * (F_new_norm * F_new_norm), state.cost)
             column_norms = o.where(accept, point.column_norms, state.scale)
-            cosine = o.where(accept, point.cosine, o.value(state.gradient_cosine))
-            saturated = o.where(accept, point.saturated, o.value(state.saturated))
-            cost, cosine, saturated = (o.pack(cost, state.cost), o.pack(cosine, state.gradient_cosine),
-                                       o.pack(saturated, state.saturated))
-            if o.batched:
-                keep = ~accept
-                fresh = ScaledJacobian(*(torch.where(keep.view(keep.shape + (1,) * (new.dim() - 1)), old, new)
-                                         for old, new in ((decomposition.singular, fresh.singular),
-                                                          (decomposition.vectors, fresh.vectors),
-                                                          (decomposition.coefficients, fresh.coefficients),
-                                                          (scale, fresh.scale),
-                                                          (decomposition.significant, fresh.significant))))
-                fresh_finite = fresh.finite
-        reduction = o.where(0.5 * ratio <= 1, o.maximum(abs(actual), predicted), float("inf"))
-        if o.batched:
-            x_norm = (new_scale * x_new).norm(dim=-1)
-        else:  # D is fresh_spectrum.scale (where J was finite)
-            x_norm = _scaled_norm_one(fresh_spectrum.scale if fresh_finite else new_scale.tolist()[0], x_new)
+            cosine = o.where(accept, point.cosine, state.gradient_cosine)
+            saturated = o.where(accept, point.saturated, state.saturated)
+            keep = ~accept
+            fresh = ScaledJacobian(*(torch.where(keep.view(keep.shape + (1,) * (new.dim() - 1)), old, new)
+                                     for old, new in ((decomposition.singular, point.decomposition.singular),
+                                                      (decomposition.vectors, point.decomposition.vectors),
+                                                      (decomposition.coefficients, point.decomposition.coefficients),
+                                                      (scale, point.decomposition.scale),
+                                                      (decomposition.significant, point.decomposition.significant))))
+        x_norm = (new_scale * x_new).norm(dim=-1)
         # Δ at the rounding level of x: no representable step is left (MINPACK's info = 7)
         stalled = radius <= eps * x_norm
-        previous_failure = o.value(state.failure)
-        failure = o.where(stalled, int(Status.STALLED), previous_failure)
+        failure = o.where(stalled, int(Status.STALLED), state.failure)
         # stalling because every trial point was NaN/Inf is a non-finite failure, not a plateau
         failure = o.where(stalled & o.not_(finite), int(Status.NONFINITE), failure)
-        failure = o.where(fresh_finite, failure, int(Status.NONFINITE))
-        unchanged = not o.batched and failure == previous_failure
-        still_first = first_step & o.not_(accept)
-        return replace(state, x=x_new, F=F_new, J=J_new, cost=cost, grad=grad,
-                       step_norm=o.pack(radius, state.step_norm), reduction=o.pack(reduction, state.reduction),
-                       failure=state.failure if unchanged else o.pack(failure, state.failure), scaling=new_scale,
-                       scale=column_norms, radius=o.pack(radius, state.radius) if o.batched else radius,
-                       damping=o.pack(damping, state.damping) if o.batched else damping,
-                       gradient_cosine=cosine, saturated=saturated,
-                       first_step=o.pack(still_first, state.first_step) if o.batched else still_first,
-                       singular=fresh.singular,
-                       vectors=fresh.vectors, coefficients=fresh.coefficients, significant=fresh.significant,
-                       spectrum=fresh_spectrum, residual_norm=None if o.batched else o.where(accept, trial_norm, F_norm))
+        failure = o.where(fresh.finite, failure, int(Status.NONFINITE))
+        return replace(state, x=x_new, F=F_new, J=J_new, cost=cost, grad=grad, step_norm=radius, reduction=reduction,
+                       failure=failure, scaling=new_scale, scale=column_norms, radius=radius, damping=damping,
+                       gradient_cosine=cosine, saturated=saturated, first_step=first_step & o.not_(accept),
+                       singular=fresh.singular, vectors=fresh.vectors, coefficients=fresh.coefficients,
+                       significant=fresh.significant)
+
+    def _step_one(self, problem: ResidualProblem, state: LevenbergMarquardtState) -> LevenbergMarquardtState:
+        """:meth:`step` of one problem on the CPU: the same arithmetic as the batch's, on the host
+        numbers of ``state.one`` and the decomposition as floats (``state.spectrum``). A tensor is
+        built only where the user function or the state needs one: x + p as a view of its array,
+        the per-member scalars as views of one array, the rest as on the batched path."""
+        one, spectrum, o = state.one, state.spectrum, FloatOps
+        tiny, eps = _limits(state.x.dtype)
+        damping = levenberg_marquardt_parameter(spectrum, state.radius, state.damping, dtype=state.x.dtype)
+        p, p_norm = spectrum.step(damping)
+        # x + p on the arrays: the same IEEE additions in x's dtype as the batch's tensor sum
+        x_host = one.x + np.array([p], dtype=one.x.dtype)
+        x_trial = torch.from_numpy(x_host)
+        problem.counters.nlinsolve += 1
+        radius = o.minimum(state.radius, p_norm) if state.first_step else state.radius
+        F_trial = problem.residual(x_trial)
+        F_norm, trial_norm = state.residual_norm, o.norm(F_trial)
+        ratio, radius, damping, reduction, finite = _assess(o, F_norm, trial_norm, spectrum.model_norm(damping),
+                                                            p_norm, damping, radius, tiny)
+        failure = one.failure
+        if ratio >= self.accept_ratio:
+            J = problem.jacobian(x_trial)
+            point = _linearize_one(J, F_trial, trial_norm, spectrum.scale)
+            cost, cosine, saturated = 0.5 * (trial_norm * trial_norm), point.cosine, point.saturated
+            fresh_finite = point.finite
+            D = point.spectrum.scale if fresh_finite else point.scaling.tolist()[0]
+            x_list = x_host.tolist()[0]
+            decomposition = point.decomposition
+            changes = dict(x=x_trial, F=F_trial, J=J, grad=point.grad, scaling=point.scaling, scale=point.column_norms,
+                           singular=decomposition.singular, vectors=decomposition.vectors,
+                           coefficients=decomposition.coefficients, significant=decomposition.significant,
+                           spectrum=point.spectrum, residual_norm=trial_norm, first_step=False)
+            if saturated != one.saturated:
+                changes["saturated"] = torch.tensor([saturated])
+            host = _OneProblem(x_host, x_list, point.column_host, cost, cosine, radius, reduction, saturated, failure)
+        else:  # no new point: the decomposition at x stays
+            D, x_list, fresh_finite = spectrum.scale, one.x_list, True
+            changes = {}
+            host = _OneProblem(one.x, x_list, one.column_norms, one.cost, one.cosine, radius, reduction,
+                               one.saturated, failure)
+        # Δ at the rounding level of x: no representable step is left (MINPACK's info = 7)
+        if radius <= eps * _scaled_norm(D, x_list):
+            # stalling because every trial point was NaN/Inf is a non-finite failure, not a plateau
+            failure = int(Status.STALLED) if finite else int(Status.NONFINITE)
+        if not fresh_finite:
+            failure = int(Status.NONFINITE)
+        if failure != one.failure:
+            host.failure = failure
+            changes["failure"] = torch.tensor([failure])
+        # the per-member scalars as the state's (1,) tensors: views of one array in x's dtype
+        scalars = np.array([host.cost, host.cosine, radius, reduction], dtype=one.x.dtype)
+        host.cost, host.cosine, host.step_norm, host.reduction = scalars.tolist()
+        changes.update(cost=torch.from_numpy(scalars[0:1]), gradient_cosine=torch.from_numpy(scalars[1:2]),
+                       step_norm=torch.from_numpy(scalars[2:3]), reduction=torch.from_numpy(scalars[3:4]),
+                       radius=radius, damping=damping, one=host)
+        return _evolve(state, changes)
 
     def terminate(self, problem: ResidualProblem, state: LevenbergMarquardtState):
-        return self.termination(state)
+        one = state.one
+        if one is None or not isinstance(self.termination, LeastSquaresTermination) or not self.termination.scaled:
+            return self.termination(state)
+        # the floats the rules read, without a tensor: ‖D' x‖ with the products in x's dtype, as
+        # the tensor product state.scale * state.x
+        x_norm = math.sqrt(sum(v * v for v in (one.column_norms * one.x).tolist()[0]))
+        return self.termination.decide(FloatOps, one.cosine, one.reduction, one.step_norm, one.cost, x_norm,
+                                       all(map(math.isfinite, one.x_list)), one.saturated, one.failure, False,
+                                       _limits(state.x.dtype)[0])
 
     def record(self, problem: ResidualProblem, state: LevenbergMarquardtState) -> dict:
         return record(state)
@@ -306,9 +367,46 @@ def _first_order_floats(norms: list[float], F_norm: float, grad: list[float], sc
     return cosine, saturated
 
 
-def _scaled_norm_one(d: list[float], x: torch.Tensor) -> float:
-    """‖D x‖ of one problem's x (1, n), D = diag(d) as floats."""
-    return math.sqrt(sum((a * b) * (a * b) for a, b in zip(d, x.tolist()[0])))
+def _scaled_norm(d: list[float], x: list[float]) -> float:
+    """‖D x‖ of one problem, D = diag(d) and x as floats."""
+    return math.sqrt(sum((a * b) * (a * b) for a, b in zip(d, x)))
+
+
+def _assess(o: Any, F_norm: Any, trial_norm: Any, model_norm: Any, p_norm: Any, damping: Any, radius: Any,
+            tiny: float) -> tuple[Any, Any, Any, Any, Any]:
+    """The trial step judged per member, (B,) tensors or one member's floats: (ρ, the updated Δ and
+    λ, MINPACK's reduction measure, whether ‖F(x + p)‖ is finite), from ‖F‖, ‖F(x + p)‖, the
+    model's ‖J p‖ and ‖D p‖ at the λ of the step."""
+    safe_norm = o.clamp(F_norm, min=tiny)
+    finite = o.isfinite(trial_norm)
+    # a trial ten times worse (or non-finite) counts as actred = −1, as in MINPACK: no overflow
+    relative = trial_norm / safe_norm
+    actual = o.where(finite & (0.1 * trial_norm < F_norm), 1 - relative * relative, -1.0)
+    model = model_norm / safe_norm
+    step_ratio = p_norm / safe_norm
+    model_term, damping_term = model * model, damping * (step_ratio * step_ratio)
+    predicted = model_term + 2 * damping_term
+    directional = -(model_term + damping_term)  # ½ d/dt ‖F + tJp‖²/‖F‖² at t = 0
+    ratio = o.where(predicted > 0, actual / o.where(predicted > 0, predicted, 1.0), 0.0)
+    radius, damping = _update_radius(radius, damping, p_norm, ratio, actual, directional,
+                                     worse=o.not_(finite) | (0.1 * trial_norm >= F_norm))
+    reduction = o.where(0.5 * ratio <= 1, o.maximum(abs(actual), predicted), float("inf"))
+    return ratio, radius, damping, reduction, finite
+
+
+@functools.cache
+def _limits(dtype: torch.dtype) -> tuple[float, float]:
+    """(smallest normal number, machine epsilon) of ``dtype``."""
+    info = torch.finfo(dtype)
+    return info.tiny, info.eps
+
+
+def _evolve(state: LevenbergMarquardtState, changes: dict[str, Any]) -> LevenbergMarquardtState:
+    """``dataclasses.replace(state, **changes)`` without the field-by-field ``__init__``: a shallow
+    copy with the changed attributes, the one allocation a lean step makes for its state."""
+    new = object.__new__(type(state))
+    new.__dict__ = {**state.__dict__, **changes}
+    return new
 
 
 def _nonzero(norms: torch.Tensor) -> torch.Tensor:

@@ -23,12 +23,16 @@ def _failures(o: Any, state: ResidualState, success: Any, failure: Any = None, c
     """Combine success with the honest failure codes (``state.failure`` unless ``failure`` is
     given; ``cost``: the cost already read): non-finite beats everything."""
     cost = o.value(state.cost) if cost is None else cost
-    nonfinite = o.not_(o.isfinite(cost)) | o.not_(o.all_finite(state.x))
     failure = o.value(state.failure) if failure is None else failure
+    return _statuses(o, success, failure, cost, o.all_finite(state.x), o.value(state.regularized))
+
+
+def _statuses(o: Any, success: Any, failure: Any, cost: Any, x_finite: Any, regularized: Any) -> tuple[Any, Any]:
+    """:func:`_failures` on the values read: (done, status) per member."""
+    nonfinite = o.not_(o.isfinite(cost)) | o.not_(x_finite)
     failed = failure != 0
     # a member that failed on a singular system reports SINGULAR, not the symptom
-    failure = o.where(o.value(state.regularized) & failed & (failure != int(Status.NONFINITE)),
-                      int(Status.SINGULAR), failure)
+    failure = o.where(regularized & failed & (failure != int(Status.NONFINITE)), int(Status.SINGULAR), failure)
     status = o.where(success, int(Status.SUCCESS), failure)
     status = o.where(nonfinite, int(Status.NONFINITE), status)
     done = nonfinite | success | failed
@@ -77,14 +81,24 @@ class LeastSquaresTermination:
         else:
             reduction, step_norm, cost = o.values(state.reduction, state.step_norm, state.cost)
             first_order = o.max_abs(state.grad)
-        gradient_small = first_order <= self.gtol
-        small_change = (reduction <= self.ftol) | \
-            (step_norm <= self.xtol * (self.xtol + o.norm(state.scale * state.x)))
-        zero = cost <= torch.finfo(state.cost.dtype).tiny
-        finite = o.isfinite(cost)
+        x_norm = o.norm(state.scale * state.x)
         if not self.scaled:
-            return _failures(o, state, (gradient_small | small_change | zero) & finite, cost=cost)
-        saturated, failure = o.value(state.saturated), o.value(state.failure)
-        success = (gradient_small | (small_change & o.not_(saturated)) | zero) & finite
+            success = (first_order <= self.gtol) | self._small_change(reduction, step_norm, x_norm) | \
+                (cost <= torch.finfo(state.cost.dtype).tiny)
+            return _failures(o, state, success & o.isfinite(cost), cost=cost)
+        return self.decide(o, first_order, reduction, step_norm, cost, x_norm, o.all_finite(state.x),
+                           o.value(state.saturated), o.value(state.failure), o.value(state.regularized),
+                           torch.finfo(state.cost.dtype).tiny)
+
+    def _small_change(self, reduction: Any, step_norm: Any, x_norm: Any) -> Any:
+        return (reduction <= self.ftol) | (step_norm <= self.xtol * (self.xtol + x_norm))
+
+    def decide(self, o: Any, first_order: Any, reduction: Any, step_norm: Any, cost: Any, x_norm: Any,
+               x_finite: Any, saturated: Any, failure: Any, regularized: Any, tiny: float) -> tuple[Any, Any]:
+        """The ``scaled`` rules on the values they read (``x_norm`` = ‖D x‖, ``tiny`` the dtype's
+        smallest normal number): a method that keeps one problem's numbers as Python floats
+        (Levenberg–Marquardt's lean path) decides here without building the state's tensors."""
+        small_change = self._small_change(reduction, step_norm, x_norm)
+        success = ((first_order <= self.gtol) | (small_change & o.not_(saturated)) | (cost <= tiny)) & o.isfinite(cost)
         stalled = small_change & saturated & o.not_(success) & (failure == 0)
-        return _failures(o, state, success, o.where(stalled, int(Status.STALLED), failure), cost)
+        return _statuses(o, success, o.where(stalled, int(Status.STALLED), failure), cost, x_finite, regularized)
