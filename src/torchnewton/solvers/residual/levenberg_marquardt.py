@@ -352,7 +352,10 @@ def _first_order(norms: torch.Tensor, F_norm: torch.Tensor, grad: torch.Tensor,
                          torch.zeros_like(grad))
     eps = torch.finfo(norms.dtype).eps
     vanished = (norms > 0) & (norms <= eps * scale)
-    return cosine.amax(-1), (vanished & positive & (cosine > eps ** 0.25)).any(-1)
+    # a NaN column norm fails ``> 0``: without this its cosine would read 0, a passed gradient test
+    unknown = torch.isnan(column).any(-1) | torch.isnan(grad).any(-1)
+    first_order = torch.where(unknown, torch.full_like(F_norm, math.nan), cosine.amax(-1))
+    return first_order, (vanished & positive & (cosine > eps ** 0.25)).any(-1)
 
 
 def _first_order_floats(norms: list[float], F_norm: float, grad: list[float], scale: list[float],
