@@ -73,15 +73,20 @@ def _shifted_cholesky_one(H: torch.Tensor, beta: float, max_tries: int, initial:
         tau = 0.0 if min_diag > 0 else -min_diag + beta * scale
     else:
         tau = float(initial.to(H.dtype))
-    shifted = H + tau * eye
+    # τ = 0 adds exact zeros: H itself, without the two torch calls of the shift
+    shifted = H if tau == 0 else H + tau * eye
     L, info = torch.linalg.cholesky_ex(shifted)
+    ok = int(info) == 0
     for _ in range(max_tries):
-        if int(info) == 0:
+        if ok:
             break
         tau = FloatOps.maximum(2 * tau, floor)
         shifted = H + tau * eye
         L, info = torch.linalg.cholesky_ex(shifted)
-    return CholeskyFactor(matrix=shifted, L=L, ok=info == 0), H.new_full((1,), tau)
+        ok = int(info) == 0
+    factor = CholeskyFactor(matrix=shifted, L=L, ok=info == 0)
+    factor._all_ok = ok  # already read back: its solves need not read it again
+    return factor, H.new_full((1,), tau)
 
 
 # the largest n whose entries one problem's ladder reads back as Python floats

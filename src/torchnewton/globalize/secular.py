@@ -39,7 +39,7 @@ from typing import Callable
 import torch
 from torch.linalg import vector_norm
 
-from .members import FloatOps, lean, ops_for
+from .members import FloatOps, identity, lean, ops_for
 
 Target = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # λ -> (1/r(λ), d(1/r)/dλ)
 
@@ -279,7 +279,7 @@ def _cholesky_step_of_member(H: torch.Tensor, g: torch.Tensor, lam: float,
     if not (math.isfinite(lam) and all(map(math.isfinite, values))):
         step, ok = _cholesky_step(H, g, g.new_full((1,), lam))
         return step, ok.item()
-    shifted = H if lam == 0 else H + lam * torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
+    shifted = H if lam == 0 else H + lam * identity(H.shape[-1], H.dtype)
     factor, info = torch.linalg.cholesky_ex(shifted)
     half = torch.linalg.solve_triangular(factor, g.unsqueeze(-1), upper=False)
     step = -torch.linalg.solve_triangular(factor.mT, half, upper=True).squeeze(-1)

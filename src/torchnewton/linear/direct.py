@@ -7,7 +7,7 @@ whose solution is not finite is solved again with Tikhonov regularization (AᵀA
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -100,12 +100,14 @@ class CholeskyFactor:
     """A reusable factorization of SPD (B, n, n) matrices, e.g. a lazily refreshed Hessian.
 
     ``ok`` (B,) is False where the matrix was not positive definite; ``solve`` then uses the
-    regularized least-squares fallback for those members.
+    regularized least-squares fallback for those members. Whether all are ok is read back once,
+    on the first solve, not at every solve with the same factor.
     """
 
     matrix: torch.Tensor
     L: torch.Tensor
     ok: torch.Tensor
+    _all_ok: bool | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def factor(cls, matrix: torch.Tensor) -> "CholeskyFactor":
@@ -114,6 +116,8 @@ class CholeskyFactor:
 
     def solve(self, b: torch.Tensor) -> torch.Tensor:
         x = torch.cholesky_solve(b.unsqueeze(-1), self.L).squeeze(-1)
-        if bool(self.ok.all()):
+        if self._all_ok is None:
+            self._all_ok = bool(self.ok.all())
+        if self._all_ok:
             return x
         return torch.where(self.ok.unsqueeze(-1), x, _regularized_solve(self.matrix, b))

@@ -199,17 +199,23 @@ def _cg_one(op: LinearOperator, b: torch.Tensor, x0: torch.Tensor | None, precon
             rtol: float | torch.Tensor, atol: float, max_iter: int,
             radius: torch.Tensor | None) -> LinearSolution | TrustRegionSolution:
     """:func:`cg` for a batch of one problem: its scalars as floats, and a member that stops ends the loop."""
+    # r and p are rebound, never written in place: b and z need no copies
     x = torch.zeros_like(b) if x0 is None else x0.clone()
-    r = b - op.matvec(x) if x0 is not None else b.clone()
+    r = b - op.matvec(x) if x0 is not None else b
     z = precond(r)
-    p = z.clone()
+    p = z
     rz = _value(_dot(r, z))
-    # the batched tolerance is formed in b's dtype: so here, for the same comparisons
-    tol = max(_value(torch.as_tensor(rtol, dtype=b.dtype) * _norm(b)), atol)
+    b_norm = _norm(b).item()
+    # the batched tolerance is formed in b's dtype: a float64 product rounds as a Python float's,
+    # another dtype's is formed as a tensor, for the same comparisons
+    if isinstance(rtol, float) and b.dtype == torch.float64:
+        tol = max(rtol * b_norm, atol)
+    else:
+        tol = max(_value(torch.as_tensor(rtol, dtype=b.dtype) * _norm(b)), atol)
     delta = None if radius is None else _value(radius)
     status, iterations, direction, on_boundary = Status.MAX_ITER, 0, None, False
     model, Ap, tau = 0.0, None, 0.0  # m(x), and the boundary move x + τp still owed to the residual
-    if not _norm(r).item() > tol:
+    if not (b_norm if x0 is None else _norm(r).item()) > tol:
         status = Status.SUCCESS
     for _ in range(max_iter if status == Status.MAX_ITER else 0):
         Ap = op.matvec(p)

@@ -68,12 +68,16 @@ class AdaptiveCubicRegularization:
             eig = fresh.where(refresh, eig) if o.batched else fresh
             problem.counters.nlinsolve += 1
             age = o.where(refresh, o.full(age, 0), age)
-        s = cubic_step(eig, g, state.sigma)
-        predicted = cubic_model_decrease(eig, g, state.sigma, s)
+        sigma_old = o.value(state.sigma)
+        s = cubic_step(eig, g, sigma_old)
+        # a batch's (B,) tensor; one member's float (its model value summed on floats)
+        predicted = cubic_model_decrease(eig, g, sigma_old, s)
         x_trial = x + s
         f_trial, gradient_at_trial = problem.value_then_gradient(x_trial)
         s_length = vector_norm(s, dim=-1)
-        sigma_old, f, trial, predicted, s_norm = o.values(state.sigma, state.f, f_trial, predicted, s_length)
+        f, trial, s_norm = o.values(state.f, f_trial, s_length)
+        if not (o.batched or isinstance(predicted, float)):  # a larger member's, summed by torch
+            predicted = predicted.item()
         rho = rounding_safe_ratio(f, trial, predicted, dtype=x.dtype)
         accept = rho >= self.eta1
         x_new = o.where(accept, x_trial, x)

@@ -26,7 +26,7 @@ from torch.linalg import vector_norm
 
 from ...core.status import Status
 from ...globalize.hessian_modification import shifted_cholesky
-from ...globalize.members import TensorOps, ops_for
+from ...globalize.members import FloatOps, TensorOps, ops_for
 from .problem import ObjectiveProblem
 from .state import ObjectiveState, evolve, initial_fields, record
 from .termination import Termination
@@ -68,6 +68,8 @@ class DampedNewton:
         factor, _ = shifted_cholesky(problem.hessian(x))
         problem.counters.nlinsolve += 1
         newton = factor.solve(g)
+        if self.schedule == "backtracking" and not ops_for(x).batched:  # one member: √ of its float
+            return self._backtrack(problem, state, factor, newton, FloatOps.sqrt(max((g * newton).sum(-1).item(), 0.0)))
         G = torch.sqrt(torch.clamp((g * newton).sum(-1), min=0))
         if self.schedule != "backtracking":
             alpha, _ = self._stepsize(G, state.smoothness)
@@ -80,12 +82,15 @@ class DampedNewton:
         return self._backtrack(problem, state, factor, newton, G)
 
     def _backtrack(self, problem: ObjectiveProblem, state: DampedNewtonState, factor, newton: torch.Tensor,
-                   G: torch.Tensor) -> DampedNewtonState:
+                   G: torch.Tensor | float) -> DampedNewtonState:
         # per-member scalars through ``o``: (B,) tensors, or Python floats for one problem (lean path)
         o = ops_for(state.x)
         x, tiny = state.x, torch.finfo(state.x.dtype).tiny
         # one read-back for the member's scalars (and one per trial below)
-        G, f0, smoothness, newton_norm = o.values(G, state.f, state.smoothness, vector_norm(newton, dim=-1))
+        if o.batched:
+            G, f0, smoothness, newton_norm = G, state.f, state.smoothness, vector_norm(newton, dim=-1)
+        else:
+            f0, smoothness, newton_norm = o.values(state.f, state.smoothness, vector_norm(newton, dim=-1))
         smoothness = smoothness / self.backtrack_factor
         searching = torch.ones_like(state.f, dtype=torch.bool) if o.batched else True
         x_new, f_new, g_new, alpha_new = x, state.f, state.g, o.full(f0, 0.0)

@@ -90,9 +90,11 @@ class LineSearch:
         if not (slope < 0 and math.isfinite(slope)):
             d, slope = -g, -(g * g).sum(-1).item()
         phi0 = f0 + 10 * torch.finfo(x.dtype).eps * max(abs(f0), 1.0)
+        # the unit step, most trials of a Newton method, is x + d itself: 1·d is d exactly
+        along = lambda alpha: x + d if alpha == 1.0 else x + alpha * d
         if self.kind == "wolfe":
             def phi(alpha: float):
-                trial = x + alpha * d
+                trial = along(alpha)
                 f, grad = problem.value_and_grad(trial)
                 return f.item(), (grad * d).sum(-1).item(), (f, grad, trial)
 
@@ -101,7 +103,7 @@ class LineSearch:
             f_new, g_new, x_new = found.aux
         else:
             def phi(alpha: float):
-                trial = x + alpha * d
+                trial = along(alpha)
                 f, gradient = problem.value_then_gradient(trial)
                 return float(f), (f, gradient, trial)
 
@@ -114,7 +116,7 @@ class LineSearch:
         # the accepted trial x + αd itself (the same values as x + step, not computed again): its
         # gradient's graph, kept by the problem, then gives the next Newton step's curvature
         # without evaluating f
-        return SearchOutcome(x=x_new, f=f_new, g=g_new, step=found.alpha * d, ok=_TRUE)
+        return SearchOutcome(x=x_new, f=f_new, g=g_new, step=d if found.alpha == 1.0 else found.alpha * d, ok=_TRUE)
 
 
 @dataclass

@@ -164,7 +164,9 @@ class ObjectiveProblem:
                 if self.hess is not None:
                     self.counters.nhev += 1
                     H = self.hess(x)
-                    apply.append(lambda u: matvec(H, u))
+                    # bmm, the kernel ``@`` reaches on (B, n, n) operands, without its broadcasting
+                    # views: the same products, a few microseconds less each in a small solve
+                    apply.append(lambda u: torch.bmm(H, u.unsqueeze(-1)).squeeze(-1))
                 elif torch.is_grad_enabled():  # products that may be differentiated
                     apply.append(autodiff.hvp_linearized(self.fun, x))
                 else:

@@ -20,18 +20,20 @@ thousands of boundary steps (GALAHAD's TRU caps at 10²⁰).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.linalg import vector_norm
 
 from ...core.status import Status
+from ...globalize.cubic import cubic_model_decrease
 from ...globalize.secular import EigenHessian
 from ...globalize.rounding import rounding_safe_ratio
 from ...globalize.members import FloatOps, lean, ops_for
 from ...globalize.radius import update_radius
 from ...globalize.trust_region_exact import exact_trust_region_step
 from ...linear.krylov import cg
+from ...linear.operator import LinearOperator
 from .newton import forcing_term
 from .problem import ObjectiveProblem
 from .state import ObjectiveState, evolve, initial_fields, record
@@ -131,7 +133,10 @@ class ExactTrustRegion(TrustRegionMinimizer):
             eig = fresh if lean(state.x) else eig.where(state.fresh, fresh)
             problem.counters.nlinsolve += 1
         s = exact_trust_region_step(eig, state.g, state.radius)
-        predicted = -((state.g * s).sum(-1) + 0.5 * eig.quadratic(s))
+        if lean(state.x):  # one member's −m(s) summed on its floats: the cubic model's with σ = 0
+            predicted = cubic_model_decrease(eig, state.g, 0.0, s)
+        else:
+            predicted = -((state.g * s).sum(-1) + 0.5 * eig.quadratic(s))
         state = evolve(state, eigenvalues=eig.values, eigenvectors=eig.vectors, hessian=eig.matrix,
                        fresh=_TRUE if lean(state.x) else torch.ones_like(state.fresh))
         return s, predicted, state
@@ -145,10 +150,22 @@ class ExactTrustRegion(TrustRegionMinimizer):
 @dataclass
 class SteihaugTrustRegion(TrustRegionMinimizer):
     cg_max_iter: int | None = None
+    # one problem's (x, curvature operator at x): a rejected step keeps x (the same tensor), and
+    # the next subproblem reuses the Hessian (or the gradient's graph) instead of evaluating it again
+    _curvature: tuple[torch.Tensor, LinearOperator] | None = field(default=None, init=False, repr=False,
+                                                                    compare=False)
+
+    def init(self, problem: ObjectiveProblem, x0: torch.Tensor) -> TrustRegionState:
+        self._curvature = None
+        return super().init(problem, x0)
 
     def subproblem(self, problem: ObjectiveProblem, state: TrustRegionState):
         g = state.g
-        operator = problem.operator(state.x)
+        if self._curvature is not None and self._curvature[0] is state.x:
+            operator = self._curvature[1]
+        else:
+            operator = problem.operator(state.x)
+            self._curvature = (state.x, operator) if lean(state.x) else None
         forcing = forcing_term(g)
         solution = cg(operator, -g, rtol=forcing, max_iter=self.cg_max_iter, radius=state.radius)
         problem.counters.nlinsolve += 1
