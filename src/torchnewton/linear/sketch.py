@@ -34,11 +34,12 @@ so the (N × N) matrix is never formed.
 
 Cost and when it pays. Projected CG: on the constrained logistic regression of ``torchnewton
 bench constrained`` (reduced Hessian condition number ≈ 4 near the solution) a KKT solve to the
-sharpened θ takes 3–6 CG steps, so an sqp iteration costs forming ∇²L plus a few products
-instead of forming plus LDLᵀ and LU — whole sqp solves take 0.55–0.7x the CPU time of direct
-ones from n = 300 to 4000 (forming ∇²L, which both pay, is most of the rest), and matrix-free
-(Hessian-vector products, ∇²L never formed) one solve to θ = 0.1 costs 1–10 % of forming and
-factoring at n = 1000–4000. Random sketches:
+sharpened θ takes 3–6 CG steps, so an sqp iteration with ∇²L formed costs forming plus a few
+products instead of forming plus LDLᵀ and LU — whole sqp solves take 0.6–0.75x the CPU time of
+direct ones from n = 300 to 4000 (forming ∇²L, which both pay, is most of the rest). The sqp's
+default with this sketch is matrix-free (a :class:`KKTOperator` of Hessian-vector products, ∇²L
+never formed): then an iteration is a handful of O(Nn) products, and the same iterates cost
+0.5x of direct's time per iteration at n = 300, 0.17x at n = 1000 and 0.065x at n = 4000. Random sketches:
 block Kaczmarz contracts the error roughly by 1 − q σ_min(K)²/‖K‖_F² per
 iteration, so a solve to accuracy θ costs about (‖K‖_F²/σ_min²)·log(1/θ)·N operations on a dense
 K — cheaper than an O(N³) factorization only when the scaled condition number ‖K‖_F²/σ_min² is

@@ -28,13 +28,18 @@ As n grows (synthetic data: N = 2n samples, standardized Gaussian features, labe
 linear model with 10 % flipped; the analytic Hessian Xᵀ diag(σ(1 - σ)) X / N of f; process CPU
 time on one thread, minimum over interleaved repeats):
 
-* time per sqp iteration and whole solves to tol 1e-10, direct vs projected CG (iterations and
-  final KKT residual of each), and block Kaczmarz over 3 iterations with the library's default
+* time per sqp iteration and whole solves to tol 1e-10, direct vs projected CG twice (iterations
+  and final KKT residual of each), and block Kaczmarz over 3 iterations with the library's default
   inner cap of 1000 (where the mean inner iterations per KKT solve equal the cap, the solves
-  stopped short of θ). Both paths form ∇²L — the sqp takes a dense Hessian — so projected CG saves
-  the O(n³) factorizations but not the O(Nn²) forming: its per-iteration gain is bounded by the
-  factorizations' share (measured whole solves: 0.55–0.70x of direct's CPU time from n = 300 to 4000,
-  1.1–1.5x at n = 30–100 where the CG loop's per-step overhead outweighs small factorizations);
+  stopped short of θ). Projected CG on the formed ∇²L (``matrix_free=False``, the analytic ∇²f)
+  saves the O(n³) factorizations but not the O(Nn²) forming: its per-iteration gain is bounded by
+  the factorizations' share (whole solves 0.6–0.75x of direct's CPU time from n = 300 to 4000).
+  Matrix-free (the default of ``sketch="projected-cg"``, with the analytic product
+  ``hessp`` ∇²f v = Xᵀ(d ⊙ Xv)/N) never forms ∇²L — every CG step and every other use of ∇²L in
+  the sqp is one O(Nn) product — and takes the same iterations: measured 0.5x of direct's time per
+  iteration at n = 300, 0.17x at n = 1000, 0.07x at n = 2000 and 0.065x at n = 4000 (0.1x of the
+  formed-∇²L projected CG there); 1.6–1.9x at n = 30–100, where forming and factoring a small ∇²L
+  costs less than the CG loop's per-product overhead;
 * the cost of one KKT solve at the first iterate and near the solution (direct: forming ∇²L and
   factoring; Kaczmarz to θ = 0.1 on the dense K and the residual each random sketch reaches in the
   direct solve's time; projected CG to θ on the dense K and matrix-free, with Hessian-vector
@@ -69,10 +74,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_CAP = 1000  # the library's inner cap when inner_max_iter is not given
 PCG = "projected CG, θ sharpened"
+MATRIX_FREE = "projected CG, matrix-free"
 KACZMARZ = "block Kaczmarz (θ = 0.1, default cap)"
-# (options, iteration budget): whole solves for the θ-accurate ones, 3 iterations for the capped Kaczmarz
-TIMED: dict[str, tuple[dict[str, Any], int]] = {
-    "direct": (VARIANTS["direct"], 50), PCG: (VARIANTS[PCG], 50), KACZMARZ: ({**SKETCH, "sharpen": 0.0}, 3)}
+# (options, iteration budget, derivative of f given): whole solves for the θ-accurate ones, 3
+# iterations for the capped Kaczmarz. Projected CG twice: on the formed ∇²L (the analytic ∇²f) and
+# matrix-free (the analytic product ∇²f v = Xᵀ(d ⊙ Xv)/N; ∇²L never formed)
+TIMED: dict[str, tuple[dict[str, Any], int, str]] = {
+    "direct": (VARIANTS["direct"], 50, "hess"), PCG: ({**VARIANTS[PCG], "matrix_free": False}, 50, "hess"),
+    MATRIX_FREE: (VARIANTS[PCG], 50, "hessp"), KACZMARZ: ({**SKETCH, "sharpen": 0.0}, 3, "hess")}
 
 
 class LogisticProblem:
@@ -86,6 +95,7 @@ class LogisticProblem:
         target = torch.randn(n, generator=generator, dtype=X.dtype)
         self.b = self.A @ (target / target.norm())
         self.x0 = torch.randn(n, generator=generator, dtype=X.dtype) / n ** 0.5
+        self._weights: tuple[torch.Tensor, torch.Tensor] | None = None  # (w, d) of :meth:`hessp`
 
     def objective(self, w: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.softplus(-self.y * (self.X @ w)).mean()
@@ -99,6 +109,15 @@ class LogisticProblem:
         s = torch.sigmoid(self.y * (self.X @ w))
         d = (s * (1 - s) / self.X.shape[0]).unsqueeze(-1)
         return lambda V: (self.X.T @ (d * (self.X @ V[0]))).unsqueeze(0)
+
+    def hessp(self, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """∇²f(w) v = Xᵀ(d ⊙ Xv)/N, two O(Nn) products: the ``hessp`` of a matrix-free sqp. The weights
+        d = σ(1 − σ)/N are kept for the last w (an sqp asks several products at one iterate), as a
+        user's product would."""
+        if self._weights is None or not torch.equal(self._weights[0], w):
+            s = torch.sigmoid(self.y * (self.X @ w))
+            self._weights = (w.clone(), s * (1 - s) / self.X.shape[0])
+        return self.X.T @ (self._weights[1] * (self.X @ v))
 
     def constraint_jacobian(self, w: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.A, 2 * w.unsqueeze(0)])
@@ -140,9 +159,10 @@ def synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return X, torch.where(flip, -y, y)
 
 
-def solve(problem: LogisticProblem, options: dict[str, Any], *, max_iter: int, hessian: bool,
+def solve(problem: LogisticProblem, options: dict[str, Any], *, max_iter: int, hessian: bool | str,
           on_iterate: Callable[[torch.Tensor], None] | None = None,
           on_state: Callable[[Any], None] | None = None) -> Any:
+    """sqp to tol 1e-10; ``hessian``: the analytic ∇²f (True or "hess"), its product ("hessp") or autodiff (False)."""
     def callback(state: Any) -> None:
         if on_iterate is not None:
             on_iterate(state.x[0].clone())
@@ -151,7 +171,8 @@ def solve(problem: LogisticProblem, options: dict[str, Any], *, max_iter: int, h
 
     return minimize(problem.objective, problem.x0.clone(), method="sqp",
                     constraints={"type": "eq", "fun": problem.constraints},
-                    hess=problem.hessian if hessian else None, tol=1e-10, max_iter=max_iter,
+                    hess=problem.hessian if hessian in (True, "hess") else None,
+                    hessp=problem.hessp if hessian == "hessp" else None, tol=1e-10, max_iter=max_iter,
                     options={**options, "seed": 0},
                     callback=None if on_iterate is None and on_state is None else callback)
 
@@ -206,10 +227,10 @@ def _time_per_iteration(ctx: BenchContext, sizes: tuple[int, ...], repeats: int)
         samples: dict[str, list[float]] = {name: [] for name in TIMED}
         runs: dict[str, dict[str, Any]] = {}
         for _ in range(repeats):
-            for name, (options, budget) in TIMED.items():
+            for name, (options, budget, derivative) in TIMED.items():
                 inner = [0]
                 start = time.process_time()
-                result = solve(problem, options, max_iter=budget, hessian=True,
+                result = solve(problem, options, max_iter=budget, hessian=derivative,
                                on_state=lambda state: inner.append(int(state.inner_iterations[0])))
                 samples[name].append(time.process_time() - start)
                 runs[name] = {"nit": int(result.nit), "status": result.status.name,
@@ -220,14 +241,20 @@ def _time_per_iteration(ctx: BenchContext, sizes: tuple[int, ...], repeats: int)
         direct = out[n]["direct"]
         out[n]["pcg_over_direct_per_iteration"] = out[n][PCG]["min_s_per_iteration"] / direct["min_s_per_iteration"]
         out[n]["pcg_over_direct_whole"] = out[n][PCG]["min_s"] / direct["min_s"]
+        out[n]["free_over_direct_per_iteration"] = \
+            out[n][MATRIX_FREE]["min_s_per_iteration"] / direct["min_s_per_iteration"]
+        out[n]["free_over_direct_whole"] = out[n][MATRIX_FREE]["min_s"] / direct["min_s"]
+        out[n]["free_over_pcg_per_iteration"] = \
+            out[n][MATRIX_FREE]["min_s_per_iteration"] / out[n][PCG]["min_s_per_iteration"]
         out[n]["kaczmarz_over_direct_per_iteration"] = \
             out[n][KACZMARZ]["min_s_per_iteration"] / direct["min_s_per_iteration"]
     return out
 
 
-def crossover(timing: dict[int, dict[str, Any]]) -> int | None:
-    """The smallest n of the sweep from which on projected CG's whole solve is faster than direct's."""
-    wins = [n for n in sorted(timing) if all(timing[k]["pcg_over_direct_whole"] < 1 for k in timing if k >= n)]
+def crossover(timing: dict[int, dict[str, Any]], key: str = "pcg_over_direct_whole") -> int | None:
+    """The smallest n of the sweep from which on the whole solve of ``key``'s variant (projected CG
+    on the formed ∇²L; ``"free_over_direct_whole"``: matrix-free) is faster than direct's."""
+    wins = [n for n in sorted(timing) if all(timing[k][key] < 1 for k in timing if k >= n)]
     return wins[0] if wins else None
 
 
@@ -357,11 +384,11 @@ def _whole_solves(ctx: BenchContext, sizes: tuple[int, ...]) -> dict[int, dict[s
     return out
 
 
-def _crossover_sentence(timing: dict[int, dict[str, Any]], first_win: int | None) -> str:
+def _crossover_sentence(timing: dict[int, dict[str, Any]], first_win: int | None, label: str) -> str:
     if first_win is None:
-        return "Projected CG's whole solve is not faster than direct at the largest n of this sweep."
+        return f"{label}'s whole solve is not faster than direct at the largest n of this sweep."
     below = [n for n in timing if n < first_win]
-    return (f"Projected CG's whole solve is faster than direct from n = {first_win} on"
+    return (f"{label}'s whole solve is faster than direct from n = {first_win} on"
             + (f" and slower at n = {max(below)}: the crossover lies between." if below
                else " (every n of the sweep)."))
 
@@ -383,12 +410,15 @@ def logistic_comparison(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
              run["inner_iterations"], f"{run['seconds']:.3g}", f"{run['seconds'] / direct_seconds:.3g}"]
             for name, run in trajectories.items()]
     timing_rows = [[n, *(f"{t[name]['min_s_per_iteration'] * 1e3:.3g} / {t[name]['nit']} / {t[name]['kkt']:.1e}"
-                         for name in ("direct", PCG)),
+                         for name in ("direct", PCG, MATRIX_FREE)),
                     f"{t[PCG]['inner_per_solve']:.1f}", f"{t['pcg_over_direct_per_iteration']:.3g}",
-                    f"{t['pcg_over_direct_whole']:.3g}", f"{t[KACZMARZ]['min_s_per_iteration'] * 1e3:.3g}",
+                    f"{t['pcg_over_direct_whole']:.3g}", f"{t['free_over_direct_per_iteration']:.3g}",
+                    f"{t['free_over_direct_whole']:.3g}", f"{t['free_over_pcg_per_iteration']:.3g}",
+                    f"{t[KACZMARZ]['min_s_per_iteration'] * 1e3:.3g}",
                     f"{t['kaczmarz_over_direct_per_iteration']:.3g}", f"{t[KACZMARZ]['inner_per_solve']:.0f}"]
                    for n, t in timing.items()]
     first_win = crossover(timing)
+    free_win = crossover(timing, "free_over_direct_whole")
     cost_rows = [[c["n"], c["point"], f"{c['delta']:.2g}", f"{c['direct_s'] * 1e3:.3g}",
                   f"{c['dense_to_theta']['iterations']}{'' if c['dense_to_theta']['reached'] else ' (cap)'}",
                   f"{c['dense_to_theta']['seconds'] * 1e3:.3g}", f"{c['dense_to_theta']['seconds'] / c['direct_s']:.3g}",
@@ -415,7 +445,7 @@ def logistic_comparison(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
         "autodiff derivatives, tol 1e-10, at most 100 iterations; KKT residual by the shared checker; "
         "seconds of process CPU time, 1 thread. "
         f"Sketch: block Kaczmarz, {BLOCK} rows a block, every KKT solve to its θ (inner cap 200 000); projected CG: "
-        "the `\"projected-cg\"` sketch, θ sharpened.",
+        "the `\"projected-cg\"` sketch, matrix-free (its default: autodiff Hessian-vector products, ∇²L never formed).",
         "",
         markdown_table(["KKT solver", "iterations", "status", "final KKT residual", "f", "KKT solves",
                         "inner iterations", "seconds", "seconds / direct"], rows),
@@ -425,12 +455,16 @@ def logistic_comparison(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
         "projected CG (the `\"projected-cg\"` sketch: CG on ∇²L restricted to null(J), θ sharpened) run to "
         "the tolerance; block Kaczmarz (θ = 0.1, the default inner cap "
         f"{DEFAULT_CAP}) runs 3 iterations only: an inner count equal to the cap means no solve reached θ. "
-        "Both sqp paths form ∇²L (the sqp's interface takes a dense Hessian): projected CG saves the "
-        "factorizations, not the O(Nn²) forming. "
-        + _crossover_sentence(timing, first_win),
+        "projected CG on the formed ∇²L (`matrix_free=False`, the analytic ∇²f) saves the factorizations, not "
+        "the O(Nn²) forming; matrix-free (the default of `sketch=\"projected-cg\"`, given the analytic product "
+        "`hessp` ∇²f v = Xᵀ(d ⊙ Xv)/N) never forms ∇²L: each CG step is one O(Nn) product. "
+        + _crossover_sentence(timing, first_win, "Projected CG (formed ∇²L)") + " "
+        + _crossover_sentence(timing, free_win, "Matrix-free projected CG"),
         "",
-        markdown_table(["n", "direct ms/it / its / KKT", "projected CG ms/it / its / KKT", "CG its per KKT solve",
-                        "pCG / direct per it", "pCG / direct whole solve", "Kaczmarz ms/it (3 its)",
+        markdown_table(["n", "direct ms/it / its / KKT", "projected CG ms/it / its / KKT",
+                        "matrix-free pCG ms/it / its / KKT", "CG its per KKT solve",
+                        "pCG / direct per it", "pCG / direct whole solve", "matrix-free / direct per it",
+                        "matrix-free / direct whole solve", "matrix-free / pCG per it", "Kaczmarz ms/it (3 its)",
                         "Kaczmarz / direct per it", "Kaczmarz inner per solve"], timing_rows),
         "",
         f"One KKT solve at the first iterate and after {LATE} direct sqp iterations (synthetic data, N = 2n, θ = {THETA}, 1 thread): direct = forming "
@@ -447,6 +481,6 @@ def logistic_comparison(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
         *whole_part,
     ])
     figures = {"trajectories": trajectories, "time_per_iteration": {str(k): v for k, v in timing.items()},
-               "pcg_crossover_n": first_win,
+               "pcg_crossover_n": first_win, "matrix_free_crossover_n": free_win,
                "kkt_solve_cost": cost, "whole_solves": {str(k): v for k, v in whole.items()}}
     return markdown, figures, [plot]

@@ -25,7 +25,7 @@ METHODS = ("sqp", "interior-point")
 _COMMON = ("kkt_solver", "sketch", "sketch_size", "inner_max_iter", "seed", "accuracy", "sharpen",
            "infeasibility_tol", "unbounded", "c1", "max_backtracks", "scale_objective")
 _OPTIONS = {
-    "sqp": _COMMON + ("nu", "mu0", "second_order_correction", "merit", "hessian"),
+    "sqp": _COMMON + ("nu", "mu0", "second_order_correction", "merit", "hessian", "matrix_free"),
     "interior-point": _COMMON + ("barrier", "barrier_init", "bound_push"),
 }
 
@@ -64,7 +64,10 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
     are reported unscaled); SQP: ``nu`` ν (0.1), ``mu0``
     (1), ``second_order_correction`` (True), ``merit`` ("augmented-lagrangian" | "l1": the ℓ₁
     penalty, whose trial points cost f and c only), ``hessian`` ("exact" | "bfgs": Powell's damped
-    BFGS model of ∇²ₓL, no second derivatives; ν = 0 then); interior point: ``barrier`` ("monotone" |
+    BFGS model of ∇²ₓL, no second derivatives; ν = 0 then), ``matrix_free`` (default: True exactly
+    with ``sketch="projected-cg"`` and ``hessian="exact"``: ∇²ₓL is never formed, every use of it is a
+    Hessian-vector product — autodiff, or the user's ``hessp`` of f — counted in ``result.nhvp``;
+    False forms it as the other solvers do; True needs ``kkt_solver="sketch"``); interior point: ``barrier`` ("monotone" |
     "adaptive"), ``barrier_init`` (0.1), ``bound_push`` (1e-2).
 
     ``tol`` (default √eps of the dtype) bounds the scaled KKT residuals; see
@@ -127,7 +130,7 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
     x_star = differentiate_constrained(state.x, lam, z, fun, spec, args, batch, tol=tol)
     blocks = list(torch.split(lam, spec.sizes()[: len(spec.blocks)], dim=-1)) if spec.blocks else []
     extras = {"constraint_violation": solver.violation(problem, state), "optimality": state.optimality / scale,
-              "ncev": problem.ncev, "njcev": problem.njcev}
+              "ncev": problem.ncev, "njcev": problem.njcev, "nhvp": problem.nhvp}
     result = build_result(loop, problem.counters, batch, x_star, fun=state.f / scale,
                           grad=state.g / scale.unsqueeze(-1),
                           jac=solver.jacobian(state), extras=extras)

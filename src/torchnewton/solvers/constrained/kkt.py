@@ -26,8 +26,13 @@ Solvers (``kind``):
   indefinite K (whole solves 18–27x slower than ``"direct"`` at n ≤ 100): they serve the paper's
   convergence study. ``sketch="projected-cg"`` (conjugate gradients on ∇²L restricted to null(J),
   each step a sketch-and-project step along an H-conjugate direction) reaches θ in a few steps
-  and makes a whole sqp solve cheaper than ``"direct"`` from n ≈ 300 (0.55–0.70x CPU time at
-  n = 300–4,000, ``torchnewton bench constrained``).
+  and makes a whole sqp solve cheaper than ``"direct"`` from n ≈ 300 (``torchnewton bench
+  constrained``): 0.6–0.75x CPU time with W formed, and far less where W is given as a product.
+
+W is a dense (B, n, n) matrix or, with ``kind="sketch"``, a product V ↦ WV on (B, n, q) blocks
+(a Lagrangian Hessian-vector product, :meth:`.ConstrainedProblem.lagrangian_hessp`): K is then
+the :class:`~torchnewton.linear.sketch.KKTOperator` [[W + δI, Jᵀ], [J, 0]] with δ as its
+``shift``, never formed, and the curvature test below costs one product.
 
 The iterative solvers do not see the inertia; they take the inertia-free test of Chiang &
 Zavala (2016) instead: Δxᵀ(W + δI)Δx ≥ κ‖Δx‖² (κ = 1e-8), raising δ by the same ladder otherwise.
@@ -35,13 +40,14 @@ Zavala (2016) instead: Δxᵀ(W + δI)Δx ≥ κ‖Δx‖² (κ = 1e-8), raising
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from ...core.status import Status
 from ...linear.krylov import minres
 from ...linear.batched import matvec
-from ...linear.sketch import SKETCHES, sketch_solve
+from ...linear.sketch import SKETCHES, KKTOperator, sketch_solve
 
 KKT_SOLVERS = ("direct", "minres", "sketch")
 _DELTA_MIN, _DELTA_FIRST, _DELTA_MAX = 1e-20, 1e-4, 1e40
@@ -67,15 +73,30 @@ class KKTSolver:
     generator: torch.Generator | None = None
     calls: int = 0
 
-    def solve(self, W: torch.Tensor, J: torch.Tensor, r_x: torch.Tensor, r_c: torch.Tensor,
-              delta_last: torch.Tensor, accuracy: torch.Tensor | None = None) -> KKTStep:
+    def solve(self, W: torch.Tensor | Callable[[torch.Tensor], torch.Tensor], J: torch.Tensor, r_x: torch.Tensor,
+              r_c: torch.Tensor, delta_last: torch.Tensor, accuracy: torch.Tensor | None = None) -> KKTStep:
+        """The step for W dense (B, n, n), or W a product V ↦ WV on (B, n, q) blocks (matrix-free;
+        ``kind="sketch"`` only): then K is the :class:`.KKTOperator` [[W + δI, Jᵀ], [J, 0]], never formed."""
         batch, n = r_x.shape
         m = r_c.shape[-1]
         rhs = torch.cat([r_x, r_c], -1)
-        K = torch.cat([torch.cat([W, J.transpose(-1, -2)], -1), torch.cat([J, J.new_zeros(batch, m, m)], -1)], -2)
+        if callable(W) and not isinstance(W, torch.Tensor):
+            if self.kind != "sketch":
+                raise ValueError(f"a matrix-free W (a Hessian-vector product) needs kkt_solver='sketch'; "
+                                 f"got {self.kind!r}")
+            on_x = None
+
+            def system(delta: torch.Tensor | None):
+                return KKTOperator(W, J, delta)
+        else:
+            K = torch.cat([torch.cat([W, J.transpose(-1, -2)], -1), torch.cat([J, J.new_zeros(batch, m, m)], -1)], -2)
+            on_x = torch.cat([W.new_ones(n), W.new_zeros(m)])  # δ shifts the x block only
+
+            def system(delta: torch.Tensor | None):
+                return K if delta is None else K + torch.diag_embed(delta.unsqueeze(-1) * on_x)
         delta = torch.zeros_like(delta_last)
         # δ = 0 first, for every member
-        z, done, status, iterations = self._attempt(K, rhs, n, accuracy)
+        z, done, status, iterations = self._attempt(system(None), rhs, n, accuracy)
         self.calls += 1
         status = torch.where(done, status, int(Status.SINGULAR))
         first = True
@@ -90,9 +111,7 @@ class KKTSolver:
             first = False
             if bool((delta[~done] > _DELTA_MAX).all()):
                 break
-            on_x = torch.cat([W.new_ones(n), W.new_zeros(m)])  # δ shifts the x block only
-            shifted = K + torch.diag_embed(delta.unsqueeze(-1) * on_x)
-            trial, ok, trial_status, trial_iterations = self._attempt(shifted, rhs, n, accuracy)
+            trial, ok, trial_status, trial_iterations = self._attempt(system(delta), rhs, n, accuracy)
             self.calls += 1
             take = ~done
             z = torch.where(take.unsqueeze(-1), trial, z)
@@ -101,13 +120,13 @@ class KKTSolver:
             done = done | ok
         return KKTStep(dx=z[:, :n], dlam=z[:, n:], delta=delta, status=status, iterations=iterations)
 
-    def _attempt(self, K: torch.Tensor, rhs: torch.Tensor, n: int, accuracy: torch.Tensor | None):
-        """(z, right inertia?, status, iterations) for one δ."""
-        batch = K.shape[0]
-        zeros = torch.zeros(batch, dtype=torch.long, device=K.device)
+    def _attempt(self, K: torch.Tensor | KKTOperator, rhs: torch.Tensor, n: int, accuracy: torch.Tensor | None):
+        """(z, right inertia?, status, iterations) for one δ; K dense or a :class:`.KKTOperator`."""
+        batch = rhs.shape[0]
+        zeros = torch.zeros(batch, dtype=torch.long, device=rhs.device)
         if self.kind == "direct":
             return _direct(K, rhs, n, zeros)
-        theta = accuracy if accuracy is not None else torch.full((batch,), 1e-8, dtype=K.dtype, device=K.device)
+        theta = accuracy if accuracy is not None else torch.full((batch,), 1e-8, dtype=rhs.dtype, device=rhs.device)
         if self.kind == "minres":
             solution = minres(K, rhs, rtol=float(theta.min()), max_iter=self.max_iter)
         else:
@@ -115,7 +134,13 @@ class KKTSolver:
                                     max_iter=self.max_iter or 1000, generator=self.generator)
         z = solution.x
         dx = z[:, :n]
-        curvature = (dx * matvec(K[:, :n, :n], dx)).sum(-1)
+        if isinstance(K, KKTOperator):  # one product: (W + δI)dx
+            shifted = K.hessp(dx.unsqueeze(-1)).squeeze(-1)
+            if K.shift is not None:
+                shifted = shifted + K.shift.unsqueeze(-1) * dx
+        else:
+            shifted = matvec(K[:, :n, :n], dx)
+        curvature = (dx * shifted).sum(-1)
         ok = (curvature >= 1e-8 * (dx * dx).sum(-1)) & torch.isfinite(z).all(-1)
         # an inner solve stopped by its cap still gives a usable inexact step: the outer method
         # judges progress by its merit and success by the KKT tolerance, never by this status

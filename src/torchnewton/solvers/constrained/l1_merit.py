@@ -40,15 +40,15 @@ def l1_merit(f: torch.Tensor, c: torch.Tensor, mu: torch.Tensor) -> torch.Tensor
     return f + mu * c.abs().sum(-1)
 
 
-def l1_slope(g: torch.Tensor, c: torch.Tensor, J: torch.Tensor, W: torch.Tensor, dx: torch.Tensor,
+def l1_slope(g: torch.Tensor, c: torch.Tensor, J: torch.Tensor, W_dx: torch.Tensor, dx: torch.Tensor,
              lam: torch.Tensor, mu: torch.Tensor, *, rho: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """(μ⁺, D): the penalty after the rule above and the model slope of φ_μ⁺ along dx.
 
-    ``W`` is the (regularized) Hessian model of the step's quadratic program, ``lam`` the new
-    multipliers λ + Δλ."""
+    ``W_dx`` (B, n) is W dx, W the (regularized) Hessian model of the step's quadratic program (a
+    dense product or one Hessian-vector product), ``lam`` the new multipliers λ + Δλ."""
     tiny = torch.finfo(g.dtype).tiny
     gdx = (g * dx).sum(-1)
-    curvature = (dx * matvec(W, dx)).sum(-1)
+    curvature = (dx * W_dx).sum(-1)
     reduction = c.abs().sum(-1) - (c + matvec(J, dx)).abs().sum(-1) if c.shape[-1] else torch.zeros_like(gdx)
     size = lam.abs().amax(-1) if lam.shape[-1] else torch.zeros_like(mu)
     mu = torch.maximum(size, 0.5 * (mu + size))

@@ -50,18 +50,19 @@ def _column(nu: torch.Tensor | float) -> torch.Tensor | float:
     return nu.unsqueeze(-1) if isinstance(nu, torch.Tensor) else nu
 
 
-def merit_gradient(grad_lagrangian: torch.Tensor, c: torch.Tensor, J: torch.Tensor, H: torch.Tensor,
+def merit_gradient(grad_lagrangian: torch.Tensor, c: torch.Tensor, J: torch.Tensor, hess_grad: torch.Tensor,
                    mu: torch.Tensor, nu: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∇ₓL_μ,ν, ∇_λL_μ,ν) with H = ∇²ₓL the unregularized Lagrangian Hessian."""
-    gx = grad_lagrangian + _column(nu) * matvec(H, grad_lagrangian) + mu.unsqueeze(-1) * rmatvec(J, c)
+    """(∇ₓL_μ,ν, ∇_λL_μ,ν); ``hess_grad`` = ∇²ₓL∇ₓL (B, n), the unregularized Lagrangian Hessian
+    times ∇ₓL (a dense product or one Hessian-vector product)."""
+    gx = grad_lagrangian + _column(nu) * hess_grad + mu.unsqueeze(-1) * rmatvec(J, c)
     return gx, c + _column(nu) * matvec(J, grad_lagrangian)
 
 
-def slope_parts(grad_lagrangian: torch.Tensor, c: torch.Tensor, J: torch.Tensor, H: torch.Tensor,
+def slope_parts(grad_lagrangian: torch.Tensor, c: torch.Tensor, J: torch.Tensor, hess_grad: torch.Tensor,
                 dx: torch.Tensor, dlam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(a, b, q): the slope of L_μ,ν along (Δx, Δλ) is a + νb − μq."""
+    """(a, b, q): the slope of L_μ,ν along (Δx, Δλ) is a + νb − μq; ``hess_grad`` = ∇²ₓL∇ₓL (B, n)."""
     a = (grad_lagrangian * dx).sum(-1) + (c * dlam).sum(-1)
-    b = (matvec(H, grad_lagrangian) * dx).sum(-1) + (matvec(J, grad_lagrangian) * dlam).sum(-1)
+    b = (hess_grad * dx).sum(-1) + (matvec(J, grad_lagrangian) * dlam).sum(-1)
     q = -(c * matvec(J, dx)).sum(-1)
     return a, b, q
 
