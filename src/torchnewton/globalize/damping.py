@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,8 +116,10 @@ class ScaledJacobian:
     @classmethod
     def of_one(cls, J: torch.Tensor, F: torch.Tensor, scale: list[float]) -> tuple["ScaledJacobian", "ScaledSpectrum"]:
         """One problem's decomposition (J (1, m, n) and F (1, m) finite, on the CPU) and its floats
-        (:meth:`spectrum`) in one go: the same SVD and c = UᵀF as :meth:`of`, so the same bits, with
-        the masking, the significance test and the read-back on the ``.numpy()`` views.
+        (:meth:`spectrum`) in one go: the same SVD and c = UᵀF as :meth:`of`, so the same bits,
+        without the masking, each tensor read back in one ``tolist`` and the significance test on
+        the floats (its cut-off rounded in J's dtype): about a dozen calls, where every one counts
+        because the user's function has just evicted them from the caches.
 
         Example:
             >>> J = torch.tensor([[[3.0, 0.0], [0.0, 0.5]]]); F = torch.ones(1, 2)
@@ -124,16 +127,17 @@ class ScaledJacobian:
             >>> spectrum.singular, decomposition.singular.shape
             ([1.0, 1.0], torch.Size([1, 2]))
         """
-        J_host = J.detach().numpy()
-        d = np.array([scale], dtype=J_host.dtype)
-        U, sigma, Vh = torch.linalg.svd(torch.from_numpy(J_host / d[:, None]), full_matrices=False)
-        c, V = (U * F.unsqueeze(-1)).sum(-2), Vh.mT
-        sigma_host, c_host, V_host = sigma.numpy()[0], c.numpy()[0], V.numpy()[0]
-        significant = sigma_host > sigma_host[:1] * np.finfo(sigma_host.dtype).eps * max(J_host.shape[1:])
-        mask = significant.tolist()
-        spectrum = ScaledSpectrum(sigma_host.tolist(), c_host.tolist(), mask, all(mask) and len(mask) == J.shape[-1],
-                                  V_host.tolist(), list(scale))
-        return cls(sigma, V, c, torch.from_numpy(d), torch.from_numpy(significant[None])), spectrum
+        J_host = J.detach().numpy() if J.requires_grad else J.numpy()
+        d = np.array([scale], dtype=J_host.dtype)  # (1, n): broadcasts over the rows of J (1, m, n)
+        U, sigma, Vh = torch.linalg.svd(torch.from_numpy(J_host / d), full_matrices=False)
+        c = torch.linalg.vecdot(U, F.unsqueeze(-1), dim=-2)  # (U * F).sum(-2) of :meth:`of`: the same kernels
+        # the read-back straight from the tensors, one call each; V's rows are the columns of Vh
+        sigma_list, c_list, rows = sigma.tolist()[0], c.tolist()[0], Vh.tolist()[0]
+        threshold = _cutoff(sigma_list[0], J_host.dtype, max(J_host.shape[1:]))
+        mask = [s > threshold for s in sigma_list]
+        spectrum = ScaledSpectrum(sigma_list, c_list, mask, all(mask) and len(mask) == J_host.shape[-1],
+                                  [list(row) for row in zip(*rows)], list(scale))
+        return cls(sigma, Vh.mT, c, torch.from_numpy(d), sigma > threshold), spectrum
 
     @property
     def finite(self) -> torch.Tensor:
@@ -179,6 +183,17 @@ class ScaledJacobian:
                               [v[i * k:(i + 1) * k] for i in range(n)], d)
 
 
+def _cutoff(largest: float, dtype: np.dtype, size: int) -> float:
+    """The significance cut-off σ₁·ε·max(m, n), rounded in ``dtype`` as the tensor test computes it
+    (Python floats are float64: there the same IEEE products, without numpy's scalar calls)."""
+    if dtype == np.float64:
+        return largest * _EPS64 * size
+    return float(dtype.type(largest) * np.finfo(dtype).eps * size)
+
+
+_EPS64 = float(np.finfo(np.float64).eps)
+
+
 @dataclass
 class ScaledSpectrum:
     """σ, c, V, d and the significance mask of one member as Python numbers: the O(k) sums a λ
@@ -209,13 +224,57 @@ class ScaledSpectrum:
                              for s, w, c in zip(self.singular, self._weights(damping), self.coefficients)))
 
     def scaled_norm(self, damping: float) -> tuple[float, float]:
+        """(‖q(λ)‖, S(λ)) as :meth:`ScaledJacobian.scaled_norm`, the weights inline."""
         norm2 = slope = 0.0
-        for sigma, weight, c in zip(self.singular, self._weights(damping), self.coefficients):
+        for sigma, c, significant in zip(self.singular, self.coefficients, self.significant):
+            denominator = sigma * sigma + damping
+            weight = sigma / denominator if (damping > 0 or significant) and denominator != 0 else 0.0
             w = weight * c
             norm2 += w * w
             if weight > 0:
                 slope += w * w * weight / sigma
         return math.sqrt(norm2), slope
+
+    def damping(self, radius: float, previous: float, iterations: int, tiny: float) -> float:
+        """:func:`levenberg_marquardt_parameter` of one problem: the same search and the same IEEE
+        operations in the same order as the generic rules run on floats (:func:`_search` with
+        ``FloatOps``), so bitwise its λ, written as plain Python branches: a search of a few updates
+        then costs a few microseconds instead of a hundred small function calls."""
+        norm, slope = self.scaled_norm(0.0)
+        phi0 = norm - radius
+        if phi0 <= 0.1 * radius:
+            return 0.0
+        # the bracket [lower, upper] and the start, as _search; ``min``/``max`` written out to keep
+        # FloatOps' NaN rules (a NaN first operand wins)
+        lower = 0.0
+        if self.full_rank and slope > 0:
+            lower = phi0 / radius * (norm * norm) / (tiny if slope < tiny else slope)
+        gradient_norm = self.scaled_gradient_norm()
+        upper = gradient_norm / radius
+        if not upper > 0:
+            upper = tiny / (0.1 if radius > 0.1 else radius)
+        lam = previous if previous >= lower or previous != previous else lower
+        lam = lam if lam <= upper or lam != lam else upper
+        if lam == 0:
+            lam = gradient_norm / (tiny if norm < tiny else norm)
+        last_phi = phi0
+        for iteration in range(iterations):
+            if lam == 0:
+                lam = 1e-3 * upper
+                lam = tiny if lam < tiny else lam
+            norm, slope = self.scaled_norm(lam)
+            phi = norm - radius
+            if abs(phi) <= 0.1 * radius or (lower == 0 and phi <= last_phi < 0) or iteration == iterations - 1:
+                return lam
+            correction = phi / radius * (norm * norm) / (tiny if slope < tiny else slope)
+            if phi > 0:
+                lower = lower if lower >= lam or lower != lower else lam
+            if phi < 0:
+                upper = upper if upper <= lam or upper != upper else lam
+            trial = lam + correction
+            lam = lower if lower >= trial or lower != lower else trial
+            last_phi = phi
+        return lam
 
     def scaled_gradient_norm(self) -> float:
         return math.sqrt(sum((s * c) * (s * c) for s, c in zip(self.singular, self.coefficients)))
@@ -237,9 +296,17 @@ def levenberg_marquardt_parameter(jac: ScaledJacobian | ScaledSpectrum, radius: 
     then the problem's, whose smallest normal number guards the divisions).
     """
     o = ops_of(radius)
-    if not o.batched and isinstance(jac, ScaledJacobian):
-        jac = jac.spectrum()
-    tiny = torch.finfo(jac.singular.dtype if o.batched else dtype).tiny
+    if not o.batched:
+        spectrum = jac.spectrum() if isinstance(jac, ScaledJacobian) else jac
+        return spectrum.damping(radius, previous, iterations, torch.finfo(dtype).tiny)
+    return _search(o, jac, radius, previous, iterations, torch.finfo(jac.singular.dtype).tiny)
+
+
+def _search(o: Any, jac: ScaledJacobian | ScaledSpectrum, radius: Any, previous: Any, iterations: int,
+            tiny: float) -> Any:
+    """The search of :func:`levenberg_marquardt_parameter` written once for ``o`` = TensorOps (a
+    batch, every member its own λ) or FloatOps (one problem's floats: the rules that
+    :meth:`ScaledSpectrum.damping` spells out as branches)."""
     zero = o.full(radius, 0.0)
     gauss_newton_norm, gauss_newton_slope = jac.scaled_norm(zero)
     phi0 = gauss_newton_norm - radius

@@ -24,10 +24,11 @@ every member of a batch keeps its own trust radius Δ, damping λ and scaling D.
   maxⱼ |Jⱼᵀ F| / (‖Jⱼ‖ ‖F‖), the scaled gradient test.
 
 One problem on the CPU (the loop's lean path) reads the decomposition back as Python floats once
-per Jacobian (``ScaledSpectrum``, from the ``.numpy()`` views of the tensors, which are no copies
-on the CPU): every λ search, trial step p(λ) and model value ‖J p‖ = ‖diag(σ) w c‖ then costs
-microseconds of float arithmetic instead of a dozen small torch calls, and x + p is one addition of
-arrays. The same formulas, summed in another order: the iterates agree with the batch's to round-off.
+per Jacobian (``ScaledSpectrum``, one ``tolist`` per tensor): every λ search (written out as
+branches, ``ScaledSpectrum.damping``), trial step p(λ) and model value ‖J p‖ = ‖diag(σ) w c‖ then
+costs microseconds of float arithmetic instead of a dozen small torch calls, and x + p is one
+addition of arrays. The same formulas, summed in another order: the iterates agree with the
+batch's to round-off.
 Its own step (``_step_one``) keeps x, the column norms and the per-member scalars on the host too
 (``_OneProblem``), so that neither the step nor the termination test reads a tensor back: per
 iteration it makes a tensor only where the user function or the state needs one (x + p, F and J,
@@ -141,8 +142,7 @@ def _linearize_one(J: torch.Tensor, F: torch.Tensor, F_norm: float, previous: li
         decomposition = ScaledJacobian.of(J, F, scaling, finite=False)
         return _Linearization(scaling, column, decomposition, grad, math.nan, False, False, column_host=column_host)
     decomposition, spectrum = ScaledJacobian.of_one(J, F, scaling_list)
-    cosine, saturated = _first_order_floats(norm_list, F_norm, grad_host.tolist(), scaling_list,
-                                            float(np.finfo(J_host.dtype).eps))
+    cosine, saturated = _first_order_floats(norm_list, F_norm, grad_host.tolist(), scaling_list, _limits(J.dtype)[1])
     return _Linearization(decomposition.scale, column, decomposition, grad, cosine, saturated, True, spectrum,
                           column_host)
 

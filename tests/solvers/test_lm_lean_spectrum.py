@@ -1,0 +1,91 @@
+"""Levenberg–Marquardt's one-problem decomposition and λ search on floats (``ScaledJacobian.of_one``,
+``ScaledSpectrum.damping``) against the generic rules they spell out: the λ search bitwise as the
+shared rules run on Python floats (``_search`` with ``FloatOps``) and to round-off as the batched
+tensor search; the decomposition's c = UᵀF and significance mask bitwise as :meth:`ScaledJacobian.of`.
+"""
+import math
+
+import pytest
+import torch
+
+from torchnewton.globalize.damping import ScaledJacobian, _search, levenberg_marquardt_parameter
+from torchnewton.globalize.members import FloatOps
+
+TINY = torch.finfo(torch.float64).tiny
+
+
+def _problem(seed: int, m: int, n: int, deficient: bool):
+    g = torch.Generator().manual_seed(seed)
+    J = torch.randn(1, m, n, dtype=torch.float64, generator=g) * 10.0 ** (4 * torch.rand(1, 1, n, generator=g) - 2)
+    if deficient:
+        J[0, :, -1] = 3 * J[0, :, 0]
+    F = torch.randn(1, m, dtype=torch.float64, generator=g)
+    return J, F, J.norm(dim=-2)
+
+
+@pytest.mark.parametrize("deficient", [False, True])
+def test_float_search_is_bitwise_the_generic_rules_on_floats(deficient):
+    # radii from far inside to far outside the Gauss–Newton step, several warm starts: every case
+    # of the search (λ = 0, the bracket's ends, the rank-deficient stop, the iteration cap)
+    cases = 0
+    for seed in range(12):
+        J, F, scale = _problem(seed, 9 + seed, 2 + seed % 4, deficient)
+        _, spectrum = ScaledJacobian.of_one(J, F, scale.tolist()[0])
+        gauss_newton = spectrum.scaled_norm(0.0)[0]
+        for fraction in (1e-9, 1e-4, 0.05, 0.5, 0.95, 1.05, 2.0):
+            radius = fraction * gauss_newton
+            for previous in (0.0, 1e-12, 1.0, 1e8):
+                for iterations in (10, 2):
+                    fast = spectrum.damping(radius, previous, iterations, TINY)
+                    generic = _search(FloatOps, spectrum, radius, previous, iterations, TINY)
+                    assert fast == generic or (math.isnan(fast) and math.isnan(generic))
+                    cases += fast > 0
+    assert cases > 100  # most cases search (λ > 0), not just the Gauss–Newton shortcut
+
+
+@pytest.mark.parametrize("deficient", [False, True])
+def test_float_search_agrees_with_the_batched_search(deficient):
+    J, F, scale = _problem(5, 14, 4, deficient)
+    decomposition = ScaledJacobian.of(J, F, scale)
+    _, spectrum = ScaledJacobian.of_one(J, F, scale.tolist()[0])
+    gauss_newton = spectrum.scaled_norm(0.0)[0]
+    for fraction in (1e-3, 0.3, 2.0):
+        radius = fraction * gauss_newton
+        one = levenberg_marquardt_parameter(spectrum, radius, 0.5)
+        batch = levenberg_marquardt_parameter(decomposition, torch.tensor([radius], dtype=torch.float64),
+                                              torch.tensor([0.5], dtype=torch.float64))
+        assert one == pytest.approx(float(batch), rel=1e-10, abs=0)
+        # the 10 % rule on the step length holds for the float search's λ
+        length = spectrum.step(one)[1]
+        assert length <= 1.1 * radius * (1 + 1e-12) and (one == 0 or length >= 0.9 * radius * (1 - 1e-12))
+
+
+@pytest.mark.parametrize("m, n", [(6, 2), (37, 7), (54, 3), (250, 9), (3, 5)])
+def test_of_one_coefficients_and_mask_bitwise_as_the_batched_decomposition(m, n):
+    J, F, scale = _problem(m * n, m, n, deficient=n > 2)
+    decomposition, spectrum = ScaledJacobian.of_one(J, F, scale.tolist()[0])
+    reference = ScaledJacobian.of(J, F, scale)
+    for name in ("singular", "vectors", "coefficients", "scale", "significant"):
+        assert torch.equal(getattr(decomposition, name), getattr(reference, name)), name
+    floats = reference.spectrum()
+    assert spectrum.coefficients == floats.coefficients and spectrum.vectors == floats.vectors
+    assert spectrum.significant == floats.significant and spectrum.full_rank == (m >= n and n <= 2)
+
+
+def test_of_one_cut_off_in_float32():
+    # a third singular value from half to sixteen times float32's cut-off σ₁·ε·max(m, n): the
+    # mask on the floats (the cut-off rounded in float32) follows the tensor test on both sides
+    U, _ = torch.linalg.qr(torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    V, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)))
+    eps, masks = torch.finfo(torch.float32).eps, []
+    for factor in (0.5, 2.0, 8.0, 16.0):
+        sigma = torch.tensor([1.0, 0.3, factor * eps * 8], dtype=torch.float64)
+        J = (U * sigma) @ V.T
+        J32, F32 = J.to(torch.float32)[None], torch.ones(1, 8)
+        scale = torch.ones(1, 3)
+        decomposition, spectrum = ScaledJacobian.of_one(J32, F32, scale.tolist()[0])
+        reference = ScaledJacobian.of(J32, F32, scale)
+        assert torch.equal(decomposition.significant, reference.significant)
+        assert spectrum.significant == reference.significant[0].tolist()
+        masks.append(spectrum.significant[-1])
+    assert masks == [False, True, True, True]
