@@ -60,18 +60,6 @@ def test_float_search_agrees_with_the_batched_search(deficient):
         assert length <= 1.1 * radius * (1 + 1e-12) and (one == 0 or length >= 0.9 * radius * (1 - 1e-12))
 
 
-@pytest.mark.parametrize("m, n", [(6, 2), (37, 7), (54, 3), (250, 9), (3, 5)])
-def test_of_one_coefficients_and_mask_bitwise_as_the_batched_decomposition(m, n):
-    J, F, scale = _problem(m * n, m, n, deficient=n > 2)
-    decomposition, spectrum = ScaledJacobian.of_one(J, F, scale.tolist()[0])
-    reference = ScaledJacobian.of(J, F, scale)
-    for name in ("singular", "vectors", "coefficients", "scale", "significant"):
-        assert torch.equal(getattr(decomposition, name), getattr(reference, name)), name
-    floats = reference.spectrum()
-    assert spectrum.coefficients == floats.coefficients and spectrum.vectors == floats.vectors
-    assert spectrum.significant == floats.significant and spectrum.full_rank == (m >= n and n <= 2)
-
-
 def test_of_one_cut_off_in_float32():
     # a third singular value from half to sixteen times float32's cut-off σ₁·ε·max(m, n): the
     # mask on the floats (the cut-off rounded in float32) follows the tensor test on both sides

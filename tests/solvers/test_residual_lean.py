@@ -152,14 +152,16 @@ def test_hybrid_dogleg_floats_equal_the_batched_step(radius, zero_pivot):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_scaled_jacobian_of_one_equals_the_batched_decomposition(dtype):
+@pytest.mark.parametrize("m, n", [(9, 3), (6, 2), (37, 7), (250, 9), (3, 5)])
+def test_scaled_jacobian_of_one_equals_the_batched_decomposition(dtype, m, n):
     # one problem's decomposition on the host arrays against ScaledJacobian.of and its read-back:
-    # the same SVD and c = UᵀF, so the same bits, and a rank-deficient J keeps its significance mask
+    # the same SVD and c = UᵀF, so the same bits, and a rank-deficient J (its last column a
+    # multiple of the first; m < n too) keeps its significance mask
     from torchnewton.globalize.damping import ScaledJacobian
     torch.manual_seed(2)
-    J = torch.randn(1, 9, 3, dtype=dtype)
-    J[0, :, 2] = 2 * J[0, :, 0]
-    F = torch.randn(1, 9, dtype=dtype)
+    J = torch.randn(1, m, n, dtype=dtype) * 10.0 ** (4 * torch.rand(1, 1, n, dtype=dtype) - 2)
+    J[0, :, -1] = 2 * J[0, :, 0]
+    F = torch.randn(1, m, dtype=dtype)
     scale = J.norm(dim=-2)
     decomposition, spectrum = ScaledJacobian.of_one(J, F, scale.tolist()[0])
     reference = ScaledJacobian.of(J, F, scale)
@@ -168,7 +170,8 @@ def test_scaled_jacobian_of_one_equals_the_batched_decomposition(dtype):
     floats = reference.spectrum()
     assert spectrum.singular == floats.singular and spectrum.coefficients == floats.coefficients
     assert spectrum.vectors == floats.vectors and spectrum.scale == floats.scale
-    assert spectrum.significant == floats.significant == [True, True, False] and not spectrum.full_rank
+    assert spectrum.significant == floats.significant and not spectrum.full_rank
+    assert sum(spectrum.significant) == min(m, n - 1)
 
 
 def test_levenberg_marquardt_lean_float32_round_off():
