@@ -1,17 +1,11 @@
-"""Levenberg–Marquardt's one-problem decomposition and λ search on floats (``ScaledJacobian.of_one``,
-``ScaledSpectrum.damping``) against the generic rules they spell out: the λ search bitwise as the
-shared rules run on Python floats (``_search`` with ``FloatOps``) and to round-off as the batched
-tensor search; the decomposition's c = UᵀF and significance mask bitwise as :meth:`ScaledJacobian.of`.
+"""Levenberg–Marquardt's one-problem decomposition and λ search on floats (``ScaledJacobian.of_one``
+and ``levenberg_marquardt_parameter`` given floats) against the batched ones: the λ search to
+round-off, the decomposition's significance mask bitwise in float32 around the cut-off.
 """
-import math
-
 import pytest
 import torch
 
-from torchnewton.globalize.damping import ScaledJacobian, _search, levenberg_marquardt_parameter
-from torchnewton.globalize.members import FloatOps
-
-TINY = torch.finfo(torch.float64).tiny
+from torchnewton.globalize.damping import ScaledJacobian, levenberg_marquardt_parameter
 
 
 def _problem(seed: int, m: int, n: int, deficient: bool):
@@ -24,32 +18,16 @@ def _problem(seed: int, m: int, n: int, deficient: bool):
 
 
 @pytest.mark.parametrize("deficient", [False, True])
-def test_float_search_is_bitwise_the_generic_rules_on_floats(deficient):
-    # radii from far inside to far outside the Gauss–Newton step, several warm starts: every case
-    # of the search (λ = 0, the bracket's ends, the rank-deficient stop, the iteration cap)
-    cases = 0
-    for seed in range(12):
-        J, F, scale = _problem(seed, 9 + seed, 2 + seed % 4, deficient)
-        _, spectrum = ScaledJacobian.of_one(J, F, scale.tolist()[0])
-        gauss_newton = spectrum.scaled_norm(0.0)[0]
-        for fraction in (1e-9, 1e-4, 0.05, 0.5, 0.95, 1.05, 2.0):
-            radius = fraction * gauss_newton
-            for previous in (0.0, 1e-12, 1.0, 1e8):
-                for iterations in (10, 2):
-                    fast = spectrum.damping(radius, previous, iterations, TINY)
-                    generic = _search(FloatOps, spectrum, radius, previous, iterations, TINY)
-                    assert fast == generic or (math.isnan(fast) and math.isnan(generic))
-                    cases += fast > 0
-    assert cases > 100  # most cases search (λ > 0), not just the Gauss–Newton shortcut
-
-
-@pytest.mark.parametrize("deficient", [False, True])
 def test_float_search_agrees_with_the_batched_search(deficient):
-    J, F, scale = _problem(5, 14, 4, deficient)
+    for seed in range(6):
+        _check_float_search(*_problem(seed, 9 + seed, 2 + seed % 4, deficient))
+
+
+def _check_float_search(J, F, scale):
     decomposition = ScaledJacobian.of(J, F, scale)
     _, spectrum = ScaledJacobian.of_one(J, F, scale.tolist()[0])
     gauss_newton = spectrum.scaled_norm(0.0)[0]
-    for fraction in (1e-3, 0.3, 2.0):
+    for fraction in (1e-4, 1e-3, 0.3, 0.95, 2.0):
         radius = fraction * gauss_newton
         one = levenberg_marquardt_parameter(spectrum, radius, 0.5)
         batch = levenberg_marquardt_parameter(decomposition, torch.tensor([radius], dtype=torch.float64),

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -224,57 +223,13 @@ class ScaledSpectrum:
                              for s, w, c in zip(self.singular, self._weights(damping), self.coefficients)))
 
     def scaled_norm(self, damping: float) -> tuple[float, float]:
-        """(‖q(λ)‖, S(λ)) as :meth:`ScaledJacobian.scaled_norm`, the weights inline."""
         norm2 = slope = 0.0
-        for sigma, c, significant in zip(self.singular, self.coefficients, self.significant):
-            denominator = sigma * sigma + damping
-            weight = sigma / denominator if (damping > 0 or significant) and denominator != 0 else 0.0
+        for sigma, weight, c in zip(self.singular, self._weights(damping), self.coefficients):
             w = weight * c
             norm2 += w * w
             if weight > 0:
                 slope += w * w * weight / sigma
         return math.sqrt(norm2), slope
-
-    def damping(self, radius: float, previous: float, iterations: int, tiny: float) -> float:
-        """:func:`levenberg_marquardt_parameter` of one problem: the same search and the same IEEE
-        operations in the same order as the generic rules run on floats (:func:`_search` with
-        ``FloatOps``), so bitwise its λ, written as plain Python branches: a search of a few updates
-        then costs a few microseconds instead of a hundred small function calls."""
-        norm, slope = self.scaled_norm(0.0)
-        phi0 = norm - radius
-        if phi0 <= 0.1 * radius:
-            return 0.0
-        # the bracket [lower, upper] and the start, as _search; ``min``/``max`` written out to keep
-        # FloatOps' NaN rules (a NaN first operand wins)
-        lower = 0.0
-        if self.full_rank and slope > 0:
-            lower = phi0 / radius * (norm * norm) / (tiny if slope < tiny else slope)
-        gradient_norm = self.scaled_gradient_norm()
-        upper = gradient_norm / radius
-        if not upper > 0:
-            upper = tiny / (0.1 if radius > 0.1 else radius)
-        lam = previous if previous >= lower or previous != previous else lower
-        lam = lam if lam <= upper or lam != lam else upper
-        if lam == 0:
-            lam = gradient_norm / (tiny if norm < tiny else norm)
-        last_phi = phi0
-        for iteration in range(iterations):
-            if lam == 0:
-                lam = 1e-3 * upper
-                lam = tiny if lam < tiny else lam
-            norm, slope = self.scaled_norm(lam)
-            phi = norm - radius
-            if abs(phi) <= 0.1 * radius or (lower == 0 and phi <= last_phi < 0) or iteration == iterations - 1:
-                return lam
-            correction = phi / radius * (norm * norm) / (tiny if slope < tiny else slope)
-            if phi > 0:
-                lower = lower if lower >= lam or lower != lower else lam
-            if phi < 0:
-                upper = upper if upper <= lam or upper != upper else lam
-            trial = lam + correction
-            lam = lower if lower >= trial or lower != lower else trial
-            last_phi = phi
-        return lam
 
     def scaled_gradient_norm(self) -> float:
         return math.sqrt(sum((s * c) * (s * c) for s, c in zip(self.singular, self.coefficients)))
@@ -296,17 +251,9 @@ def levenberg_marquardt_parameter(jac: ScaledJacobian | ScaledSpectrum, radius: 
     then the problem's, whose smallest normal number guards the divisions).
     """
     o = ops_of(radius)
-    if not o.batched:
-        spectrum = jac.spectrum() if isinstance(jac, ScaledJacobian) else jac
-        return spectrum.damping(radius, previous, iterations, torch.finfo(dtype).tiny)
-    return _search(o, jac, radius, previous, iterations, torch.finfo(jac.singular.dtype).tiny)
-
-
-def _search(o: Any, jac: ScaledJacobian | ScaledSpectrum, radius: Any, previous: Any, iterations: int,
-            tiny: float) -> Any:
-    """The search of :func:`levenberg_marquardt_parameter` written once for ``o`` = TensorOps (a
-    batch, every member its own λ) or FloatOps (one problem's floats: the rules that
-    :meth:`ScaledSpectrum.damping` spells out as branches)."""
+    if not o.batched and isinstance(jac, ScaledJacobian):
+        jac = jac.spectrum()
+    tiny = torch.finfo(jac.singular.dtype if o.batched else dtype).tiny
     zero = o.full(radius, 0.0)
     gauss_newton_norm, gauss_newton_slope = jac.scaled_norm(zero)
     phi0 = gauss_newton_norm - radius
