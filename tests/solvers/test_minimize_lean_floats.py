@@ -14,7 +14,8 @@ from torchnewton.globalize.members import FloatOps
 from torchnewton.globalize.secular import EigenHessian
 from torchnewton.solvers.objective.minimize import minimize
 from torchnewton.solvers.objective.newton import forcing_term
-from torchnewton.solvers.objective.state import ObjectiveState, evolve
+from torchnewton.solvers.evolve import evolve
+from torchnewton.solvers.objective.state import ObjectiveState
 
 F64 = dict(dtype=torch.float64)
 

@@ -25,7 +25,8 @@ from ...globalize.members import ops_for
 from ...globalize.secular import EigenHessian
 from ...globalize.rounding import rounding_safe_ratio
 from .problem import ObjectiveProblem
-from .state import ObjectiveState, evolve, initial_fields, record
+from ..evolve import evolve
+from .state import ObjectiveState, initial_fields, record
 
 Termination = Callable[[ObjectiveState], tuple[torch.Tensor, torch.Tensor]]
 

@@ -28,7 +28,8 @@ from ...core.status import Status
 from ...globalize.hessian_modification import shifted_cholesky
 from ...globalize.members import FloatOps, TensorOps, ops_for
 from .problem import ObjectiveProblem
-from .state import ObjectiveState, evolve, initial_fields, record
+from ..evolve import evolve
+from .state import ObjectiveState, initial_fields, record
 from .termination import Termination
 
 SCHEDULES = ("backtracking", "aicn", "root")

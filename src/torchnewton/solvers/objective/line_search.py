@@ -25,7 +25,8 @@ from ...globalize.members import lean
 from ...globalize.linesearch import armijo
 from ...globalize.wolfe import strong_wolfe
 from .problem import ObjectiveProblem
-from .state import ObjectiveState, evolve, initial_fields, record
+from ..evolve import evolve
+from .state import ObjectiveState, initial_fields, record
 from .termination import Termination
 
 SEARCHES = ("armijo", "wolfe")

@@ -24,7 +24,8 @@ from torch.linalg import vector_norm
 from ...globalize.members import identity, lean
 from .line_search import _FALSE, _TRUE, LineSearchMinimizer, SearchOutcome
 from .problem import ObjectiveProblem
-from .state import ObjectiveState, evolve
+from ..evolve import evolve
+from .state import ObjectiveState
 
 
 @dataclass

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
 
 import torch
 
@@ -37,24 +36,3 @@ def record(state: ObjectiveState) -> dict:
     return {"fun": state.f.detach().clone(), "grad_norm": state.g.abs().amax(-1).detach().clone(),
             "step_norm": state.step_norm.detach().clone()}
 
-
-S = TypeVar("S")
-
-
-def evolve(state: S, **changes) -> S:
-    """``dataclasses.replace(state, **changes)`` for the iterate dataclasses (plain fields, no
-    ``__post_init__``): a shallow copy with the changed fields set, without running ``__init__``
-    over every field again, which on a small solve costs as much as a torch call per iteration.
-
-    Example:
-        >>> t = torch.zeros(1)
-        >>> evolve(ObjectiveState(t, t, t, t, t, t), f=torch.ones(1)).f
-        tensor([1.])
-    """
-    fields = state.__dict__
-    if not changes.keys() <= fields.keys():
-        raise TypeError(f"{type(state).__name__} has no field {sorted(changes.keys() - fields.keys())}")
-    new = object.__new__(type(state))
-    new.__dict__.update(fields)
-    new.__dict__.update(changes)
-    return new

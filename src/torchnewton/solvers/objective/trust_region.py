@@ -36,7 +36,8 @@ from ...linear.krylov import cg
 from ...linear.operator import LinearOperator
 from .newton import forcing_term
 from .problem import ObjectiveProblem
-from .state import ObjectiveState, evolve, initial_fields, record
+from ..evolve import evolve
+from .state import ObjectiveState, initial_fields, record
 from .termination import Termination
 
 _TRUE, _FALSE = torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)

@@ -50,6 +50,7 @@ from ...core.status import Status
 from ...globalize.damping import ScaledJacobian, ScaledSpectrum, levenberg_marquardt_parameter
 from ...globalize.members import FloatOps, TensorOps, ops_for, ops_of
 from ...linear.batched import matvec, rmatvec
+from ..evolve import evolve
 from .problem import ResidualProblem
 from .state import ResidualState, initial_state, record
 from .termination import LeastSquaresTermination, Termination
@@ -297,7 +298,7 @@ class LevenbergMarquardt:
         changes.update(cost=torch.from_numpy(scalars[0:1]), gradient_cosine=torch.from_numpy(scalars[1:2]),
                        step_norm=torch.from_numpy(scalars[2:3]), reduction=torch.from_numpy(scalars[3:4]),
                        radius=radius, damping=damping, one=host)
-        return _evolve(state, changes)
+        return evolve(state, **changes)
 
     def terminate(self, problem: ResidualProblem, state: LevenbergMarquardtState):
         one = state.one
@@ -402,14 +403,6 @@ def _limits(dtype: torch.dtype) -> tuple[float, float]:
     """(smallest normal number, machine epsilon) of ``dtype``."""
     info = torch.finfo(dtype)
     return info.tiny, info.eps
-
-
-def _evolve(state: LevenbergMarquardtState, changes: dict[str, Any]) -> LevenbergMarquardtState:
-    """``dataclasses.replace(state, **changes)`` without the field-by-field ``__init__``: a shallow
-    copy with the changed attributes, the one allocation a lean step makes for its state."""
-    new = object.__new__(type(state))
-    new.__dict__ = {**state.__dict__, **changes}
-    return new
 
 
 def _nonzero(norms: torch.Tensor) -> torch.Tensor:
