@@ -76,12 +76,12 @@ def test_cholesky_factor_falls_back_on_every_solve_of_a_failed_member():
     assert torch.isfinite(first[1]).all() and torch.allclose(first[1], torch.linalg.solve(H[1], b[1]), rtol=1e-6)
 
 
-def test_shifted_cholesky_of_one_problem_knows_its_flag_and_solves_like_the_batch():
+def test_shifted_cholesky_of_one_problem_solves_like_the_batch():
     H = torch.tensor([[[1.0, 3.0], [3.0, 2.0]]], **F64)
     g = torch.tensor([[1.0, -2.0]], **F64)
     one, tau = shifted_cholesky(H)
     batch, tau_b = shifted_cholesky(torch.cat([H, torch.eye(2, **F64)[None]]))
-    assert one._all_ok is True and float(tau) == float(tau_b[0]) > 0
+    assert bool(one.ok.all()) and float(tau) == float(tau_b[0]) > 0
     assert torch.equal(one.solve(g)[0], batch.solve(torch.cat([g, g]))[0])
     # τ = 0: H itself is factored, and solves as the batch's H + 0·I does
     spd = torch.tensor([[[2.0, 0.5], [0.5, 3.0]]], **F64)

@@ -24,7 +24,7 @@ import operator
 import torch
 from torch.linalg import vector_norm
 
-from .members import ops_for
+from .members import FLOAT_MATRIX_MAX_N, ops_for
 from .secular import EigenHessian, solve_secular
 
 
@@ -54,7 +54,7 @@ def cubic_model_decrease(eig: EigenHessian, g: torch.Tensor, sigma: torch.Tensor
     floats and the decrease is a float: about a dozen torch calls fewer per step (equal to the
     tensor value to round-off; the order of summation may differ).
     """
-    if isinstance(sigma, float) and eig.matrix is not None and s.shape[-1] <= _FLOAT_MAX_N:
+    if isinstance(sigma, float) and eig.matrix is not None and s.shape[-1] <= FLOAT_MATRIX_MAX_N:
         return _decrease_of_member(eig.matrix.tolist()[0], g.tolist()[0], sigma, s.tolist()[0])
     if isinstance(sigma, float):
         sigma = g.new_full((1,), sigma)
@@ -66,7 +66,3 @@ def _decrease_of_member(H: list[list[float]], g: list[float], sigma: float, s: l
     sHs = sum(si * sum(map(operator.mul, row, s)) for si, row in zip(s, H))
     norm = math.sqrt(sum(si * si for si in s))
     return -(gs + 0.5 * sHs + sigma / 3 * (norm * norm * norm))
-
-
-# the largest n whose model value one member's step sums on Python floats
-_FLOAT_MAX_N = 16

@@ -13,7 +13,7 @@ import functools
 import torch
 
 from ..linear import CholeskyFactor
-from .members import FloatOps, identity, lean
+from .members import FLOAT_MATRIX_MAX_N, FloatOps, identity, lean
 
 
 def shifted_cholesky(H: torch.Tensor, *, beta: float = 1e-3, max_tries: int = 80,
@@ -59,7 +59,7 @@ def _shifted_cholesky_one(H: torch.Tensor, beta: float, max_tries: int, initial:
     factorization per try (the same arithmetic, so the same τ and factor bitwise). max|Hᵢⱼ| and
     minᵢ Hᵢᵢ are exact, so a small H's are taken on its entries read back as floats."""
     n = H.shape[-1]
-    if n <= _FLOAT_MAX_N:
+    if n <= FLOAT_MATRIX_MAX_N:
         rows = H.tolist()[0]
         largest = functools.reduce(FloatOps.maximum, (abs(v) for row in rows for v in row))
         scale = FloatOps.clamp(largest, min=torch.finfo(H.dtype).eps)
@@ -84,10 +84,4 @@ def _shifted_cholesky_one(H: torch.Tensor, beta: float, max_tries: int, initial:
         shifted = H + tau * eye
         L, info = torch.linalg.cholesky_ex(shifted)
         ok = int(info) == 0
-    factor = CholeskyFactor(matrix=shifted, L=L, ok=info == 0)
-    factor._all_ok = ok  # already read back: its solves need not read it again
-    return factor, H.new_full((1,), tau)
-
-
-# the largest n whose entries one problem's ladder reads back as Python floats
-_FLOAT_MAX_N = 16
+    return CholeskyFactor(matrix=shifted, L=L, ok=info == 0), H.new_full((1,), tau)

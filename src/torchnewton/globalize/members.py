@@ -230,6 +230,11 @@ class TensorOps:
         return torch.isfinite(v).all(-1)
 
 
+# the largest n whose (n, n) matrix one problem's lean path reads back as Python floats (its exact
+# reductions and small sums; above it, the n² floats cost more than the torch calls they replace)
+FLOAT_MATRIX_MAX_N = 16
+
+
 def identity(n: int, dtype: torch.dtype) -> torch.Tensor:
     """I (n, n) on the CPU for the lean path, made once per size and dtype; read only (shared)."""
     eye = _IDENTITIES.get((n, dtype))

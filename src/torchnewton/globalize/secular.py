@@ -39,7 +39,7 @@ from typing import Callable
 import torch
 from torch.linalg import vector_norm
 
-from .members import FloatOps, identity, lean, ops_for
+from .members import FLOAT_MATRIX_MAX_N, FloatOps, identity, lean, ops_for
 
 Target = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # λ -> (1/r(λ), d(1/r)/dλ)
 
@@ -59,7 +59,7 @@ class EigenHessian:
         # one member with finite entries has nothing to mask: a small H's entries are read back and
         # tested as floats, a larger one's sum (one that overflows takes the masked path, which
         # gives the same result)
-        if lean(H) and (all(math.isfinite(v) for row in H.tolist()[0] for v in row) if H.shape[-1] <= _FLOAT_MAX_N
+        if lean(H) and (all(math.isfinite(v) for row in H.tolist()[0] for v in row) if H.shape[-1] <= FLOAT_MATRIX_MAX_N
                         else math.isfinite(H.sum().item())):
             values, vectors = torch.linalg.eigh(H)
             return cls(values, vectors, H)
@@ -297,7 +297,3 @@ def _cholesky_step(H: torch.Tensor, g: torch.Tensor, lam: torch.Tensor) -> tuple
     half = torch.linalg.solve_triangular(factor, g.unsqueeze(-1), upper=False)
     step = -torch.linalg.solve_triangular(factor.mT, half, upper=True).squeeze(-1)
     return step, finite & (info == 0)
-
-
-# the largest n whose Hessian entries one member's checks read back as Python floats
-_FLOAT_MAX_N = 16
