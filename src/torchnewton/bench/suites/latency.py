@@ -11,6 +11,14 @@ per iteration of a batched solve, which is what a GPU waits on.
 
 Goals of issue 20: single solve ≤ 3x scipy with autodiff, ≤ 1.5x with analytic derivatives,
 ``root`` with ``jac=`` ≤ 20x MINPACK's ``hybr``.
+
+Rows ``autodiff, compiled`` time the opt-in ``options={"compile": True}`` (compiled ``torch.func``
+derivatives, :mod:`torchnewton.derivatives.compiled`) warm, interleaved with the same scipy runs,
+and report the one-time compilation of the case's first solve in a column of their own (a case
+whose derivatives another case already compiled shows what it added, often 0). They have no goal:
+compilation is off by default, and the first solve pays seconds for it. Quick mode compiles a few
+representative cases (Rosenbrock: ``bfgs``, ``trust-exact``, ``newton``, ``levenberg-marquardt``,
+``root`` ``newton``); ``--full`` compiles every case.
 """
 from __future__ import annotations
 
@@ -76,6 +84,7 @@ _SMOOTH = {
 }
 
 
+@functools.lru_cache(maxsize=None)  # one function object per problem: compiled derivatives are cached by it
 def _objective(name: str, lib):
     """f = Σrᵢ², ∇f = 2Jᵀr, ∇²f = 2(JᵀJ + Σrᵢ∇²rᵢ) of an MGH problem, in torch or numpy."""
     residual, jacobian, hessians, _ = _SMOOTH[name]
@@ -92,6 +101,34 @@ def _objective(name: str, lib):
         return 2 * (J.T @ J + sum(ri * Hi for ri, Hi in zip(r, hessians(x, lib))))
 
     return f, g, h
+
+
+@functools.lru_cache(maxsize=None)
+def _residual_functions(name: str, lib) -> tuple[Callable, Callable]:
+    """(r, J) of an MGH problem in torch or numpy, one object each per problem (shared by
+    ``least_squares`` and ``root``, so their compiled Jacobians are one compilation)."""
+    residual, jacobian, _, _ = _SMOOTH[name]
+    return functools.partial(residual, lib=lib), functools.partial(jacobian, lib=lib)
+
+
+# the cases whose compiled derivatives quick mode measures (family, method, problem); --full: all
+_QUICK_COMPILED = {("minimize", "bfgs", "rosenbrock"), ("minimize", "trust-exact", "rosenbrock"),
+                   ("minimize", "newton", "rosenbrock"), ("least_squares", "levenberg-marquardt", "rosenbrock"),
+                   ("root", "newton", "rosenbrock")}
+_COMPILE = {"compile": True}
+
+
+def _compiled_case(ctx: BenchContext, family: str, method: str, problem: str) -> bool:
+    return not ctx.quick or (family, method, problem) in _QUICK_COMPILED
+
+
+def _first_compiled(solve: Callable[[], Any]) -> float:
+    """The compile seconds of a case's first compiled solve (what it adds to the process-wide
+    cache), after checking that it did compile."""
+    res = solve()
+    if not res.compiled:
+        raise RuntimeError("options['compile'] fell back to the eager path in a latency case")
+    return res.compile_seconds
 
 
 # scipy's counterpart of each method; scipy gets the Hessian where the method uses one
@@ -122,12 +159,14 @@ def _interleaved(fns: list[Callable[[], Any]], repeats: int) -> list[tuple[float
 
 
 def _row(family: str, method: str, problem: str, derivatives: str, ours: tuple[float, float, Any, float],
-         peer_name: str, peer: tuple[float, float, Any, float] | None) -> dict:
+         peer_name: str, peer: tuple[float, float, Any, float] | None, compile_s: float | None = None) -> dict:
     t, t_min, res, t_cpu = ours
     nit = max(int(res.nit), 1)
     row = {"family": family, "method": method, "problem": problem, "derivatives": derivatives,
            "us_per_solve": t * 1e6, "us_per_solve_min": t_min * 1e6, "us_per_iteration": t * 1e6 / nit,
            "us_cpu": t_cpu * 1e6, "nit": int(res.nit), "status": res.status.name, "scipy": peer_name}
+    if compile_s is not None:
+        row["compile_s"] = compile_s
     if peer is not None:
         tp, tp_min, rp, tp_cpu = peer
         row.update(scipy_us=tp * 1e6, scipy_us_min=tp_min * 1e6, scipy_us_cpu=tp_cpu * 1e6,
@@ -180,27 +219,39 @@ def _minimize_rows(ctx: BenchContext, repeats: int) -> list[dict]:
             analytic = lambda: minimize(ft, x0, method=method, jac=gt,
                                         hess=None if method in ("bfgs", "l-bfgs") else ht)
             # trust-ncg/newton-cg use Hessian-vector products by default: give them the Hessian as exact curvature
-            (a, b, c) = _interleaved([auto, analytic, scipy_call], repeats)
-            rows.append(_row("minimize", method, name, "autodiff", a, peer, c))
-            rows.append(_row("minimize", method, name, "analytic", b, peer, c))
+            fns = [auto, analytic, scipy_call]
+            if _compiled_case(ctx, "minimize", method, name):
+                compiled = lambda: minimize(ft, x0, method=method, options=_COMPILE)
+                compile_s = _first_compiled(compiled)
+                fns.append(compiled)
+            out = _interleaved(fns, repeats)
+            rows.append(_row("minimize", method, name, "autodiff", out[0], peer, out[2]))
+            rows.append(_row("minimize", method, name, "analytic", out[1], peer, out[2]))
+            if len(out) > 3:
+                rows.append(_row("minimize", method, name, "autodiff, compiled", out[3], peer, out[2], compile_s))
     return rows
 
 
 def _least_squares_rows(ctx: BenchContext, repeats: int) -> list[dict]:
     rows = []
     for name in ("rosenbrock", "beale"):
-        residual, jacobian, _, start = _SMOOTH[name]
-        x0 = torch.tensor(start, dtype=torch.float64)
-        rt, jt = (lambda x: residual(x, torch)), (lambda x: jacobian(x, torch))
-        rn, jn = (lambda x: residual(x, np)), (lambda x: jacobian(x, np))
+        x0 = torch.tensor(_SMOOTH[name][3], dtype=torch.float64)
+        rt, jt = _residual_functions(name, torch)
+        rn, jn = _residual_functions(name, np)
         for method in ctx.track(list(_LEAST_SQUARES), desc=f"latency least_squares {name}"):
             peer = _LEAST_SQUARES[method]
-            a, b, c, d = _interleaved([lambda: least_squares(rt, x0, method=method),
-                                       lambda: least_squares(rt, x0, method=method, jac=jt),
-                                       lambda: so.least_squares(rn, x0.numpy(), method=peer),
-                                       lambda: so.least_squares(rn, x0.numpy(), jac=jn, method=peer)], repeats)
-            rows.append(_row("least_squares", method, name, "autodiff", a, peer, c))
-            rows.append(_row("least_squares", method, name, "analytic", b, peer, d))
+            fns = [lambda: least_squares(rt, x0, method=method), lambda: least_squares(rt, x0, method=method, jac=jt),
+                   lambda: so.least_squares(rn, x0.numpy(), method=peer),
+                   lambda: so.least_squares(rn, x0.numpy(), jac=jn, method=peer)]
+            if _compiled_case(ctx, "least_squares", method, name):
+                compiled = lambda: least_squares(rt, x0, method=method, options=_COMPILE)
+                compile_s = _first_compiled(compiled)
+                fns.append(compiled)
+            out = _interleaved(fns, repeats)
+            rows.append(_row("least_squares", method, name, "autodiff", out[0], peer, out[2]))
+            rows.append(_row("least_squares", method, name, "analytic", out[1], peer, out[3]))
+            if len(out) > 4:
+                rows.append(_row("least_squares", method, name, "autodiff, compiled", out[4], peer, out[2], compile_s))
     return rows
 
 
@@ -212,10 +263,9 @@ def _root_rows(ctx: BenchContext, repeats: int) -> list[dict]:
     for name, known in problems.items():
         mp = next(p for p in mgh.MGH_PROBLEMS if p.name == name) if known is None else None
         if known is not None:
-            residual, jacobian, _, start = known
-            rt, jt = (lambda x: residual(x, torch)), (lambda x: jacobian(x, torch))
-            rn, jn = (lambda x: residual(x, np)), (lambda x: jacobian(x, np))
-            x0 = torch.tensor(start, dtype=torch.float64)
+            rt, jt = _residual_functions(name, torch)
+            rn, jn = _residual_functions(name, np)
+            x0 = torch.tensor(known[3], dtype=torch.float64)
         else:
             rt, jt, jn = mp.residual, None, None
             rn = lambda x, r=mp.residual: r(torch.from_numpy(np.asarray(x, dtype=np.float64))).numpy()
@@ -226,10 +276,17 @@ def _root_rows(ctx: BenchContext, repeats: int) -> list[dict]:
             if jt is not None:
                 fns += [lambda: root(rt, x0, method=method, jac=jt),
                         lambda: so.root(rn, x0.numpy(), method=peer, jac=jn if peer in ("hybr", "lm") else None)]
+            compiled = _compiled_case(ctx, "root", method, name)
+            if compiled:
+                solve = lambda: root(rt, x0, method=method, options=_COMPILE)
+                compile_s = _first_compiled(solve)
+                fns.append(solve)
             out = _interleaved(fns, repeats)
             rows.append(_row("root", method, name, "autodiff", out[0], peer, out[1]))
             if jt is not None:
                 rows.append(_row("root", method, name, "analytic", out[2], peer, out[3]))
+            if compiled:
+                rows.append(_row("root", method, name, "autodiff, compiled", out[-1], peer, out[1], compile_s))
     return rows
 
 
@@ -286,11 +343,11 @@ def run(ctx: BenchContext) -> Section:
     table = [[r["family"], r["method"], r["problem"], r["derivatives"], r["us_per_solve"], r["us_per_solve_min"],
               r["us_cpu"], r["us_per_iteration"], r["nit"], r["status"], r["scipy"], r.get("scipy_us", "—"),
               r.get("scipy_us_min", "—"), r.get("scipy_us_cpu", "—"), r.get("scipy_nit", "—"), r.get("ratio", "—"),
-              r.get("ratio_min", "—"), r.get("ratio_cpu", "—")] for r in rows]
+              r.get("ratio_min", "—"), r.get("ratio_cpu", "—"), r.get("compile_s", "—")] for r in rows]
     goals, goal_figures = goals_table(rows)
     summary = []
     for family in ("minimize", "least_squares", "root"):
-        for kind in ("autodiff", "analytic"):
+        for kind in ("autodiff", "analytic", "autodiff, compiled"):
             cases = [r for r in rows if r["family"] == family and r["derivatives"] == kind and "ratio" in r]
             if cases:
                 ratios = [r["ratio"] for r in cases]
@@ -303,7 +360,11 @@ def run(ctx: BenchContext) -> Section:
         "Jacobian in the analytic rows. Ratios are of medians (and of minima); a goal counts as met "
         "only where every case's median ratio is within it. The CPU columns (this thread's CPU time, "
         "`time.thread_time`) are reported beside the wall times for a shared machine, where waiting "
-        "for a core inflates the wall time of either side; the goals are judged on wall time.",
+        "for a core inflates the wall time of either side; the goals are judged on wall time. "
+        "Rows `autodiff, compiled` are the opt-in `options={\"compile\": True}` (off by default), "
+        "timed warm; the first solve of each new function and shape also pays the compilation in "
+        "the column `compile s (first solve)` (seconds, once per process; Inductor's on-disk cache "
+        "can shorten it in a later process). They have no goal line.",
         markdown_table(["goal (issue 20)", "cases", "cases met", "median ratio", "worst ratio", "worst case",
                         "verdict"], goals),
         markdown_table(["family", "derivatives", "cases", "median ratio", "min", "max", "median CPU-time ratio"],
@@ -311,7 +372,7 @@ def run(ctx: BenchContext) -> Section:
         markdown_table(["family", "method", "problem", "derivatives", "µs/solve (median)", "µs/solve (min)",
                         "CPU µs/solve (median)", "µs/iteration", "nit", "status", "scipy", "scipy µs (median)",
                         "scipy µs (min)", "scipy CPU µs (median)", "scipy nit", "ratio (median)", "ratio (min)",
-                        "CPU-time ratio (median)"], table),
+                        "CPU-time ratio (median)", "compile s (first solve)"], table),
         "First solve in a fresh process (Rosenbrock):",
         markdown_table(["method", "import torch s", "import torchnewton s", "first solve s", "second solve s"],
                        [[f["method"], f["import_torch_s"], f["import_torchnewton_s"], f["first_solve_s"],

@@ -8,6 +8,7 @@ import torch
 from ...core.result import Result
 from ...core.tolerances import default_tol
 from ...core.validate import check_method, check_options, check_positive
+from ...derivatives.compiled import CompiledFunctions, check_compile_option
 from .cubic_regularization import AdaptiveCubicRegularization
 from .damped_newton import SCHEDULES, DampedNewton
 from ..constrained.entry import minimize_constrained
@@ -38,6 +39,7 @@ _OPTIONS = {
     "bfgs": _SEARCH,
     "l-bfgs": _SEARCH + ("memory",),
 }
+_OPTIONS = {key: names + ("compile",) for key, names in _OPTIONS.items()}
 # curvature strategies each method can use; the first is its default
 _CURVATURES = {
     "trust-exact": ("exact", "hvp", "gauss-newton"),
@@ -95,6 +97,14 @@ def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str 
     like ``fun``) or, for ``"newton"``, ``"hutchinson"`` (a diagonal estimate from
     ``hutchinson_samples`` Rademacher probes, ``seed``).
 
+    ``options={"compile": True}`` (every method; default False) computes the autodiff gradients,
+    Hessians and Hessian-vector products by compiled ``torch.func`` transforms (traced once, fused
+    by Inductor; see :mod:`torchnewton.derivatives.compiled`): several times faster per iteration
+    on small problems, after a compilation of seconds per function and shape that later solves of
+    the same function and shapes reuse. The Result then adds ``compiled`` (False where f could not
+    be traced into one graph and the eager path was used, with a ``CompileFallbackWarning``) and
+    ``compile_seconds`` (spent in this solve).
+
     ``fun(x, *args)`` maps (n,) to a scalar; ``jac(x, *args)`` → (n,), ``hess(x, *args)`` → (n, n),
     ``hessp(x, v, *args)`` → (n,) override autodiff. With ``batch=True`` x0 is (B, n), every
     callable takes the whole batch ((B, n) → (B,), (B, n), (B, n, n), (B, n)), row i depending only
@@ -128,17 +138,19 @@ def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str 
         check_positive(tol, "tol")
     opts = check_options(options, _OPTIONS[key])
     x = prepare_x0(x0, batch, args)
-    problem = _problem(key, fun, x, args, batch, jac, hess, hessp, opts)
+    compiled = check_compile_option(opts.pop("compile", False))
+    problem = _problem(key, fun, x, args, batch, jac, hess, hessp, opts, compiled)
     solver = _solver(key, GradientTermination(tol if tol is not None else default_tol(x.dtype)), opts)
     with torch.no_grad():
         loop = iterate(solver, problem, x, max_iter=max_iter, callback=callback, record_history=record_history)
     state = loop.state
     x_star = differentiate_solution(state.x, fun, args, batch, condition="stationary")
-    return build_result(loop, problem.counters, batch, x_star, fun=state.f, grad=state.g)
+    return build_result(loop, problem.counters, batch, x_star, fun=state.f, grad=state.g,
+                        extras=problem.compiled.info() if compiled else {})
 
 
 def _problem(key: str, fun, x: torch.Tensor, args: tuple, batch: bool, jac, hess, hessp,
-             opts: dict[str, Any]) -> ObjectiveProblem:
+             opts: dict[str, Any], compiled: bool = False) -> ObjectiveProblem:
     allowed = _CURVATURES[key]
     curvature = opts.pop("hessian", allowed[0] if allowed else "exact")
     if allowed and curvature not in allowed:
@@ -158,7 +170,9 @@ def _problem(key: str, fun, x: torch.Tensor, args: tuple, batch: bool, jac, hess
     return ObjectiveProblem(batch_objective(fun, args, batch), x.shape[-1], jac=batch_derivative(jac, args, batch),
                             hess=batch_derivative(hess, args, batch), hessp=batch_derivative(hessp, args, batch, vector=True),
                             curvature=curvature, residuals=residuals, generator=generator,
-                            hutchinson_samples=opts.pop("hutchinson_samples", 16))
+                            hutchinson_samples=opts.pop("hutchinson_samples", 16),
+                            compiled=CompiledFunctions(fun, args, lambda f, a: batch_objective(f, a, batch),
+                                                       tag=("objective", batch)) if compiled else None)
 
 
 def _batch_residuals(residuals, args: tuple, batch: bool):

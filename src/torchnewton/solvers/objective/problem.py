@@ -12,6 +12,11 @@ autodiff otherwise. The curvature a method sees is one of
 
 Counters: ``nfev`` objective values, ``njev`` gradients, ``nhev`` Hessians (one dense Hessian or
 one Hessian-vector product each); every batched call counts once.
+
+With ``compiled`` (``options={"compile": True}``, see :mod:`torchnewton.derivatives.compiled`) the
+autodiff gradients (with their values), Hessians and Hessian-vector products of f come from
+compiled ``torch.func`` transforms (counted the same; Hutchinson's probes are such products);
+plain values, user derivatives and Gauss–Newton curvature stay eager.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import torch
 
 from ...core.counters import Counters
 from ...derivatives import autodiff, hutchinson_diagonal
+from ...derivatives.compiled import CompiledFunctions
 from ...linear import DenseOperator, DiagonalOperator, LinearOperator, MatrixFreeOperator
 from ...linear.batched import matvec
 
@@ -57,7 +63,8 @@ class ObjectiveProblem:
     def __init__(self, fun: BatchFunction, n: int, *, jac: BatchFunction | None = None,
                  hess: BatchFunction | None = None, hessp: BatchFunction | None = None,
                  curvature: str = "exact", residuals: BatchFunction | None = None,
-                 hutchinson_samples: int = 16, generator: torch.Generator | None = None):
+                 hutchinson_samples: int = 16, generator: torch.Generator | None = None,
+                 compiled: CompiledFunctions | None = None):
         self.fun = _checked(fun, "fun", ())
         self.jac = None if jac is None else _checked(jac, "jac", (n,))
         self.hess = None if hess is None else _checked(hess, "hess", (n, n))
@@ -65,6 +72,7 @@ class ObjectiveProblem:
         self.curvature, self.residuals = curvature, residuals
         self.hutchinson_samples, self.generator = hutchinson_samples, generator
         self.counters = Counters()
+        self.compiled = compiled
         # ∇f with its own graph at the last accepted trial point: the next Newton step's curvature
         self._graph: autodiff.GradientGraph | None = None
 
@@ -77,6 +85,8 @@ class ObjectiveProblem:
         self.counters.njev += 1
         if self.jac is not None:
             return self.fun(x), self.jac(x)
+        if self.compiled is not None and (out := self.compiled("value_and_grad", x)) is not None:
+            return out
         return autodiff.gradient(self.fun, x)
 
     def value_then_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
@@ -85,6 +95,13 @@ class ObjectiveProblem:
         self.counters.nfev += 1
         if self.jac is not None:
             return self.fun(x), lambda: self.gradient(x)
+        if self.compiled is not None and (out := self.compiled("value_and_grad", x)) is not None:
+            # one fused call gives both: the gradient of a rejected trial costs next to nothing
+            def counted() -> torch.Tensor:
+                self.counters.njev += 1
+                return out[1]
+
+            return out[0], counted
         value, pull = autodiff.value_then_gradient(self.fun, x)
 
         def grad() -> torch.Tensor:
@@ -110,6 +127,8 @@ class ObjectiveProblem:
         self.counters.njev += 1
         if self.jac is not None:
             return self.jac(x)
+        if self.compiled is not None and (out := self.compiled("value_and_grad", x)) is not None:
+            return out[1]
         return autodiff.gradient(self.fun, x)[1]
 
     def hvp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -121,6 +140,8 @@ class ObjectiveProblem:
             return self.hessp(x, v)
         if self.hess is not None:
             return matvec(self.hess(x), v)
+        if self.compiled is not None and (out := self.compiled("hvp", x, v)) is not None:
+            return out
         return autodiff.hvp(self.fun, x, v)[1]
 
     def hessian(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,6 +158,8 @@ class ObjectiveProblem:
         if self.hessp is not None or self.curvature == "hvp":
             return self.operator(x).to_dense()
         self.counters.nhev += 1
+        if self.compiled is not None and (out := self.compiled("hessian", x)) is not None:
+            return out
         return self._gradient_graph(x).hessian()
 
     def operator(self, x: torch.Tensor) -> LinearOperator:
@@ -169,6 +192,11 @@ class ObjectiveProblem:
                     apply.append(lambda u: torch.bmm(H, u.unsqueeze(-1)).squeeze(-1))
                 elif torch.is_grad_enabled():  # products that may be differentiated
                     apply.append(autodiff.hvp_linearized(self.fun, x))
+                elif self.compiled is not None and (first := self.compiled("hvp", x, v)) is not None:
+                    # each product one fused call (f and ∇f recomputed inside it, at no dispatch cost)
+                    apply.append(lambda u: self.compiled("hvp", x, u))
+                    self.counters.nhev += 1
+                    return first
                 else:
                     apply.append(self._gradient_graph(x).product)
             if self.hess is None:

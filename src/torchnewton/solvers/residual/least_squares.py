@@ -9,13 +9,14 @@ import torch
 from ...core.counters import Counters
 from ...core.result import Result
 from ...core.validate import check_method, check_options, check_positive
+from ...derivatives.compiled import check_compile_option
 from .dogleg import PowellDogleg
 from ..entry import build_result, check_callable, prepare_x0
 from ..implicit import differentiate_solution
 from .levenberg_marquardt import LevenbergMarquardt
 from ..loop import iterate
 from .newton import NewtonLineSearch
-from .problem import ResidualProblem, batch_function, batch_jacobian
+from .problem import ResidualProblem, batch_function, batch_jacobian, compiled_residuals
 from .termination import LeastSquaresTermination
 
 METHODS = ("levenberg-marquardt", "gauss-newton", "dogleg")
@@ -24,6 +25,7 @@ _OPTIONS = {
     "gauss-newton": ("c1", "max_backtracks", "jac_mode"),
     "dogleg": ("jac_mode",),
 }
+_OPTIONS = {key: names + ("compile",) for key, names in _OPTIONS.items()}
 
 
 def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str = "levenberg-marquardt",
@@ -39,7 +41,8 @@ def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method:
     backtracking) and ``"dogleg"`` (Powell's dogleg trust region). Stops when ‖Jᵀr‖∞ ≤ gtol (for
     LM: the cosine maxⱼ |Jⱼᵀr|/(‖Jⱼ‖‖r‖) ≤ gtol, as scipy's lm), the relative cost decrease of a
     well-predicted step is ≤ ftol, or the step (for LM: the radius Δ) is ≤ xtol·(xtol + ‖Dx‖).
-    The Result adds ``cost`` = ½‖r‖². Batching and implicit gradients as in :func:`root`.
+    The Result adds ``cost`` = ½‖r‖². Batching, implicit gradients and ``options={"compile": True}``
+    (compiled autodiff Jacobians, reported by ``compiled`` and ``compile_seconds``) as in :func:`root`.
 
     Example:
         >>> import torch, torchnewton
@@ -60,7 +63,10 @@ def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method:
     check_positive(max_iter, "max_iter", integer=True, allow_zero=True)
     batched_fun = batch_function(fun, args, batch)
     batched_jac = None if jac is None else batch_jacobian(jac, args, batch)
-    problem = ResidualProblem(batched_fun, batched_jac, jac_mode=opts.pop("jac_mode", "auto"))
+    jac_mode = opts.pop("jac_mode", "auto")
+    compile_ = check_compile_option(opts.pop("compile", False))
+    compiled = compiled_residuals(fun, args, batch, jac_mode) if compile_ else None
+    problem = ResidualProblem(batched_fun, batched_jac, jac_mode=jac_mode, compiled=compiled)
     with torch.no_grad():
         r0 = problem.residual(x)
     if not isinstance(r0, torch.Tensor) or r0.dim() != 2 or r0.shape[0] != x.shape[0]:
@@ -76,8 +82,9 @@ def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method:
         loop = iterate(solver, problem, x, max_iter=max_iter, callback=callback, record_history=record_history)
     state = loop.state
     x_star = differentiate_solution(state.x, fun, args, batch, condition="least-squares")
+    extras = {"cost": state.cost, **(problem.compiled.info() if problem.compiled is not None else {})}
     return build_result(loop, problem.counters, batch, x_star, fun=state.F, jac=state.J, grad=state.grad,
-                        extras={"cost": state.cost})
+                        extras=extras)
 
 
 def _reuse_first_value(fun: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, r0: torch.Tensor,
