@@ -46,7 +46,7 @@ import torch
 
 from ...core.status import Status
 from ...linear.krylov import minres
-from ...linear.batched import matvec
+from .lean import constant, finite, matvec
 from ...linear.sketch import SKETCHES, KKTOperator, sketch_solve
 
 KKT_SOLVERS = ("direct", "minres", "sketch")
@@ -84,21 +84,22 @@ class KKTSolver:
             if self.kind != "sketch":
                 raise ValueError(f"a matrix-free W (a Hessian-vector product) needs kkt_solver='sketch'; "
                                  f"got {self.kind!r}")
-            on_x = None
-
             def system(delta: torch.Tensor | None):
                 return KKTOperator(W, J, delta)
         else:
             K = torch.cat([torch.cat([W, J.transpose(-1, -2)], -1), torch.cat([J, J.new_zeros(batch, m, m)], -1)], -2)
-            on_x = torch.cat([W.new_ones(n), W.new_zeros(m)])  # δ shifts the x block only
 
             def system(delta: torch.Tensor | None):
-                return K if delta is None else K + torch.diag_embed(delta.unsqueeze(-1) * on_x)
+                if delta is None:
+                    return K
+                on_x = torch.cat([W.new_ones(n), W.new_zeros(m)])  # δ shifts the x block only
+                return K + torch.diag_embed(delta.unsqueeze(-1) * on_x)
         delta = torch.zeros_like(delta_last)
         # δ = 0 first, for every member
-        z, done, status, iterations = self._attempt(system(None), rhs, n, accuracy)
+        gram: dict = {}  # JᵀJ and its largest entry: the same for every δ
+        z, done, status, iterations = self._attempt(system(None), rhs, n, accuracy, gram)
         self.calls += 1
-        status = torch.where(done, status, int(Status.SINGULAR))
+        status = torch.where(done, status, constant(int(Status.SINGULAR), status))
         first = True
         while not bool(done.all()):
             if first:
@@ -111,7 +112,7 @@ class KKTSolver:
             first = False
             if bool((delta[~done] > _DELTA_MAX).all()):
                 break
-            trial, ok, trial_status, trial_iterations = self._attempt(system(delta), rhs, n, accuracy)
+            trial, ok, trial_status, trial_iterations = self._attempt(system(delta), rhs, n, accuracy, gram)
             self.calls += 1
             take = ~done
             z = torch.where(take.unsqueeze(-1), trial, z)
@@ -120,12 +121,14 @@ class KKTSolver:
             done = done | ok
         return KKTStep(dx=z[:, :n], dlam=z[:, n:], delta=delta, status=status, iterations=iterations)
 
-    def _attempt(self, K: torch.Tensor | KKTOperator, rhs: torch.Tensor, n: int, accuracy: torch.Tensor | None):
-        """(z, right inertia?, status, iterations) for one δ; K dense or a :class:`.KKTOperator`."""
+    def _attempt(self, K: torch.Tensor | KKTOperator, rhs: torch.Tensor, n: int, accuracy: torch.Tensor | None,
+                 gram: dict | None = None):
+        """(z, right inertia?, status, iterations) for one δ; K dense or a :class:`.KKTOperator`;
+        ``gram``: :func:`_direct`'s cache of JᵀJ across the δ ladder."""
         batch = rhs.shape[0]
         zeros = torch.zeros(batch, dtype=torch.long, device=rhs.device)
         if self.kind == "direct":
-            return _direct(K, rhs, n, zeros)
+            return _direct(K, rhs, n, zeros, gram)
         theta = accuracy if accuracy is not None else torch.full((batch,), 1e-8, dtype=rhs.dtype, device=rhs.device)
         if self.kind == "minres":
             solution = minres(K, rhs, rtol=float(theta.min()), max_iter=self.max_iter)
@@ -141,7 +144,7 @@ class KKTSolver:
         else:
             shifted = matvec(K[:, :n, :n], dx)
         curvature = (dx * shifted).sum(-1)
-        ok = (curvature >= 1e-8 * (dx * dx).sum(-1)) & torch.isfinite(z).all(-1)
+        ok = (curvature >= 1e-8 * (dx * dx).sum(-1)) & finite(z).all(-1)
         # an inner solve stopped by its cap still gives a usable inexact step: the outer method
         # judges progress by its merit and success by the KKT tolerance, never by this status
         status = torch.where(solution.status == int(Status.MAX_ITER), int(Status.SUCCESS), solution.status)
@@ -171,7 +174,7 @@ def block_eigenvalues(LD: torch.Tensor, pivots: torch.Tensor) -> torch.Tensor:
     return torch.where(second, torch.roll(mean - radius, 1, -1), values)
 
 
-def _direct(K: torch.Tensor, rhs: torch.Tensor, n: int, zeros: torch.Tensor):
+def _direct(K: torch.Tensor, rhs: torch.Tensor, n: int, zeros: torch.Tensor, gram: dict | None = None):
     """(z, inertia (n, m, 0)?, status, iterations): the LU solve, its inertia from one Cholesky
     factorization where that proves it, from LDLᵀ (:func:`_direct_ldl`) elsewhere.
 
@@ -184,19 +187,27 @@ def _direct(K: torch.Tensor, rhs: torch.Tensor, n: int, zeros: torch.Tensor):
     several times faster than ``ldl_factor_ex`` and the block eigenvalues of D. The solution is the
     same LU solve either way; only the members this test cannot settle (wrong inertia, K nearly
     singular, ρ too small) take the LDLᵀ path, so the answer is that of the LDLᵀ test except where
-    the two disagree within rounding.
+    the two disagree within rounding. ``gram``: a dict that keeps JᵀJ and max|JᵀJ| for the next δ
+    (only W's block of K changes along the ladder).
     """
     LU, lu_pivots, lu_info = torch.linalg.lu_factor_ex(K)
     z = torch.linalg.lu_solve(LU, lu_pivots, rhs.unsqueeze(-1)).squeeze(-1)
     W, J = K[:, :n, :n], K[:, n:, :n]
     if J.shape[-2]:
-        JtJ = J.transpose(-1, -2) @ J
-        rho = _RHO * W.abs().amax((-2, -1)) / JtJ.abs().amax((-2, -1)).clamp(min=torch.finfo(K.dtype).tiny)
+        if gram:
+            JtJ, size = gram["JtJ"], gram["size"]
+        else:
+            JtJ = torch.bmm(J.transpose(-1, -2), J)
+            size = JtJ.abs().amax((-2, -1)).clamp(min=torch.finfo(K.dtype).tiny)
+            if gram is not None:
+                gram.update(JtJ=JtJ, size=size)
+        rho = _RHO * W.abs().amax((-2, -1)) / size
         W = W + rho.view(-1, 1, 1) * JtJ
     _, chol_info = torch.linalg.cholesky_ex(W)
     threshold = _CLEAR_MARGIN * _threshold(K, K.abs().amax((-2, -1)))
-    clear = (chol_info == 0) & (lu_info == 0) & (LU.diagonal(dim1=-2, dim2=-1).abs().amin(-1) > threshold) & \
-        torch.isfinite(z).all(-1)
+    # both infos are ≥ 0: their bitwise or is zero exactly where both are
+    clear = ((chol_info | lu_info) == 0) & (LU.diagonal(dim1=-2, dim2=-1).abs().amin(-1) > threshold) & \
+        finite(z).all(-1)
     if bool(clear.all()):
         return z, clear, zeros, zeros
     if not bool(clear.any()):  # no member settled (a nonconvex start): LDLᵀ on the whole batch, same LU solve
@@ -222,16 +233,16 @@ def _direct_ldl(K: torch.Tensor, rhs: torch.Tensor, n: int, zeros: torch.Tensor,
         z = torch.linalg.lu_solve(LU, lu_pivots, rhs.unsqueeze(-1)).squeeze(-1)
     else:
         lu_info, z = solved
-    finite = torch.isfinite(z).all(-1)  # true for every regular member: only the fallback below needs a mask
-    regular = (values.abs() > threshold).all(-1) & (info == 0) & (lu_info == 0) & finite
+    regular_z = finite(z).all(-1)  # true for every regular member: only the fallback below needs a mask
+    regular = (values.abs() > threshold).all(-1) & (info == 0) & (lu_info == 0) & regular_z
     ok = (values > threshold).sum(-1) == n
     if not bool(regular.all()):
         z_pinv, ok_pinv = _pseudo_inverse(K, rhs, n)
         z = torch.where(regular.unsqueeze(-1), z, z_pinv)
         ok = torch.where(regular, ok, ok_pinv)
-        finite = torch.isfinite(z).all(-1)
-        z = torch.where(finite.unsqueeze(-1), z, torch.zeros_like(z))
-    return z, ok & finite, zeros, zeros
+        regular_z = finite(z).all(-1)
+        z = torch.where(regular_z.unsqueeze(-1), z, torch.zeros_like(z))
+    return z, ok & regular_z, zeros, zeros
 
 
 def _pseudo_inverse(K: torch.Tensor, rhs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import torch
 
-from ...linear.batched import matvec
+from .lean import matvec
 
 _CONDITION = 1e-4  # smallest diagonal ratio of chol(JJᵀ) trusted: κ(J) ≲ 1e4
 
 
 def _gram_factor(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(Cholesky factor of JJᵀ, members where it is trusted)."""
-    factor, info = torch.linalg.cholesky_ex(J @ J.transpose(-1, -2))
+    factor, info = torch.linalg.cholesky_ex(torch.bmm(J, J.transpose(-1, -2)))
     diagonal = factor.diagonal(dim1=-2, dim2=-1)
     trusted = (info == 0) & torch.isfinite(diagonal).all(-1) & \
         (diagonal.amin(-1) > _CONDITION * diagonal.amax(-1))
@@ -38,7 +38,7 @@ def _gram_factor(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def pseudo_solve(J: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """J⁺r (B, n) for J (B, m, n), r (B, m): the minimum-norm least-squares solution of JΔ = r."""
     factor, trusted = _gram_factor(J)
-    out = (J.transpose(-1, -2) @ torch.cholesky_solve(r.unsqueeze(-1), factor)).squeeze(-1)
+    out = torch.bmm(J.transpose(-1, -2), torch.cholesky_solve(r.unsqueeze(-1), factor)).squeeze(-1)
     if bool(trusted.all()):
         return out
     return torch.where(trusted.unsqueeze(-1), out, matvec(torch.linalg.pinv(J), r))

@@ -31,9 +31,11 @@ Example:
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
-from ...linear.batched import matvec, rmatvec
+from .lean import matvec, rmatvec
 
 
 def augmented_lagrangian(f: torch.Tensor, c: torch.Tensor, grad_lagrangian: torch.Tensor | None, lam: torch.Tensor,
@@ -42,8 +44,21 @@ def augmented_lagrangian(f: torch.Tensor, c: torch.Tensor, grad_lagrangian: torc
 
     ``grad_lagrangian=None`` leaves the ν-term out: f + λᵀc + (μ/2)‖c‖², a lower bound of L_μ,ν
     from f and c alone."""
-    value = f + (c * (lam + 0.5 * mu.unsqueeze(-1) * c)).sum(-1)
-    return value if grad_lagrangian is None else value + 0.5 * nu * (grad_lagrangian * grad_lagrangian).sum(-1)
+    return merit_with(mu, nu)(f, c, grad_lagrangian, lam)
+
+
+def merit_with(mu: torch.Tensor, nu: torch.Tensor | float) -> Callable[..., torch.Tensor]:
+    """(f, c, ∇ₓL or None, λ) ↦ L_μ,ν for fixed penalties: μ/2 and ν/2 are formed once, not at every
+    trial of a line search (the same values bit for bit: ½μc is evaluated as (½μ)c either way)."""
+    half_mu = 0.5 * mu.unsqueeze(-1)
+    half_nu = 0.5 * nu
+
+    def merit(f: torch.Tensor, c: torch.Tensor, grad_lagrangian: torch.Tensor | None,
+              lam: torch.Tensor) -> torch.Tensor:
+        value = f + (c * (lam + half_mu * c)).sum(-1)
+        return value if grad_lagrangian is None else value + half_nu * (grad_lagrangian * grad_lagrangian).sum(-1)
+
+    return merit
 
 
 def _column(nu: torch.Tensor | float) -> torch.Tensor | float:

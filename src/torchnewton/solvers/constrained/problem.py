@@ -207,7 +207,7 @@ class ConstrainedProblem:
         grad = x.new_zeros(batch, n) if grad is None else grad.detach()
         H = x.new_zeros(batch, n, n) if hess is None else hess.transpose(0, 1)
         J = x.new_zeros(batch, self.m, n) if jac_t is None else jac_t.permute(1, 2, 0)
-        g = grad - (J.transpose(-1, -2) @ lam.unsqueeze(-1)).squeeze(-1)
+        g = grad - torch.bmm(J.transpose(-1, -2), lam.unsqueeze(-1)).squeeze(-1)
         return g, J, 0.5 * (H + H.transpose(-1, -2))
 
     # ---- second derivatives ---------------------------------------------------------------

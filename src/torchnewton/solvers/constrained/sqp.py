@@ -59,11 +59,11 @@ import torch
 
 from ...core.status import Status
 from ...globalize.linesearch import armijo
-from ...linear.batched import matvec, rmatvec
+from .lean import constant, finite, matvec, rmatvec
 from .kkt import KKTSolver
 from .l1_merit import l1_merit, l1_slope
 from .least_norm import pseudo_solve, transposed_pseudo_solve
-from .merit import augmented_lagrangian, merit_gradient, slope_parts, update_penalty
+from .merit import merit_gradient, merit_with, slope_parts, update_penalty
 from .problem import ConstrainedProblem
 from .quasi_newton import damped_bfgs_update
 from .termination import KKTFields, KKTTermination, infeasibility_measure, multiplier_scale, track_progress
@@ -119,6 +119,8 @@ class SQP:
                              f"hessian={self.hessian!r}, kkt_solver={self.kkt.kind!r}")
         if self.hessian == "bfgs":
             self.nu = 0.0  # the ν-term of L_μ,ν needs the true ∇²ₓL
+        # c − 0 is c bit for bit: a zero target (the usual form c(x) = 0) costs no operation per trial
+        self._target = self.target if bool(self.target.any()) else None
 
     def init(self, problem: ConstrainedProblem, x0: torch.Tensor) -> SQPState:
         f, g, c, J = problem.evaluate(x0)
@@ -138,7 +140,9 @@ class SQP:
         return state
 
     def _fields(self, problem, x, f, g, c, J, lam, *, mu, nu, delta, step_norm, inner, count, failure, best,
-                stall) -> SQPState:
+                stall, complementarity: torch.Tensor | None = None) -> SQPState:
+        """``complementarity``: the last state's (zero for SQP): kept as the same tensor, the loop does
+        not mask it."""
         grad_lagrangian = g + rmatvec(J, lam)
         violation = c.abs().amax(-1) if c.shape[-1] else x.new_zeros(x.shape[0])
         stationary = (violation > self.termination.tol) & \
@@ -147,7 +151,8 @@ class SQP:
         scale = multiplier_scale(lam)
         best, stall = track_progress(best, stall, torch.maximum(optimality / scale, violation), x, step_norm)
         return SQPState(x=x, f=f, optimality=optimality, violation=violation,
-                        complementarity=torch.zeros_like(f), multiplier_scale=scale,
+                        complementarity=torch.zeros_like(f) if complementarity is None else complementarity,
+                        multiplier_scale=scale,
                         infeasible_count=torch.where(stationary, count + 1, torch.zeros_like(count)),
                         failure=failure, best_error=best, stall_count=stall, lam=lam, g=g, c=c, J=J,
                         grad_lagrangian=grad_lagrangian, mu=mu, nu=nu, delta=delta, step_norm=step_norm,
@@ -209,19 +214,21 @@ class SQP:
                                                               inner)
             dx, dlam = solve.dx, solve.dlam
             slope = a + nu * b - mu * q
-            gx, glam = merit_gradient(gl, c, J, hess_grad, mu, nu)
-            fallback = ~descent | ~(slope < 0) | ~torch.isfinite(slope)
-            dx = torch.where(fallback.unsqueeze(-1), -gx, dx)
-            dlam = torch.where(fallback.unsqueeze(-1), -glam, dlam)
-            slope = torch.where(fallback, -(gx * gx).sum(-1) - (glam * glam).sum(-1), slope)
-            phi0 = augmented_lagrangian(state.f, c, gl, lam, mu, nu)
+            fallback = ~(descent & (slope < 0) & finite(slope))
+            if bool(fallback.any()):  # ∇L_μ,ν only where some member needs it (one read-back)
+                gx, glam = merit_gradient(gl, c, J, hess_grad, mu, nu)
+                dx = torch.where(fallback.unsqueeze(-1), -gx, dx)
+                dlam = torch.where(fallback.unsqueeze(-1), -glam, dlam)
+                slope = torch.where(fallback, -(gx * gx).sum(-1) - (glam * glam).sum(-1), slope)
+            merit = merit_with(mu, nu)
+            phi0 = merit(state.f, c, gl, lam)
 
             def cheap(f, cv, lam_new):
                 # L_μ,ν ≥ f + λᵀc + (μ/2)‖c‖²: a trial this bound rejects needs no ∇f and J
-                return augmented_lagrangian(f, cv, None, lam_new, mu, nu)
+                return merit(f, cv, None, lam_new)
 
             def exact(f, cv, g, Jn, lam_new):
-                return augmented_lagrangian(f, cv, g + rmatvec(Jn, lam_new), lam_new, mu, nu)
+                return merit(f, cv, g + rmatvec(Jn, lam_new), lam_new)
 
         phi0 = phi0 + 10 * torch.finfo(x.dtype).eps * phi0.abs().clamp(min=1.0)
         active = running & (slope < 0)
@@ -233,9 +240,9 @@ class SQP:
             The merit's part from f and c alone decides first; ∇f and J are evaluated only where
             it does not already reject the trial (for the ℓ₁ merit, only where it accepts it)."""
             f, cv = problem.values(x_new)
-            cv = cv - self.target
+            cv = cv if self._target is None else cv - self._target
             bound = cheap(f, cv, lam_new)
-            needed = torch.isfinite(bound) & (bound <= threshold)
+            needed = finite(bound) & (bound <= threshold)
             if not bool(needed.any()):
                 unknown = x_new.new_full((x_new.shape[0], n), float("nan"))
                 return bound, torch.cat([f.unsqueeze(-1), unknown, cv, unknown.new_full((x_new.shape[0], m * n),
@@ -245,10 +252,11 @@ class SQP:
             return torch.where(needed, merit, bound), torch.cat([f.unsqueeze(-1), g, cv, Jn.flatten(1)], -1)
 
         threshold = phi0 + self.c1 * slope
-        phi1, packed = trial(x + dx, lam + dlam, threshold)
-        accept_full = active & torch.isfinite(phi1) & (phi1 <= threshold)
-        x_new = torch.where(accept_full.unsqueeze(-1), x + dx, x)
-        lam_new = torch.where(accept_full.unsqueeze(-1), lam + dlam, lam)
+        x_full, lam_full = x + dx, lam + dlam
+        phi1, packed = trial(x_full, lam_full, threshold)
+        accept_full = active & finite(phi1) & (phi1 <= threshold)
+        x_new = torch.where(accept_full.unsqueeze(-1), x_full, x)
+        lam_new = torch.where(accept_full.unsqueeze(-1), lam_full, lam)
         moved = accept_full
         pending = active & ~accept_full
         c_full = packed[:, 1 + n: 1 + n + m]
@@ -257,20 +265,22 @@ class SQP:
         corrigible = pending & ~fallback & ~((c_full * c_full).sum(-1) < (c * c).sum(-1))
         if self.second_order_correction and problem.m and bool(corrigible.any()):
             correction = -pseudo_solve(J, torch.nan_to_num(c_full))
-            x_soc = x + dx + correction
-            phi_soc, packed_soc = trial(x_soc, lam + dlam, threshold)
-            ok = corrigible & torch.isfinite(phi_soc) & (phi_soc <= threshold)
+            x_soc = x_full + correction
+            phi_soc, packed_soc = trial(x_soc, lam_full, threshold)
+            ok = corrigible & finite(phi_soc) & (phi_soc <= threshold)
             x_new = torch.where(ok.unsqueeze(-1), x_soc, x_new)
-            lam_new = torch.where(ok.unsqueeze(-1), lam + dlam, lam_new)
+            lam_new = torch.where(ok.unsqueeze(-1), lam_full, lam_new)
             packed = torch.where(ok.unsqueeze(-1), packed_soc, packed)
             moved = moved | ok
             pending = pending & ~ok
         failure = state.failure
         if bool(pending.any()):
-            search = armijo(lambda t: trial(x + t.unsqueeze(-1) * dx, lam + t.unsqueeze(-1) * dlam,
-                                           phi0 + self.c1 * t * slope),
-                            phi0, slope, alpha0=0.5, c1=self.c1, max_steps=self.max_backtracks, active=pending,
-                            aux0=torch.zeros_like(packed))
+            def backtrack(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                column = t.unsqueeze(-1)
+                return trial(x + column * dx, lam + column * dlam, phi0 + self.c1 * t * slope)
+
+            search = armijo(backtrack, phi0, slope, alpha0=0.5, c1=self.c1, max_steps=self.max_backtracks,
+                            active=pending, aux0=torch.zeros_like(packed))
             alpha = search.alpha.unsqueeze(-1)
             ok = pending & search.success
             x_new = torch.where(ok.unsqueeze(-1), x + alpha * dx, x_new)
@@ -279,8 +289,8 @@ class SQP:
             moved = moved | ok
             failed = pending & ~search.success
             failure = torch.where(failed, int(Status.LINESEARCH_FAILED), failure)
-        failure = torch.where(running & (solve.status == int(Status.SINGULAR)) & ~moved, int(Status.SINGULAR),
-                              failure)
+        failure = torch.where(running & (solve.status == int(Status.SINGULAR)) & ~moved,
+                              constant(int(Status.SINGULAR), failure), failure)
         f, g, cv, Jn = packed.split([1, n, m, m * n], -1)
         keep = ~moved
         f = torch.where(keep, state.f, f.squeeze(-1))
@@ -289,7 +299,8 @@ class SQP:
         Jn = torch.where(keep.view(-1, 1, 1), J, Jn.reshape(J.shape))
         new = self._fields(problem, x_new, f, g, cv, Jn, lam_new, mu=mu, nu=nu, delta=solve.delta,
                            step_norm=(x_new - x).norm(dim=-1), inner=inner, count=state.infeasible_count,
-                           failure=failure, best=state.best_error, stall=state.stall_count)
+                           failure=failure, best=state.best_error, stall=state.stall_count,
+                           complementarity=state.complementarity)
         if state.B is not None:
             # y from ∇ₓL at both points with the new multipliers (Powell 1978)
             y = g - state.g + rmatvec(Jn - J, lam_new)

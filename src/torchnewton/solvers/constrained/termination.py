@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ...core.status import Status
+from .lean import constant
 
 
 @dataclass
@@ -62,7 +63,7 @@ def track_progress(best: torch.Tensor, count: torch.Tensor, error: torch.Tensor,
     """(best⁺, count⁺): consecutive short steps that left the error above ``factor``·best."""
     improved = (error <= factor * best) | (step_norm > short * (1 + x.norm(dim=-1)))
     best = torch.minimum(best, error)
-    return best, torch.where(improved, torch.zeros_like(count), count + 1)
+    return best, torch.where(improved, constant(0, count), count + 1)
 
 
 def infeasibility_measure(J: torch.Tensor, violation: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ def infeasibility_measure(J: torch.Tensor, violation: torch.Tensor) -> torch.Ten
     near a feasible point with J of full rank it stays near the smallest singular value of J."""
     if violation.shape[-1] == 0:
         return violation.new_full((violation.shape[0],), float("inf"))
-    gradient = (J.transpose(-1, -2) @ violation.unsqueeze(-1)).squeeze(-1)
+    gradient = torch.bmm(J.transpose(-1, -2), violation.unsqueeze(-1)).squeeze(-1)
     size = violation.abs().amax(-1)
     return torch.where(size > 0, gradient.abs().amax(-1) / size.clamp(min=torch.finfo(size.dtype).tiny),
                        torch.full_like(size, float("inf")))
@@ -92,28 +93,34 @@ class KKTTermination:
         feasible = state.violation <= tol
         converged = (optimality <= tol * state.multiplier_scale) & feasible & (state.complementarity <= tol)
         size = state.x.abs().amax(-1)  # NaN if any component is (amax propagates NaN)
-        nonfinite = ~(torch.isfinite(state.f) & torch.isfinite(size))
-        open_ = ~converged
-        infeasible = open_ & (state.infeasible_count >= 2)
-        unbounded = open_ & feasible & ((state.f < -self.unbounded) | (size > self.unbounded))
-        failed = open_ & (state.failure != 0)
-        stalled = open_ & (state.stall_count >= self.patience)
-        status = torch.full_like(state.failure, int(Status.RUNNING))
-        status = torch.where(stalled, int(Status.STALLED), status)
+        # f − f + (size − size) is 0 where both are finite and NaN otherwise
+        nonfinite = (state.f - state.f + (size - size)) != 0
+        # each test below is overruled by convergence in the status, so none needs masking by it here
+        infeasible = state.infeasible_count >= 2
+        unbounded = feasible & ((state.f < -self.unbounded) | (size > self.unbounded))
+        failed = state.failure != 0
+        stalled = state.stall_count >= self.patience
+        done = converged | nonfinite | infeasible | unbounded | failed | stalled
+        # later tests overrule earlier ones; the codes are cached 0-d tensors (a Python int would
+        # cost one more dispatched operation per torch.where)
+        code = state.failure
+        status = torch.where(stalled, constant(int(Status.STALLED), code), constant(int(Status.RUNNING), code))
         status = torch.where(failed, state.failure, status)
-        status = torch.where(infeasible, self._infeasible_code(problem, state, infeasible), status)
-        status = torch.where(unbounded, int(Status.UNBOUNDED), status)
-        status = torch.where(nonfinite, int(Status.NONFINITE), status)
-        status = torch.where(converged, int(Status.SUCCESS), status)
-        return converged | nonfinite | infeasible | unbounded | failed | stalled, status
+        infeasible = infeasible & ~converged
+        if bool(infeasible.any()):
+            status = torch.where(infeasible, self._infeasible_code(problem, state, infeasible), status)
+        status = torch.where(unbounded, constant(int(Status.UNBOUNDED), code), status)
+        status = torch.where(nonfinite, constant(int(Status.NONFINITE), code), status)
+        return done, torch.where(converged, constant(int(Status.SUCCESS), code), status)
 
     @staticmethod
     def _infeasible_code(problem, state: KKTFields, infeasible: torch.Tensor) -> torch.Tensor:
         code = torch.full_like(state.failure, int(Status.LOCALLY_INFEASIBLE))
-        if not bool(infeasible.any()) or problem.m == 0:
+        if problem.m == 0:
             return code
         generator = torch.Generator(device=state.x.device).manual_seed(0)
         weights = torch.randn(state.x.shape[0], problem.m, dtype=state.x.dtype, device=state.x.device,
                               generator=generator)
         curvature = problem.constraint_curvature(state.x, weights).abs().amax((-1, -2))
         return torch.where(curvature == 0, int(Status.INFEASIBLE), code)
+
