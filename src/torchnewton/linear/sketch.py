@@ -66,6 +66,8 @@ import torch
 
 from ..core.status import Status
 from .batched import matvec
+from .krylov import cg_iterations
+from .operator import MatrixFreeOperator
 from .solution import LinearSolution
 
 SKETCHES = ("gaussian", "coordinate", "projected-cg")
@@ -264,8 +266,11 @@ def projected_cg(K: Union[torch.Tensor, Operator], b: torch.Tensor, accuracy: to
     constrained quadratic programming problems arising in optimization"): x starts at the
     least-norm solution Jᵀ(JJᵀ)⁻¹r_c of Jx = r_c, then CG runs on H restricted to null(J) with the
     projector P = I − Jᵀ(JJᵀ)⁻¹J as its preconditioner (every direction stays in null(J), so Jx = r_c
-    throughout); λ = (JJᵀ)⁻¹J(r_x − Hx) at the end. With these least-squares multipliers the KKT
-    residual is exactly the projected residual P(r_x − Hx) (the constraint rows are met to rounding),
+    throughout); λ = (JJᵀ)⁻¹J(r_x − Hx) at the end. The loop is :func:`~torchnewton.linear.krylov.cg`'s
+    (:func:`~torchnewton.linear.krylov.cg_iterations` with M⁻¹ = P, the test on ‖Pr‖, the curvature
+    threshold below and residual replacement, without which a tight θ such as 1e-11 is met by the
+    recurred residual while the true one is several times larger). With these least-squares
+    multipliers the KKT residual is exactly the projected residual P(r_x − Hx) (the constraint rows are met to rounding),
     so the stopping test ‖P(r_x − Hx)‖ ≤ θ‖b‖ is exactly the accuracy condition
     ‖Kz − b‖ ≤ θ‖b‖ that the sqp imposes on every inexact KKT step (θ_k = min(θ₀, ‖(∇ₓL, c)‖^β), the rule of
     Hong, Na, Mahoney & Kolar, ICML 2023, who meet it with random sketches). The outer method does
@@ -315,58 +320,21 @@ def projected_cg(K: Union[torch.Tensor, Operator], b: torch.Tensor, accuracy: to
     x = matvec(J.transpose(-1, -2), gram_solve(r_c)) if m else torch.zeros_like(r_x)
     if x0 is not None:
         x = x + project(x0[:, :n])
-    g = r_x - hess(x)  # the x-rows' residual
-    r = project(g)
-    rr = (r * r).sum(-1)
-    target = theta * b.norm(dim=-1)
-    long = dict(dtype=torch.long, device=b.device)
-    iterations = torch.zeros(batch, **long)
-    negative = torch.zeros(batch, dtype=torch.bool, device=b.device)
-    direction = torch.zeros_like(x)
-    p = torch.zeros_like(x)
-    beta = torch.zeros_like(rr)
-    active = (rr.sqrt() > target) & torch.isfinite(rr)
-    for _ in range(max_iter):
-        if not bool(active.any()):
-            break
-        p = r + beta.unsqueeze(-1) * p
-        Hp = hess(p)
-        curvature = (p * Hp).sum(-1)
-        flat = active & ~(curvature > _CURVATURE * (p * p).sum(-1))
-        direction = torch.where(flat.unsqueeze(-1), p, direction)
-        negative = negative | flat
-        moving = active & ~flat
-        alpha = torch.where(moving, rr / torch.where(moving, curvature, torch.ones_like(curvature)), 0.0)
-        x = x + alpha.unsqueeze(-1) * p
-        g = g - alpha.unsqueeze(-1) * Hp
-        r_new = torch.where(moving.unsqueeze(-1), project(g), r)
-        rr_new = (r_new * r_new).sum(-1)
-        beta = torch.where(moving, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)), 0.0)
-        r, rr = r_new, rr_new
-        iterations = iterations + moving.long()
-        active = moving & (rr.sqrt() > target) & torch.isfinite(rr)
-        stopped = moving & ~active & torch.isfinite(rr)
-        if bool(stopped.any()):
-            # residual replacement: the recurred g drifts from r_x − Hx by rounding, so a member stops
-            # only on its true residual, else it goes on from it with a fresh direction
-            true_g = r_x - hess(x)
-            g = torch.where(stopped.unsqueeze(-1), true_g, g)
-            r = torch.where(stopped.unsqueeze(-1), project(true_g), r)
-            rr = (r * r).sum(-1)
-            resumed = stopped & (rr.sqrt() > target)
-            beta = torch.where(resumed, 0.0, beta)
-            active = active | resumed
-    lam = gram_solve(matvec(J, g)) if m else g.new_zeros(batch, 0)
-    x = torch.where(negative.unsqueeze(-1), direction, x)
+    # CG on H with P as the preconditioner: r = r_x − Hx stays the unprojected residual (λ is read
+    # from it), Pr the projected one the test is on; κ‖p‖² the inertia-free curvature threshold
+    H = MatrixFreeOperator(hess, (batch, n, n), dtype=b.dtype, device=b.device)
+    run = cg_iterations(H, r_x, x, project, theta * b.norm(dim=-1), max_iter, curvature=_CURVATURE,
+                        residual_replacement=True, preconditioned_norm=True)
+    negative = run.status == int(Status.NEGATIVE_CURVATURE)
+    lam = gram_solve(matvec(J, run.r)) if m else run.r.new_zeros(batch, 0)
+    x = torch.where(negative.unsqueeze(-1), run.direction, run.x)
     lam = torch.where(negative.unsqueeze(-1), torch.zeros_like(lam), lam)
     z = torch.cat([x, lam], -1)
-    status = torch.where(rr.sqrt() <= target, int(Status.SUCCESS), int(Status.MAX_ITER))
-    status = torch.where(negative, int(Status.NEGATIVE_CURVATURE), status)
-    status = torch.where(torch.isfinite(z).all(-1), status, int(Status.BREAKDOWN))
+    status = torch.where(torch.isfinite(z).all(-1), run.status, int(Status.BREAKDOWN))
     product = (lambda V: K @ V) if isinstance(K, torch.Tensor) else K
-    return LinearSolution(x=z, status=status, iterations=iterations,
+    return LinearSolution(x=z, status=status, iterations=run.iterations,
                           residual_norm=lambda: (product(z.unsqueeze(-1)).squeeze(-1) - b).norm(dim=-1),
-                          direction=torch.cat([direction, torch.zeros_like(lam)], -1))
+                          direction=torch.cat([run.direction, torch.zeros_like(lam)], -1))
 
 
 def _gram_factor(J: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,25 @@ hierarchy per system or with one reused across SKR neighbours
 (:class:`~torchnewton.linear.recycling.ReusedPreconditioner`, the same rule for all three).
 Times are process CPU times (one thread), so load from other processes inflates them less than
 wall time. Quick mode: 12/10/10 systems of n = 40²; full mode: 100/60/60 of n = 128².
+
+Why unpreconditioned recycling falls short of the issue's goal (≥ 3x fewer products, ≥ 2x less
+time) on Darcy and convection–diffusion, measured at n = 128² (one thread, a loaded machine):
+
+* Darcy (independent random coefficient fields): even deflating *exact* eigenvectors, recomputed
+  by ``eigsh``, caps the saving. Over 5 systems in SKR order (products include the k per system
+  that form A W): no deflation 3643; the previous system's k = 20 / 60 / 120 smallest
+  eigenvectors 2208 / 1949 / 1967 (1.65x / 1.87x / 1.85x); the *current* system's own (a bound no
+  recycling can beat) 2021 / 1708 / 1732 (≤ 2.1x); a deflated start only (init-CG) with the
+  previous system's eigenvectors 3634 / 3782 / 3989 (no gain: its subspace is not invariant under
+  the new A). A (k, n) projection per iteration reads two k × n blocks from memory: at k = 10
+  about 2 sparse 5-point products' time, at k = 30 about 5 (out of cache), and storing them in
+  float32 loses A-conjugacy (CG stagnates). So the 1.2–1.8x fewer products of k = 10–40 cost
+  more time than they save.
+* Convection–diffusion (60 systems): GCRO-DR(m, k) = (60, 20) / (80, 30) / (100, 40) / (120, 60)
+  take 1.38 / 1.58 / 1.73 / 1.88x fewer products than GMRES(40) at 0.92 / 0.85 / 0.81 / 0.71x its
+  time; (40, 10) / (50, 10) / (60, 10) 1.08–1.10x at 0.85–0.93x. Each Arnoldi step is also
+  orthogonalized against the k vectors of C, and each cycle's harmonic Ritz update costs about a
+  third of the cycle, so a product costs ~1.4x one of GMRES(40).
 """
 from __future__ import annotations
 
@@ -40,7 +59,7 @@ RTOL = 1e-8
 RESTART = 40  # scipy's and torchnewton's independent GMRES
 LGMRES_INNER = 30  # scipy's LGMRES(30, 3) for Helmholtz, where GMRES(40) stalls (~10⁵ products at n = 128²)
 RECYCLE = 20       # GCRO-DR's recycled dimension k
-CG_RECYCLE = 10    # deflated CG: each iteration costs two (k, n) products, ~1.5 sparse products at k = 10
+CG_RECYCLE = 10    # deflated CG: each iteration costs two (k, n) products, ~2 sparse products' time at k = 10
 HARVEST = 40  # CG directions kept for the Ritz refresh of the recycled space
 GCRODR_RESTART = 60
 # with an AMG V-cycle as M the solves take ~10 iterations: a small recycled space (re-projecting
