@@ -10,13 +10,15 @@ ratio to scipy (median over interleaved repeats), the cost of the first solve in
 per iteration of a batched solve, which is what a GPU waits on.
 
 Goals of issue 20: single solve ≤ 3x scipy with autodiff, ≤ 1.5x with analytic derivatives,
-``root`` with ``jac=`` ≤ 20x MINPACK's ``hybr``.
+``root`` with ``jac=`` ≤ 20x MINPACK's ``hybr``; each judged by the median over its cases (the
+issue's wording) and, more strictly, case by case.
 
 Rows ``autodiff, compiled`` time the opt-in ``options={"compile": True}`` (compiled ``torch.func``
 derivatives, :mod:`torchnewton.derivatives.compiled`) warm, interleaved with the same scipy runs,
 and report the one-time compilation of the case's first solve in a column of their own (a case
-whose derivatives another case already compiled shows what it added, often 0). They have no goal:
-compilation is off by default, and the first solve pays seconds for it. Quick mode compiles a few
+whose derivatives another case already compiled shows what it added, often 0). Their goal lines
+are separate from the default's: compilation is off by default, and the first solve pays seconds
+for it. Quick mode compiles a few
 representative cases (Rosenbrock: ``bfgs``, ``trust-exact``, ``newton``, ``levenberg-marquardt``,
 ``root`` ``newton``); ``--full`` compiles every case.
 """
@@ -175,14 +177,19 @@ def _row(family: str, method: str, problem: str, derivatives: str, ours: tuple[f
     return row
 
 
-# issue 20's goals: (family, derivatives) -> the largest ratio to scipy allowed
+# issue 20's goals: (family, derivatives) -> the largest ratio to scipy allowed; the compiled rows
+# are judged by the same limits as their eager twins, as a separate (opt-in) line
 GOALS = {("minimize", "autodiff"): 3.0, ("least_squares", "autodiff"): 3.0, ("root", "autodiff"): 3.0,
-         ("minimize", "analytic"): 1.5, ("least_squares", "analytic"): 1.5}
+         ("minimize", "analytic"): 1.5, ("least_squares", "analytic"): 1.5,
+         ("minimize", "autodiff, compiled"): 3.0, ("least_squares", "autodiff, compiled"): 3.0,
+         ("root", "autodiff, compiled"): 3.0}
 ROOT_JAC_GOAL = 20.0  # root with jac= against MINPACK's hybr
 
 
 def goals_table(rows: list[dict]) -> tuple[list[list[Any]], list[dict]]:
-    """Per goal: the cases, how many meet it (median ratio), the median and worst ratio, met or not."""
+    """Per goal: the cases, how many meet it, the median and worst ratio, and two verdicts: by the
+    median ratio over the cases (the issue's wording, "median single-solve wall time") and by every
+    case (the stricter reading: no case above the limit)."""
     goals = [(f"{family} {kind} ≤ {limit:g}x scipy", [r for r in rows if r["family"] == family
                                                     and r["derivatives"] == kind and "ratio" in r], limit)
              for (family, kind), limit in GOALS.items()]
@@ -196,11 +203,13 @@ def goals_table(rows: list[dict]) -> tuple[list[list[Any]], list[dict]]:
         ratios = [r["ratio"] for r in cases]
         met = sum(q <= limit for q in ratios)
         worst = max(cases, key=lambda r: r["ratio"])
-        verdict = "met" if met == len(cases) else "not met"
-        table.append([name, len(cases), met, statistics.median(ratios), worst["ratio"],
-                      f'{worst["method"]} {worst["problem"]}', verdict])
-        figures.append({"goal": name, "cases": len(cases), "met": met, "median_ratio": statistics.median(ratios),
-                        "worst_ratio": worst["ratio"], "verdict": verdict})
+        median = statistics.median(ratios)
+        by_median = "met" if median <= limit else "not met"
+        every = "met" if met == len(cases) else "not met"
+        table.append([name, len(cases), met, median, worst["ratio"], f'{worst["method"]} {worst["problem"]}',
+                      by_median, every])
+        figures.append({"goal": name, "cases": len(cases), "met": met, "median_ratio": median,
+                        "worst_ratio": worst["ratio"], "verdict_median": by_median, "verdict_every_case": every})
     return table, figures
 
 
@@ -357,16 +366,19 @@ def run(ctx: BenchContext) -> Section:
         "Warm single solves, batch size 1, one thread, float64; median over interleaved repeats. "
         "scipy gets analytic gradients (and Hessians where its method needs them) for `minimize`, "
         "finite differences for `least_squares`/`root` in the autodiff rows and the same analytic "
-        "Jacobian in the analytic rows. Ratios are of medians (and of minima); a goal counts as met "
-        "only where every case's median ratio is within it. The CPU columns (this thread's CPU time, "
+        "Jacobian in the analytic rows. Ratios are of medians (and of minima). Each goal gets two "
+        "verdicts: by the median of its cases' ratios (the issue's wording: median single-solve time) "
+        "and by every case (no case above the limit, the stricter reading). The CPU columns (this thread's CPU time, "
         "`time.thread_time`) are reported beside the wall times for a shared machine, where waiting "
         "for a core inflates the wall time of either side; the goals are judged on wall time. "
         "Rows `autodiff, compiled` are the opt-in `options={\"compile\": True}` (off by default), "
         "timed warm; the first solve of each new function and shape also pays the compilation in "
         "the column `compile s (first solve)` (seconds, once per process; Inductor's on-disk cache "
-        "can shorten it in a later process). They have no goal line.",
+        "can shorten it in a later process). Their goal lines (same limits) are marked "
+        "`autodiff, compiled`: they hold for a user who opts in and solves one shape repeatedly, not "
+        "for the default.",
         markdown_table(["goal (issue 20)", "cases", "cases met", "median ratio", "worst ratio", "worst case",
-                        "verdict"], goals),
+                        "verdict (median)", "verdict (every case)"], goals),
         markdown_table(["family", "derivatives", "cases", "median ratio", "min", "max", "median CPU-time ratio"],
                        summary),
         markdown_table(["family", "method", "problem", "derivatives", "µs/solve (median)", "µs/solve (min)",
