@@ -11,8 +11,8 @@ Measured (CPU time, one thread, float64, Rosenbrock n = 2, torch 2.13): value an
 by this library's eager autodiff, 7 µs compiled; Hessian 391 µs against 10 µs; the residual
 Jacobian 178 µs against 10 µs. ``torch.compile`` of the same transforms gave 36, 48 and 42 µs a
 call: its guards and runtime wrappers, checked at every call, cost more than the arithmetic of a
-small problem, so the graph is compiled here without them (the cache key below plays their
-part, once per call, for a few microseconds).
+small problem, so the graph is compiled here without them (the cache key of
+:mod:`torchnewton.core.fusion` plays their part, once per call, for a few microseconds).
 
 The price is a compilation of seconds per function, kind, shape, dtype and device (several
 seconds for the first one in a process, which also loads Inductor; 1–3 s for each further one),
@@ -62,16 +62,14 @@ Example:
 """
 from __future__ import annotations
 
-import time
 import warnings
-import weakref
-from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
 import torch
 from torch.func import grad, grad_and_value, jvp, vjp, vmap
-from torch.fx.experimental.proxy_tensor import make_fx
 
+from ..core import fusion
+from ..core.fusion import CompileFallbackWarning, CompiledGraph
 from .autodiff import batched_basis
 
 BatchFunction = Callable[..., torch.Tensor]
@@ -81,10 +79,6 @@ Form = Callable[[Callable[..., Any], tuple], BatchFunction]
 KINDS = ("value_and_grad", "hessian", "hvp", "linearize", "jvp")
 _PAIRS = ("value_and_grad", "linearize")  # the kinds with two outputs
 JACOBIAN_MODES = ("auto", "forward", "reverse")
-
-
-class CompileFallbackWarning(RuntimeWarning):
-    """A function asked to be compiled could not be; the eager path is used instead."""
 
 
 def check_compile_option(value: Any) -> bool:
@@ -139,56 +133,11 @@ def _transform(kind: str, F: BatchFunction, jac_mode: str) -> Callable[..., Any]
             "jvp": jacobian_vector}[kind]
 
 
-# ---- the cache --------------------------------------------------------------------------------
-
-@dataclass
-class CompiledEntry:
-    """One compiled transform: ``function`` (None where compiling failed), its compile time."""
-
-    function: Callable[..., list[torch.Tensor]] | None
-    compile_seconds: float
-    reason: str | None = None
-
-
-# user function -> {key -> entry}; weak where the function allows it, so a dropped function
-# takes its compiled code with it (the compiled graphs hold no reference to the function)
-_CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-_STRONG_CACHE: dict[Any, dict] = {}
-
-
-def _entries(fun: Callable[..., Any]) -> dict:
-    try:
-        return _CACHE.setdefault(fun, {})
-    except TypeError:  # not weakly referenceable (a builtin): kept for the life of the process
-        return _STRONG_CACHE.setdefault(fun, {})
-
+# ---- the cache (the graphs of one user function, :func:`.fusion.entries`) -----------------------
 
 def clear_cache() -> None:
     """Forget every compiled derivative (the next solve compiles again)."""
-    _CACHE.clear()
-    _STRONG_CACHE.clear()
-
-
-def _signature(t: torch.Tensor) -> tuple:
-    # the compiled kernels assume the shapes and strides they were compiled for
-    return t.shape, t.stride(), t.dtype, t.device
-
-
-def _split_args(args: tuple) -> tuple[tuple, list[torch.Tensor]]:
-    """(key of the non-tensor arguments, the tensor arguments). Tensors are graph inputs, keyed
-    by signature; other values are constants, keyed by value, or by identity where unhashable."""
-    key, tensors = [], []
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            key.append(("tensor",) + _signature(a))
-            tensors.append(a)
-            continue
-        try:
-            hash(a)
-            key.append(("value", type(a), a))
-        except TypeError:
-            key.append(("id", id(a)))
-    return tuple(key), tensors
+    fusion.clear_cache()
 
 
 class CompiledFunctions:
@@ -217,19 +166,19 @@ class CompiledFunctions:
         self.outputs, self.jac_mode = outputs, jac_mode
         self.compile_seconds = 0.0
         self.captured = True
-        args_key, self._tensor_args = _split_args(self.args)
+        args_key, self._tensor_args = fusion.split_arguments(self.args)
         self._key = (tag, jac_mode, args_key)
-        self._entries = _entries(fun)
+        self._entries = fusion.entries(fun)
 
     def info(self) -> dict[str, Any]:
         """What a Result reports: ``compiled`` (False after a fallback) and ``compile_seconds``."""
         return {"compiled": self.captured, "compile_seconds": self.compile_seconds}
 
     def __call__(self, kind: str, x: torch.Tensor, *vectors: torch.Tensor) -> Any:
-        if not self.captured or torch.is_grad_enabled() or torch._C._functorch.peek_interpreter_stack() is not None:
+        if not self.captured or not fusion.compilable_now():
             return None  # after one fallback the whole solve is eager: one warning, no further attempts
         inputs = [x, *vectors, *self._tensor_args]
-        key = (kind, self._key, tuple(_signature(t) for t in (x, *vectors)))
+        key = (kind, self._key, tuple(fusion.signature(t) for t in (x, *vectors)))
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = self._compile(kind, inputs, len(vectors))
@@ -240,11 +189,10 @@ class CompiledFunctions:
         out = entry.function(*inputs)
         return (out[0], out[1]) if kind in _PAIRS else out[0]
 
-    def _compile(self, kind: str, inputs: list[torch.Tensor], vectors: int) -> CompiledEntry:
+    def _compile(self, kind: str, inputs: list[torch.Tensor], vectors: int) -> CompiledGraph:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        x = inputs[0]
-        self._check_output(x)
+        self._check_output(inputs[0])
         constants = self.args
 
         def flat(x: torch.Tensor, *rest: torch.Tensor) -> Any:
@@ -254,18 +202,12 @@ class CompiledFunctions:
             out = _transform(kind, self.form(self.fun, args), self.jac_mode)(x, *rest[:vectors])
             return out if isinstance(out, tuple) else (out,)  # one structure for every kind
 
-        start = time.perf_counter()
-        try:
-            graph = make_fx(flat)(*inputs)
-            function = torch._inductor.compile(graph, inputs)
-        except Exception as error:  # noqa: BLE001 - the eager check above passed: any failure here is one of compiling
-            text = str(error).strip()
-            reason = text.splitlines()[0] if text else type(error).__name__
+        entry = fusion.compile_graph(flat, inputs)
+        if entry.function is None:
             warnings.warn(f"options['compile']: {getattr(self.fun, '__name__', 'the function')} could not be "
-                          f"compiled for {kind!r} ({type(error).__name__}: {reason}); using the eager autodiff "
-                          "path instead", CompileFallbackWarning, stacklevel=4)
-            return CompiledEntry(None, time.perf_counter() - start, reason)
-        return CompiledEntry(function, time.perf_counter() - start)
+                          f"compiled for {kind!r} ({entry.reason}); using the eager autodiff path instead",
+                          CompileFallbackWarning, stacklevel=4)
+        return entry
 
     def _check_output(self, x: torch.Tensor) -> None:
         """One eager evaluation: a user error (an exception, a wrong output) surfaces as itself."""

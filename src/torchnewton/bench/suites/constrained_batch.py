@@ -32,6 +32,7 @@ the load of a shared machine does not change.
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 import warnings
@@ -209,21 +210,38 @@ PROBLEMS = (HS71, HS7)
 
 
 # ---- the two sides -----------------------------------------------------------------------
-def run_torchnewton(x0: np.ndarray, a: np.ndarray, e: np.ndarray, max_iter: int = 200,
-                    problem: BatchProblem = HS71, analytic: bool = False) -> Any:
-    """One batched call on every instance; ``analytic``: with the problem's hand-coded ∇f, ∇²f, J
-    and constraint Hessians instead of autodiff."""
+def batch_constraint(problem: BatchProblem, a: np.ndarray, e: np.ndarray, analytic: bool = False
+                     ) -> NonlinearConstraint:
+    """The batched constraint of ``problem`` with constants a, e (and its derivatives if ``analytic``)."""
     at, et = torch.as_tensor(a), torch.as_tensor(e)
     given = problem.derivatives() if analytic and problem.derivatives is not None else {}
-    constraint = NonlinearConstraint(lambda x: problem.constraints(x, at, et),
-                                     torch.as_tensor(problem.c_lower), torch.as_tensor(problem.c_upper),
-                                     jac=given.get("constraint_jac"), hess=given.get("constraint_hess"))
+    return NonlinearConstraint(lambda x: problem.constraints(x, at, et),
+                               torch.as_tensor(problem.c_lower), torch.as_tensor(problem.c_upper),
+                               jac=given.get("constraint_jac"), hess=given.get("constraint_hess"))
+
+
+_OBJECTIVE_DERIVATIVES: dict[tuple[str, bool], dict[str, Callable]] = {}
+
+
+def run_torchnewton(x0: np.ndarray, a: np.ndarray, e: np.ndarray, max_iter: int = 200,
+                    problem: BatchProblem = HS71, analytic: bool = False, compile: bool = False,
+                    constraint: NonlinearConstraint | None = None) -> Any:
+    """One batched call on every instance; ``analytic``: with the problem's hand-coded ∇f, ∇²f, J
+    and constraint Hessians instead of autodiff. ``compile``: ``options={"compile": True}``, with
+    ``constraint`` (:func:`batch_constraint`) made once and passed to every call, as a user of the
+    compiled mode would (the compiled graphs are kept per function object: a new constraint
+    function is a new compilation)."""
+    if analytic and problem.derivatives is not None:  # one set of functions per problem: compiled once
+        given = _OBJECTIVE_DERIVATIVES.setdefault((problem.name, True), problem.derivatives())
+    else:
+        given = {}
+    constraint = constraint if constraint is not None else batch_constraint(problem, a, e, analytic)
     bounds = None
     if np.isfinite(problem.lower).any() or np.isfinite(problem.upper).any():
         bounds = (torch.as_tensor(problem.lower), torch.as_tensor(problem.upper))
     return minimize(problem.objective, torch.as_tensor(x0).clone(), method=problem.method, constraints=constraint,
                     bounds=bounds, tol=TOL, max_iter=max_iter, batch=True, jac=given.get("jac"),
-                    hess=given.get("hess"))
+                    hess=given.get("hess"), options={"compile": True} if compile else None)
 
 
 def run_slsqp_loop(x0: np.ndarray, a: np.ndarray, e: np.ndarray, problem: BatchProblem = HS71) -> np.ndarray:
@@ -285,15 +303,26 @@ def _status_counts(status: torch.Tensor) -> dict[str, int]:
     return {name: names.count(name) for name in sorted(set(names))}
 
 
-def compare(problem: BatchProblem, batch: int, seed: int, repeats: int) -> tuple[list[Any], dict[str, Any], str]:
-    """(table row, figures, one line of detail) for one problem: the batched call vs the SLSQP loop."""
+def compare(problem: BatchProblem, batch: int, seed: int, repeats: int,
+            compiled_kinds: tuple[str, ...] = ("autodiff", "analytic")
+            ) -> tuple[list[Any], list[list[Any]], dict[str, Any], str]:
+    """(table row, compiled-mode rows, figures, one line of detail) for one problem: the batched call,
+    eager and compiled, vs the SLSQP loop."""
     x0, a, e = problem.instances(batch, seed)
-    times: dict[str, list[float]] = {"torchnewton": [], "torchnewton analytic": [], "SLSQP loop": []}
+    times: dict[str, list[float]] = {"torchnewton": [], "torchnewton analytic": [], "SLSQP loop": [],
+                                     "compiled": [], "compiled analytic": []}
     result, analytic, peer = None, None, None
     # warm-up: first-call costs of torch and scipy (imports, allocator), not of either method
     run_torchnewton(x0[:2], a[:2], e[:2], problem=problem)
     run_torchnewton(x0[:2], a[:2], e[:2], problem=problem, analytic=True)
     run_slsqp_loop(x0[:2], a[:2], e[:2], problem=problem)
+    # the compiled mode: its constraint made once (the compiled graphs' key); the first call compiles
+    compiled_runs = {kind: functools.partial(run_torchnewton, x0, a, e, problem=problem, analytic=kind == "analytic",
+                                             compile=True,
+                                             constraint=batch_constraint(problem, a, e, kind == "analytic"))
+                     for kind in compiled_kinds}
+    compile_seconds = {kind: float(run().compile_seconds) for kind, run in compiled_runs.items()}
+    compiled = {}
     for _ in range(repeats):
         start = time.perf_counter()
         result = run_torchnewton(x0, a, e, problem=problem)
@@ -301,11 +330,38 @@ def compare(problem: BatchProblem, batch: int, seed: int, repeats: int) -> tuple
         start = time.perf_counter()
         analytic = run_torchnewton(x0, a, e, problem=problem, analytic=True)
         times["torchnewton analytic"].append(time.perf_counter() - start)
+        for kind, run in compiled_runs.items():
+            start = time.perf_counter()
+            compiled[kind] = run()
+            times["compiled" if kind == "autodiff" else "compiled analytic"].append(time.perf_counter() - start)
         start = time.perf_counter()
         peer = run_slsqp_loop(x0, a, e, problem=problem)
         times["SLSQP loop"].append(time.perf_counter() - start)
     ops = operations_per_iteration(lambda: run_torchnewton(x0, a, e, problem=problem))
     ops_analytic = operations_per_iteration(lambda: run_torchnewton(x0, a, e, problem=problem, analytic=True))
+    compiled_rows, compiled_figures = [], {}
+    for kind, run in compiled_runs.items():
+        name = "compiled" if kind == "autodiff" else "compiled analytic"
+        eager = result if kind == "autodiff" else analytic
+        out = compiled[kind]
+        speedup = statistics.median(times["SLSQP loop"]) / statistics.median(times[name])
+        speedup_min = min(times["SLSQP loop"]) / min(times[name])
+        ops_compiled = operations_per_iteration(run)
+        # compiled and eager iterates agree to round-off (fused kernels may round differently)
+        distance = float((out.x - eager.x).abs().max())
+        per_iteration = min(times[name]) / max(int(out.nit.max()), 1)
+        compiled_rows.append([problem.name, kind, f"{statistics.median(times[name]) * 1e3:.3g} ms "
+                              f"({min(times[name]) * 1e3:.3g})", f"**{speedup:.3g}x** ({speedup_min:.3g}x)",
+                              "met" if speedup >= 10 else "not met", f"{compile_seconds[kind]:.3g} s",
+                              f"{per_iteration * 1e3:.3g} ms", f"{ops_compiled:.0f}",
+                              f"{distance:.1e}", str(bool(out.compiled))])
+        compiled_figures[kind] = {"median_seconds": statistics.median(times[name]), "min_seconds": min(times[name]),
+                                  "speedup": speedup, "speedup_of_minima": speedup_min,
+                                  "goal_10x_met": bool(speedup >= 10), "compile_seconds": compile_seconds[kind],
+                                  "seconds_per_batched_iteration": per_iteration,
+                                  "ops_per_batched_iteration": ops_compiled, "max_distance_to_eager": distance,
+                                  "compiled": bool(out.compiled),
+                                  "iterations_equal": bool(torch.equal(out.nit, eager.nit))}
     ours = result.x.detach().numpy()
     # the analytic derivatives change the arithmetic, not the method: the same solutions
     analytic_distance = float(np.max(np.abs(analytic.x.detach().numpy() - ours)))
@@ -314,6 +370,7 @@ def compare(problem: BatchProblem, batch: int, seed: int, repeats: int) -> tuple
     agree = distance <= AGREEMENT
     f_ours = np.array([problem.numpy(a[b], e[b])["f"](ours[b]) for b in range(batch)])
     f_peer = np.array([problem.numpy(a[b], e[b])["f"](peer[b]) for b in range(batch)])
+    times = {k: v for k, v in times.items() if v}  # a compiled kind not run (quick mode) has no times
     medians = {k: statistics.median(v) for k, v in times.items()}
     minima = {k: min(v) for k, v in times.items()}
     ratio = medians["SLSQP loop"] / medians["torchnewton"]
@@ -347,16 +404,26 @@ def compare(problem: BatchProblem, batch: int, seed: int, repeats: int) -> tuple
                "solved_torchnewton": int(ok_ours.sum()), "solved_slsqp": int(ok_peer.sum()),
                "agree": int(agree.sum()), "max_distance": float(np.max(distance)),
                "median_distance": float(np.median(distance)), "tn_lower_f": lower_f, "tn_higher_f": higher_f,
-               "median_iterations": float(np.median(nit)), "max_iterations": int(nit.max())}
-    return row, figures, detail
+               "median_iterations": float(np.median(nit)), "max_iterations": int(nit.max()),
+               "compiled": compiled_figures}
+    return row, compiled_rows, figures, detail
+
+
+def _met(figures: dict[str, Any]) -> str:
+    met = [f"{name} {kind}" for name, f in figures.items() for kind, c in f["compiled"].items() if c["goal_10x_met"]]
+    return ", ".join(met) if met else "no row"
 
 
 def batch_comparison(ctx: BenchContext, batch: int = BATCH) -> tuple[str, dict[str, Any], list]:
     repeats = 3 if ctx.quick else 7
-    rows, figures, details = [], {}, []
+    # the compilation of HS71's autodiff Hessian (the double backward of a product) takes tens of
+    # seconds: quick mode compiles the analytic runs only
+    kinds = ("analytic",) if ctx.quick else ("autodiff", "analytic")
+    rows, compiled_rows, figures, details = [], [], {}, []
     for problem in PROBLEMS:
-        row, numbers, detail = compare(problem, batch, ctx.seed, repeats)
+        row, more, numbers, detail = compare(problem, batch, ctx.seed, repeats, kinds)
         rows.append(row)
+        compiled_rows.extend(more)
         figures[problem.name] = numbers
         details.append(detail)
     worst = min(f["speedup"] for f in figures.values())
@@ -380,6 +447,18 @@ def batch_comparison(ctx: BenchContext, batch: int = BATCH) -> tuple[str, dict[s
         f"**{'met' if max(worst, worst_analytic) >= 10 else 'not met'}**). The batched time per iteration is "
         "mostly the method's own small tensor operations, not derivatives: analytic derivatives remove only "
         f"part of it. Unperturbed HS71 published f* = {PUBLISHED_F}.",
+        "",
+        "Compiled mode (``options={\"compile\": True}``: f, c and their derivatives traced once and fused by "
+        "Inductor, cached per function and shape; the constraint function made once and reused, as the cache "
+        "needs). Timed interleaved with the runs above (warm: the one-time compilation, in its own column, "
+        "happened in a first call before the repeats)"
+        f"{'; quick mode: analytic derivatives only (--full adds autodiff)' if ctx.quick else ''}:",
+        "",
+        markdown_table(["problem", "derivatives", "tn compiled median (min)", "speed-up vs SLSQP loop by median "
+                        "(by min)", "goal ≥ 10x", "one-time compile", "time per batched iteration (min)",
+                        "torch ops per iteration", "max |x − x eager|", "compiled"], compiled_rows),
+        "",
+        f"Goal ≥ 10x in compiled mode: met by {_met(figures)}.",
         "",
         *details,
     ])

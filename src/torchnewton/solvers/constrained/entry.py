@@ -8,8 +8,10 @@ from typing import Any, Callable
 
 import torch
 
+from ...core.fusion import Fusion, Same
 from ...core.result import Result
 from ...core.validate import check_method, check_options, check_positive
+from ...derivatives.compiled import check_compile_option
 from ..entry import build_result, check_callable, prepare_x0
 from ..loop import iterate
 from ..objective.problem import batch_derivative, batch_objective
@@ -23,7 +25,7 @@ from .termination import KKTTermination
 
 METHODS = ("sqp", "interior-point")
 _COMMON = ("kkt_solver", "sketch", "sketch_size", "inner_max_iter", "seed", "accuracy", "sharpen",
-           "infeasibility_tol", "unbounded", "c1", "max_backtracks", "scale_objective")
+           "infeasibility_tol", "unbounded", "c1", "max_backtracks", "scale_objective", "compile")
 _OPTIONS = {
     "sqp": _COMMON + ("nu", "mu0", "second_order_correction", "merit", "hessian", "matrix_free"),
     "interior-point": _COMMON + ("barrier", "barrier_init", "bound_push"),
@@ -68,7 +70,12 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
     with ``sketch="projected-cg"`` and ``hessian="exact"``: ∇²ₓL is never formed, every use of it is a
     Hessian-vector product — autodiff, or the user's ``hessp`` of f — counted in ``result.nhvp``;
     False forms it as the other solvers do; True needs ``kkt_solver="sketch"``); interior point: ``barrier`` ("monotone" |
-    "adaptive"), ``barrier_init`` (0.1), ``bound_push`` (1e-2).
+    "adaptive"), ``barrier_init`` (0.1), ``bound_push`` (1e-2). ``compile`` (False): compute f, c and
+    their derivatives (autodiff or the user's) by graphs traced once and fused by Inductor
+    (:mod:`torchnewton.core.fusion`): fewer dispatched operations per iteration, at a one-time cost of
+    seconds per function and shape; the graphs are cached with ``fun`` and keyed by the user's callables
+    and ``args`` by identity (a new function or a new tensor in ``args`` compiles again), and the Result
+    adds ``compiled`` and ``compile_seconds``. The iterates are the eager ones to round-off.
 
     ``tol`` (default √eps of the dtype) bounds the scaled KKT residuals; see
     :mod:`.termination`. ``hess``/``hessp`` are those of f (the constraints' curvature comes from
@@ -110,10 +117,15 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
     invalid = sorted(set(opts) - set(_OPTIONS[key]))
     if invalid:
         raise ValueError(f"options {invalid} do not apply to method {key!r}; valid: {', '.join(_OPTIONS[key])}")
+    fusion = Fusion(enabled=check_compile_option(opts.pop("compile", False)))
+    # the user's callables and args by identity: what the compiled graphs of f, c and their derivatives
+    # stand for across solves (cached with fun)
+    form = ("constrained", batch, Same(jac), Same(hess), Same(hessp), tuple(Same(a) for a in args))
     problem = ConstrainedProblem(objective, spec, jac=batch_derivative(jac, args, batch),
                                  hess=batch_derivative(hess, args, batch),
                                  hessp=batch_derivative(hessp, args, batch, vector=True),
-                                 scale_objective=bool(opts.pop("scale_objective", True)))
+                                 scale_objective=bool(opts.pop("scale_objective", True)),
+                                 fusion=fusion, owner=fun, form=form)
     # the checks' calls at x0 are counted, and their values are the solver's first ones
     problem.counters.nfev += 1
     problem.ncev += 1 if spec.blocks else 0
@@ -130,7 +142,8 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
     x_star = differentiate_constrained(state.x, lam, z, fun, spec, args, batch, tol=tol)
     blocks = list(torch.split(lam, spec.sizes()[: len(spec.blocks)], dim=-1)) if spec.blocks else []
     extras = {"constraint_violation": solver.violation(problem, state), "optimality": state.optimality / scale,
-              "ncev": problem.ncev, "njcev": problem.njcev, "nhvp": problem.nhvp}
+              "ncev": problem.ncev, "njcev": problem.njcev, "nhvp": problem.nhvp,
+              **(fusion.info() if fusion.enabled else {})}
     result = build_result(loop, problem.counters, batch, x_star, fun=state.f / scale,
                           grad=state.g / scale.unsqueeze(-1),
                           jac=solver.jacobian(state), extras=extras)

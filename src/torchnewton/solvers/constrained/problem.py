@@ -18,6 +18,13 @@ Objective scaling (Ipopt's gradient-based rule, Wächter & Biegler 2006 §3.8): 
 gradient; every f, ∇f and ∇²f returned here is the scaled one, so multipliers come out scaled
 by s too (the entry point divides them back). Without it, an objective of size 1e6 (HS84)
 dwarfs the constraint terms of every merit function and the iterates crawl.
+
+Compiled (``options={"compile": True}``, a :class:`~torchnewton.core.fusion.Fusion` passed as
+``fusion``): the same computations — the values (f, c) of a trial point, (f, ∇f, c, J), (∇f, J),
+(∇f, J, ∇²ₓL) and ∇²ₓL, by autodiff or from the user's derivatives — are traced once into one
+graph each and fused by Inductor, keyed by ``form`` (the user's callables and ``args``, by
+identity) and the shapes: a second solve of the same functions and shapes compiles nothing.
+The counters count the same calls. The matrix-free products and the curvature test stay eager.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from typing import Callable
 import torch
 
 from ...core.counters import Counters
+from ...core.fusion import Fusion, Same
 from ...derivatives import autodiff
 from .spec import BatchFunction, ConstraintSpec
 
@@ -35,8 +43,15 @@ class ConstrainedProblem:
 
     def __init__(self, fun: BatchFunction, spec: ConstraintSpec, *, jac: BatchFunction | None = None,
                  hess: BatchFunction | None = None, hessp: BatchFunction | None = None,
-                 scale_objective: bool = True):
+                 scale_objective: bool = True, fusion: Fusion | None = None, owner: object = None,
+                 form: tuple | None = None):
         self.fun, self.spec = fun, spec
+        self.fusion = fusion if fusion is not None else Fusion(enabled=False)
+        # what identifies fun, c and their derivatives across solves (the compiled graphs' key, kept
+        # with ``owner``, the user's objective); None: never compiled
+        self.owner = owner
+        self.form = form + tuple(b.source if b.source is not None else Same(b) for b in spec.blocks) \
+            if form is not None and self.fusion.enabled else None
         self.jac, self.hess, self.hessp = jac, hess, hessp
         self.counters = Counters()
         self.ncev = 0
@@ -67,6 +82,12 @@ class ConstrainedProblem:
                                      torch.ones_like(size))
         return self.scale
 
+    def _fused(self, name: str, fn: Callable[..., object], *tensors: torch.Tensor):
+        """``fn(*tensors)``, run as its compiled graph where compiling is on (see the module docstring)."""
+        if self.form is None:
+            return fn(*tensors)
+        return self.fusion(fn, *tensors, key=(name, self.form), owner=self.owner)
+
     # ---- values -------------------------------------------------------------------------
     def constraints(self, x: torch.Tensor) -> torch.Tensor:
         self.ncev += 1
@@ -82,8 +103,12 @@ class ConstrainedProblem:
             self._known = (x, f, c)  # still known to a following :meth:`evaluate` at x
         else:
             self.counters.nfev += 1
-            f, c = self.fun(x), self.constraints(x)
+            self.ncev += 1
+            f, c = self._fused("values", self._values, x)
         return (f if self.scale is None else self.scale * f), c
+
+    def _values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fun(x), self._constraint_values(x)
 
     # ---- first derivatives ----------------------------------------------------------------
     def evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,16 +122,20 @@ class ConstrainedProblem:
         self.counters.njev += 1
         self.ncev += 1
         self.njcev += 1
-        if self._all_autodiff():
-            f, g, c, J = self._autodiff_first_order(x)
-        else:
-            if self.jac is not None:
-                f, g = self.fun(x), self.jac(x)
-            else:
-                f, g = autodiff.gradient(self.fun, x)
-            c, J = self._constraints_and_jacobian(x)
+        f, g, c, J = self._fused("first_order", self._first_order, x)
         scale = self._scale(g.detach())
         return scale * f.detach(), scale.unsqueeze(-1) * g.detach(), c, J
+
+    def _first_order(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(f, ∇f, c, J) at x, unscaled (the computation of :meth:`evaluate`)."""
+        if self._all_autodiff():
+            return self._autodiff_first_order(x)
+        if self.jac is not None:
+            f, g = self.fun(x), self.jac(x)
+        else:
+            f, g = autodiff.gradient(self.fun, x)
+        c, J = self._constraints_and_jacobian(x)
+        return f, g, c, J
 
     def derivatives(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(∇f, J) at x where the values are already known (a trial point that passed a cheap test).
@@ -115,11 +144,16 @@ class ConstrainedProblem:
         f and c internally (the user's callables see those calls)."""
         self.counters.njev += 1
         self.njcev += 1
+        g, J = self._fused("derivatives", self._derivatives, x)
+        return self._scale(g).unsqueeze(-1) * g, J
+
+    def _derivatives(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∇f unscaled, J) at x (the computation of :meth:`derivatives`)."""
         if self._all_autodiff():
             _, g, _, J = self._autodiff_first_order(x)
-            return self._scale(g).unsqueeze(-1) * g, J
+            return g, J
         g = self.jac(x) if self.jac is not None else autodiff.gradient(self.fun, x)[1]
-        g = self._scale(g.detach()).unsqueeze(-1) * g.detach()
+        g = g.detach()
         if not self.spec.blocks:
             return g, x.new_zeros(x.shape[0], 0, x.shape[-1])
         jacobians = [b.jac(x).reshape(x.shape[0], b.size, x.shape[-1]) if b.jac is not None
@@ -192,12 +226,17 @@ class ConstrainedProblem:
         self.counters.njev += 1
         self.counters.nhev += 1
         self.njcev += 1
+        return self._fused("second_order", self._second_order, x, lam, self.scale)
+
+    def _second_order(self, x: torch.Tensor, lam: torch.Tensor, scale: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(s∇f, J, ∇²ₓL) by one recording (the computation of :meth:`derivatives_and_hessian`)."""
         batch, n = x.shape
         with torch.enable_grad():
             z = x.detach().requires_grad_(True)
             w = lam.detach().requires_grad_(True)
             c = self._constraint_values(z)
-            lagrangian = self.scale * self.fun(z) + (w * c).sum(-1)
+            lagrangian = scale * self.fun(z) + (w * c).sum(-1)
             grad = hess = jac_t = None
             if lagrangian.requires_grad:
                 (grad,) = torch.autograd.grad(lagrangian.sum(), z, create_graph=True, allow_unused=True)
@@ -215,6 +254,9 @@ class ConstrainedProblem:
         """∇²ₓL(x, λ) (B, n, n), symmetrized."""
         self.counters.nhev += 1
         scale = self.scale if self.scale is not None else x.new_ones(x.shape[0])
+        return self._fused("lagrangian_hessian", self._lagrangian_hessian, x, lam, scale)
+
+    def _lagrangian_hessian(self, x: torch.Tensor, lam: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         user_blocks = [b.hess is not None for b in self.spec.blocks]
         if self.hess is None and self.hessp is None and not any(user_blocks):
             def lagrangian(z: torch.Tensor) -> torch.Tensor:

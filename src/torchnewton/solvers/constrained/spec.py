@@ -24,6 +24,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ...core.fusion import Same
+
 BatchFunction = Callable[..., torch.Tensor]
 
 
@@ -51,6 +53,9 @@ class Block:
     jac: BatchFunction | None = None
     hess: BatchFunction | None = None  # (x, v) → Σ vᵢ∇²cᵢ
     rebind: Callable[[tuple], BatchFunction] | None = None  # c_b with other ``args`` (implicit gradients)
+    # what identifies fun/jac/hess across solves (the user's callables and arguments, by identity):
+    # the key of their compiled graphs (``options={"compile": True}``); None: this solve's own block
+    source: tuple | None = None
 
 
 @dataclass
@@ -158,7 +163,8 @@ def _one_constraint(item: Any, index: int, x: torch.Tensor, args: tuple, batch: 
     size = values.shape[-1]
     block = Block(fun=block_fun, size=size, jac=_batched(jac, args, batch, matrix=True),
                   hess=_batched(hess, args, batch, vector=True),
-                  rebind=lambda new_args: _batched(fun, own + tuple(new_args), batch))
+                  rebind=lambda new_args: _batched(fun, own + tuple(new_args), batch),
+                  source=(Same(fun), Same(jac), Same(hess), batch, tuple(Same(a) for a in args)))
     shape = (x.shape[0], size)
     low, up = _limits(lower, f"{name} lower", shape, x), _limits(upper, f"{name} upper", shape, x)
     if bool((low > up).any()):
