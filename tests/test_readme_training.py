@@ -65,3 +65,17 @@ def test_linear_example_solves_and_recycling_saves_products():
         spla.cg(As, bs.numpy(), rtol=1e-8, callback=lambda _: count.__setitem__(0, count[0] + 1))
         independent += count[0]
     assert sum(r.nmatvec for r in results) < 0.5 * independent  # deflation pays on ill-conditioned neighbours
+
+
+def test_minimization_examples_run_and_the_second_compiled_solve_reuses_the_first():
+    import shutil
+
+    import pytest
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler for Inductor's CPU kernels")
+    namespace: dict = {"tn": __import__("torchnewton"), "torch": torch}
+    torch.manual_seed(0)
+    exec(_examples("Minimization"), namespace)
+    res = namespace["res"]
+    assert res.success and res.compiled and res.compile_seconds == 0.0
+    assert torch.allclose(res.x, torch.ones(2, dtype=torch.float64), atol=1e-8)
