@@ -25,3 +25,14 @@ def test_compiled_rows_have_their_own_line_and_root_jac_goal_counts_hybr_only():
     root = names["root with jac= ≤ 20x hybr"]
     assert root["cases"] == 1 and root["verdict_median"] == "met"
     assert "minimize autodiff ≤ 3x scipy" not in names  # no rows, no line
+
+
+def test_analytic_compiled_rows_are_judged_by_the_analytic_limit():
+    rows = [_row("least_squares", "analytic, compiled", q, method="dogleg", scipy="dogbox") for q in (1.2, 1.4, 1.7)]
+    rows.append(_row("minimize", "analytic, compiled", 1.6))
+    _, figures = goals_table(rows)
+    names = {f["goal"]: f for f in figures}
+    ls = names["least_squares analytic, compiled ≤ 1.5x scipy"]
+    assert ls["cases"] == 3 and ls["median_ratio"] == 1.4 and ls["met"] == 2
+    assert ls["verdict_median"] == "met" and ls["verdict_every_case"] == "not met"
+    assert names["minimize analytic, compiled ≤ 1.5x scipy"]["verdict_median"] == "not met"

@@ -13,14 +13,15 @@ Goals of issue 20: single solve ≤ 3x scipy with autodiff, ≤ 1.5x with analyt
 ``root`` with ``jac=`` ≤ 20x MINPACK's ``hybr``; each judged by the median over its cases (the
 issue's wording) and, more strictly, case by case.
 
-Rows ``autodiff, compiled`` time the opt-in ``options={"compile": True}`` (compiled ``torch.func``
-derivatives, :mod:`torchnewton.derivatives.compiled`) warm, interleaved with the same scipy runs,
-and report the one-time compilation of the case's first solve in a column of their own (a case
-whose derivatives another case already compiled shows what it added, often 0). Their goal lines
-are separate from the default's: compilation is off by default, and the first solve pays seconds
-for it. Quick mode compiles a few
-representative cases (Rosenbrock: ``bfgs``, ``trust-exact``, ``newton``, ``levenberg-marquardt``,
-``root`` ``newton``); ``--full`` compiles every case.
+Rows ``autodiff, compiled`` and ``analytic, compiled`` time the opt-in ``options={"compile": True}``
+(:mod:`torchnewton.derivatives.compiled`: compiled ``torch.func`` derivatives, or the user's
+``jac=``/``hess=`` and f or F themselves traced and fused) warm, interleaved with the same scipy
+runs as their eager twins, and report the one-time compilation of the case's first solve in a
+column of their own (a case whose graphs another case already compiled shows what it added, often
+0). Their goal lines are separate from the default's: compilation is off by default, and the
+first solve pays seconds for it. Quick mode compiles a few representative cases (Rosenbrock:
+``bfgs``, ``trust-exact``, ``newton``, ``levenberg-marquardt``, ``root`` ``newton``); ``--full``
+compiles every case.
 """
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def _compiled_case(ctx: BenchContext, family: str, method: str, problem: str) ->
 
 def _first_compiled(solve: Callable[[], Any]) -> float:
     """The compile seconds of a case's first compiled solve (what it adds to the process-wide
-    cache), after checking that it did compile."""
+    cache), after checking that it did compile (and did not fall back to the eager path)."""
     res = solve()
     if not res.compiled:
         raise RuntimeError("options['compile'] fell back to the eager path in a latency case")
@@ -182,7 +183,8 @@ def _row(family: str, method: str, problem: str, derivatives: str, ours: tuple[f
 GOALS = {("minimize", "autodiff"): 3.0, ("least_squares", "autodiff"): 3.0, ("root", "autodiff"): 3.0,
          ("minimize", "analytic"): 1.5, ("least_squares", "analytic"): 1.5,
          ("minimize", "autodiff, compiled"): 3.0, ("least_squares", "autodiff, compiled"): 3.0,
-         ("root", "autodiff, compiled"): 3.0}
+         ("root", "autodiff, compiled"): 3.0,
+         ("minimize", "analytic, compiled"): 1.5, ("least_squares", "analytic, compiled"): 1.5}
 ROOT_JAC_GOAL = 20.0  # root with jac= against MINPACK's hybr
 
 
@@ -225,19 +227,21 @@ def _minimize_rows(ctx: BenchContext, repeats: int) -> list[dict]:
             hess = hn if peer in _SCIPY_HESSIAN else None
             scipy_call = lambda: so.minimize(fn, x0.numpy(), method=peer, jac=gn, hess=hess)
             auto = lambda: minimize(ft, x0, method=method)
-            analytic = lambda: minimize(ft, x0, method=method, jac=gt,
-                                        hess=None if method in ("bfgs", "l-bfgs") else ht)
             # trust-ncg/newton-cg use Hessian-vector products by default: give them the Hessian as exact curvature
+            analytic = lambda options=None: minimize(ft, x0, method=method, jac=gt, options=options,
+                                                     hess=None if method in ("bfgs", "l-bfgs") else ht)
             fns = [auto, analytic, scipy_call]
             if _compiled_case(ctx, "minimize", method, name):
                 compiled = lambda: minimize(ft, x0, method=method, options=_COMPILE)
-                compile_s = _first_compiled(compiled)
-                fns.append(compiled)
+                compiled_analytic = lambda: analytic(_COMPILE)
+                compile_s = [_first_compiled(compiled), _first_compiled(compiled_analytic)]
+                fns += [compiled, compiled_analytic]
             out = _interleaved(fns, repeats)
             rows.append(_row("minimize", method, name, "autodiff", out[0], peer, out[2]))
             rows.append(_row("minimize", method, name, "analytic", out[1], peer, out[2]))
             if len(out) > 3:
-                rows.append(_row("minimize", method, name, "autodiff, compiled", out[3], peer, out[2], compile_s))
+                rows.append(_row("minimize", method, name, "autodiff, compiled", out[3], peer, out[2], compile_s[0]))
+                rows.append(_row("minimize", method, name, "analytic, compiled", out[4], peer, out[2], compile_s[1]))
     return rows
 
 
@@ -254,13 +258,15 @@ def _least_squares_rows(ctx: BenchContext, repeats: int) -> list[dict]:
                    lambda: so.least_squares(rn, x0.numpy(), jac=jn, method=peer)]
             if _compiled_case(ctx, "least_squares", method, name):
                 compiled = lambda: least_squares(rt, x0, method=method, options=_COMPILE)
-                compile_s = _first_compiled(compiled)
-                fns.append(compiled)
+                compiled_analytic = lambda: least_squares(rt, x0, method=method, jac=jt, options=_COMPILE)
+                compile_s = [_first_compiled(compiled), _first_compiled(compiled_analytic)]
+                fns += [compiled, compiled_analytic]
             out = _interleaved(fns, repeats)
             rows.append(_row("least_squares", method, name, "autodiff", out[0], peer, out[2]))
             rows.append(_row("least_squares", method, name, "analytic", out[1], peer, out[3]))
             if len(out) > 4:
-                rows.append(_row("least_squares", method, name, "autodiff, compiled", out[4], peer, out[2], compile_s))
+                rows.append(_row("least_squares", method, name, "autodiff, compiled", out[4], peer, out[2], compile_s[0]))
+                rows.append(_row("least_squares", method, name, "analytic, compiled", out[5], peer, out[3], compile_s[1]))
     return rows
 
 
@@ -287,15 +293,21 @@ def _root_rows(ctx: BenchContext, repeats: int) -> list[dict]:
                         lambda: so.root(rn, x0.numpy(), method=peer, jac=jn if peer in ("hybr", "lm") else None)]
             compiled = _compiled_case(ctx, "root", method, name)
             if compiled:
-                solve = lambda: root(rt, x0, method=method, options=_COMPILE)
-                compile_s = _first_compiled(solve)
-                fns.append(solve)
+                solves = [lambda: root(rt, x0, method=method, options=_COMPILE)]
+                if jt is not None:
+                    solves.append(lambda: root(rt, x0, method=method, jac=jt, options=_COMPILE))
+                compile_s = [_first_compiled(solve) for solve in solves]
+                fns += solves
             out = _interleaved(fns, repeats)
             rows.append(_row("root", method, name, "autodiff", out[0], peer, out[1]))
             if jt is not None:
                 rows.append(_row("root", method, name, "analytic", out[2], peer, out[3]))
             if compiled:
-                rows.append(_row("root", method, name, "autodiff, compiled", out[-1], peer, out[1], compile_s))
+                first = 4 if jt is not None else 2
+                rows.append(_row("root", method, name, "autodiff, compiled", out[first], peer, out[1], compile_s[0]))
+                if jt is not None:
+                    rows.append(_row("root", method, name, "analytic, compiled", out[first + 1], peer, out[3],
+                                     compile_s[1]))
     return rows
 
 
@@ -356,7 +368,7 @@ def run(ctx: BenchContext) -> Section:
     goals, goal_figures = goals_table(rows)
     summary = []
     for family in ("minimize", "least_squares", "root"):
-        for kind in ("autodiff", "analytic", "autodiff, compiled"):
+        for kind in ("autodiff", "analytic", "autodiff, compiled", "analytic, compiled"):
             cases = [r for r in rows if r["family"] == family and r["derivatives"] == kind and "ratio" in r]
             if cases:
                 ratios = [r["ratio"] for r in cases]
@@ -371,12 +383,13 @@ def run(ctx: BenchContext) -> Section:
         "and by every case (no case above the limit, the stricter reading). The CPU columns (this thread's CPU time, "
         "`time.thread_time`) are reported beside the wall times for a shared machine, where waiting "
         "for a core inflates the wall time of either side; the goals are judged on wall time. "
-        "Rows `autodiff, compiled` are the opt-in `options={\"compile\": True}` (off by default), "
+        "Rows `autodiff, compiled` and `analytic, compiled` are the opt-in `options={\"compile\": True}` "
+        "(off by default; with `jac=`/`hess=` it fuses the user's callables themselves), "
         "timed warm; the first solve of each new function and shape also pays the compilation in "
         "the column `compile s (first solve)` (seconds, once per process; Inductor's on-disk cache "
         "can shorten it in a later process). Their goal lines (same limits) are marked "
-        "`autodiff, compiled`: they hold for a user who opts in and solves one shape repeatedly, not "
-        "for the default.",
+        "`autodiff, compiled` and `analytic, compiled`: they hold for a user who opts in and solves "
+        "one shape repeatedly, not for the default.",
         markdown_table(["goal (issue 20)", "cases", "cases met", "median ratio", "worst ratio", "worst case",
                         "verdict (median)", "verdict (every case)"], goals),
         markdown_table(["family", "derivatives", "cases", "median ratio", "min", "max", "median CPU-time ratio"],

@@ -98,11 +98,14 @@ def minimize(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str 
     ``hutchinson_samples`` Rademacher probes, ``seed``).
 
     ``options={"compile": True}`` (every method; default False) computes the autodiff gradients,
-    Hessians and Hessian-vector products by compiled ``torch.func`` transforms (traced once, fused
-    by Inductor; see :mod:`torchnewton.derivatives.compiled`): several times faster per iteration
-    on small problems, after a compilation of seconds per function and shape that later solves of
-    the same function and shapes reuse. The Result then adds ``compiled`` (False where f could not
-    be traced into one graph and the eager path was used, with a ``CompileFallbackWarning``) and
+    Hessians and Hessian-vector products by compiled ``torch.func`` transforms, and the values of
+    f and the given ``jac``/``hess``/``hessp`` by the user's callables themselves, each traced once
+    and fused by Inductor (see :mod:`torchnewton.derivatives.compiled`): several times faster per
+    iteration on small problems, after a compilation of seconds per function and shape that later
+    solves of the same functions and shapes reuse. As with ``jax.jit``, the tensors in ``args`` are
+    inputs of the compiled graphs, while what the callables close over is frozen at the first
+    compilation. The Result then adds ``compiled`` (False where a callable could not be traced into
+    one graph and the eager path was used, with a ``CompileFallbackWarning``) and
     ``compile_seconds`` (spent in this solve).
 
     ``fun(x, *args)`` maps (n,) to a scalar; ``jac(x, *args)`` → (n,), ``hess(x, *args)`` → (n, n),
@@ -171,8 +174,17 @@ def _problem(key: str, fun, x: torch.Tensor, args: tuple, batch: bool, jac, hess
                             hess=batch_derivative(hess, args, batch), hessp=batch_derivative(hessp, args, batch, vector=True),
                             curvature=curvature, residuals=residuals, generator=generator,
                             hutchinson_samples=opts.pop("hutchinson_samples", 16),
-                            compiled=CompiledFunctions(fun, args, lambda f, a: batch_objective(f, a, batch),
-                                                       tag=("objective", batch)) if compiled else None)
+                            compiled=_compiled(fun, args, batch, jac, hess, hessp) if compiled else None)
+
+
+def _compiled(fun, args: tuple, batch: bool, jac, hess, hessp) -> CompiledFunctions:
+    """f's compiled derivatives (``options={"compile": True}``): autodiff's, and the user's ``jac``,
+    ``hess``, ``hessp`` traced as they are, each keyed by the callable's identity."""
+    derivative = lambda d, a: batch_derivative(d, a, batch)
+    product = lambda d, a: batch_derivative(d, a, batch, vector=True)
+    return CompiledFunctions(fun, args, lambda f, a: batch_objective(f, a, batch), tag=("objective", batch),
+                             supplied={"jac": (jac, derivative), "hess": (hess, derivative),
+                                       "hessp": (hessp, product)})
 
 
 def _batch_residuals(residuals, args: tuple, batch: bool):

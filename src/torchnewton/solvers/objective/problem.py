@@ -15,8 +15,10 @@ one Hessian-vector product each); every batched call counts once.
 
 With ``compiled`` (``options={"compile": True}``, see :mod:`torchnewton.derivatives.compiled`) the
 autodiff gradients (with their values), Hessians and Hessian-vector products of f come from
-compiled ``torch.func`` transforms (counted the same; Hutchinson's probes are such products);
-plain values, user derivatives and Gauss–Newton curvature stay eager.
+compiled ``torch.func`` transforms (counted the same; Hutchinson's probes are such products), and
+the plain values of f and the user's ``jac``/``hess``/``hessp`` from the user's callables traced
+and fused the same way (a gradient at a trial point as one call with its value, counted only if
+used); Gauss–Newton curvature stays eager.
 """
 from __future__ import annotations
 
@@ -76,16 +78,30 @@ class ObjectiveProblem:
         # ∇f with its own graph at the last accepted trial point: the next Newton step's curvature
         self._graph: autodiff.GradientGraph | None = None
 
+    def _fused(self, kind: str, *inputs: torch.Tensor):
+        """The compiled ``kind`` (:mod:`torchnewton.derivatives.compiled`), None on the eager path."""
+        return None if self.compiled is None else self.compiled(kind, *inputs)
+
+    def _value(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._fused("value", x)
+        return self.fun(x) if out is None else out
+
+    def _supplied(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
+        """The user's ``jac``, ``hess`` or ``hessp`` at ``inputs``, compiled where it can be."""
+        out = self._fused(name, *inputs)
+        return getattr(self, name)(*inputs) if out is None else out
+
     def value(self, x: torch.Tensor) -> torch.Tensor:
         self.counters.nfev += 1
-        return self.fun(x)
+        return self._value(x)
 
     def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.counters.nfev += 1
         self.counters.njev += 1
         if self.jac is not None:
-            return self.fun(x), self.jac(x)
-        if self.compiled is not None and (out := self.compiled("value_and_grad", x)) is not None:
+            out = self._fused("value_and_jac", x)
+            return (self.fun(x), self.jac(x)) if out is None else out
+        if (out := self._fused("value_and_grad", x)) is not None:
             return out
         return autodiff.gradient(self.fun, x)
 
@@ -93,9 +109,10 @@ class ObjectiveProblem:
         """f(x) and a function giving ∇f(x) (counted when called), for a trial point whose
         gradient is needed only if it is accepted: autodiff then reuses the value's graph."""
         self.counters.nfev += 1
-        if self.jac is not None:
+        out = self._fused("value_and_grad" if self.jac is None else "value_and_jac", x)
+        if out is None and self.jac is not None:
             return self.fun(x), lambda: self.gradient(x)
-        if self.compiled is not None and (out := self.compiled("value_and_grad", x)) is not None:
+        if out is not None:
             # one fused call gives both: the gradient of a rejected trial costs next to nothing
             def counted() -> torch.Tensor:
                 self.counters.njev += 1
@@ -126,8 +143,8 @@ class ObjectiveProblem:
     def gradient(self, x: torch.Tensor) -> torch.Tensor:
         self.counters.njev += 1
         if self.jac is not None:
-            return self.jac(x)
-        if self.compiled is not None and (out := self.compiled("value_and_grad", x)) is not None:
+            return self._supplied("jac", x)
+        if (out := self._fused("value_and_grad", x)) is not None:
             return out[1]
         return autodiff.gradient(self.fun, x)[1]
 
@@ -137,10 +154,10 @@ class ObjectiveProblem:
         if self.curvature == "gauss-newton":
             return autodiff.gauss_newton_product(self.residuals, x, v)
         if self.hessp is not None:
-            return self.hessp(x, v)
+            return self._supplied("hessp", x, v)
         if self.hess is not None:
-            return matvec(self.hess(x), v)
-        if self.compiled is not None and (out := self.compiled("hvp", x, v)) is not None:
+            return matvec(self._supplied("hess", x), v)
+        if (out := self._fused("hvp", x, v)) is not None:
             return out
         return autodiff.hvp(self.fun, x, v)[1]
 
@@ -154,11 +171,11 @@ class ObjectiveProblem:
             return J.transpose(-1, -2) @ J
         if self.hess is not None and self.curvature == "exact":
             self.counters.nhev += 1
-            return self.hess(x)
+            return self._supplied("hess", x)
         if self.hessp is not None or self.curvature == "hvp":
             return self.operator(x).to_dense()
         self.counters.nhev += 1
-        if self.compiled is not None and (out := self.compiled("hessian", x)) is not None:
+        if (out := self._fused("hessian", x)) is not None:
             return out
         return self._gradient_graph(x).hessian()
 
@@ -186,13 +203,13 @@ class ObjectiveProblem:
             if not apply:
                 if self.hess is not None:
                     self.counters.nhev += 1
-                    H = self.hess(x)
+                    H = self._supplied("hess", x)
                     # bmm, the kernel ``@`` reaches on (B, n, n) operands, without its broadcasting
                     # views: the same products, a few microseconds less each in a small solve
                     apply.append(lambda u: torch.bmm(H, u.unsqueeze(-1)).squeeze(-1))
                 elif torch.is_grad_enabled():  # products that may be differentiated
                     apply.append(autodiff.hvp_linearized(self.fun, x))
-                elif self.compiled is not None and (first := self.compiled("hvp", x, v)) is not None:
+                elif (first := self._fused("hvp", x, v)) is not None:
                     # each product one fused call (f and ∇f recomputed inside it, at no dispatch cost)
                     apply.append(lambda u: self.compiled("hvp", x, u))
                     self.counters.nhev += 1

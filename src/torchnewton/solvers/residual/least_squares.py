@@ -42,7 +42,8 @@ def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method:
     LM: the cosine maxⱼ |Jⱼᵀr|/(‖Jⱼ‖‖r‖) ≤ gtol, as scipy's lm), the relative cost decrease of a
     well-predicted step is ≤ ftol, or the step (for LM: the radius Δ) is ≤ xtol·(xtol + ‖Dx‖).
     The Result adds ``cost`` = ½‖r‖². Batching, implicit gradients and ``options={"compile": True}``
-    (compiled autodiff Jacobians, reported by ``compiled`` and ``compile_seconds``) as in :func:`root`.
+    (compiled autodiff Jacobians, or the user's ``jac`` and ``fun`` compiled, reported by ``compiled``
+    and ``compile_seconds``) as in :func:`root`.
 
     Example:
         >>> import torch, torchnewton
@@ -65,13 +66,13 @@ def least_squares(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method:
     batched_jac = None if jac is None else batch_jacobian(jac, args, batch)
     jac_mode = opts.pop("jac_mode", "auto")
     compile_ = check_compile_option(opts.pop("compile", False))
-    compiled = compiled_residuals(fun, args, batch, jac_mode) if compile_ else None
+    compiled = compiled_residuals(fun, args, batch, jac_mode, jac) if compile_ else None
     problem = ResidualProblem(batched_fun, batched_jac, jac_mode=jac_mode, compiled=compiled)
     with torch.no_grad():
         r0 = problem.residual(x)
     if not isinstance(r0, torch.Tensor) or r0.dim() != 2 or r0.shape[0] != x.shape[0]:
         raise ValueError(f"fun must return a vector of residuals, got {getattr(r0, 'shape', type(r0))}")
-    problem.fun = _reuse_first_value(batched_fun, x, r0, problem.counters)
+    problem.fun = _reuse_first_value(problem.fun, x, r0, problem.counters)
     termination = LeastSquaresTermination(ftol=ftol, xtol=xtol, gtol=gtol)
     solver = {
         "levenberg-marquardt": lambda: LevenbergMarquardt(replace(termination, scaled=True), **opts),

@@ -24,14 +24,15 @@ class ResidualProblem:
     against 1.1 ms, MGH's Osborne 2, 65 × 11, 0.6 ms against 2.5 ms); batches keep that rule.
 
     With ``compiled`` (``options={"compile": True}``, see :mod:`torchnewton.derivatives.compiled`)
-    (F, J) and J·v come from compiled ``torch.func`` transforms where no ``jac`` is given
-    (counted the same); plain evaluations of F and the finite-difference product stay eager.
+    (F, J) and J·v come from compiled ``torch.func`` transforms where no ``jac`` is given, and the
+    user's ``jac`` and F itself (``fun`` then dispatches to it) from the user's callables traced and
+    fused the same way (counted the same); products with a given J stay eager.
     """
 
     def __init__(self, fun: BatchFunction, jac: BatchFunction | None = None, *, jac_mode: str = "auto",
                  compiled: CompiledFunctions | None = None):
-        self.fun, self.jac, self.jac_mode = fun, jac, jac_mode
-        self.compiled = None if jac is not None else compiled
+        self.fun = fun if compiled is None else _fused_value(fun, compiled)
+        self.jac, self.jac_mode, self.compiled = jac, jac_mode, compiled
         self.counters = Counters()
 
     def _compiled(self, kind: str, *inputs: torch.Tensor):
@@ -46,7 +47,7 @@ class ResidualProblem:
         self.counters.njev += 1
         if self.jac is not None:
             self.counters.nfev += 1
-            return self.fun(x), self.jac(x)
+            return self.fun(x), self._supplied_jacobian(x)
         self.counters.nfev += 1
         if (out := self._compiled("linearize", x)) is not None:
             return out
@@ -55,10 +56,14 @@ class ResidualProblem:
     def jacobian(self, x: torch.Tensor) -> torch.Tensor:
         self.counters.njev += 1
         if self.jac is not None:
-            return self.jac(x)
+            return self._supplied_jacobian(x)
         if (out := self._compiled("linearize", x)) is not None:
             return out[1]
         return autodiff.jacobian(self.fun, x, mode=self._mode(x))[1]
+
+    def _supplied_jacobian(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._compiled("jac", x)
+        return self.jac(x) if out is None else out
 
     def _mode(self, x: torch.Tensor) -> str:
         return "reverse" if self.jac_mode == "auto" and lean(x) else self.jac_mode
@@ -66,7 +71,7 @@ class ResidualProblem:
     def jvp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         self.counters.njev += 1
         if self.jac is not None:
-            return matvec(self.jac(x), v)
+            return matvec(self._supplied_jacobian(x), v)
         if (out := self._compiled("jvp", x, v)) is not None:
             return out
         return autodiff.jvp(self.fun, x, v)[1]
@@ -104,8 +109,19 @@ class ResidualProblem:
     def vjp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         self.counters.njev += 1
         if self.jac is not None:
-            return rmatvec(self.jac(x), u)
+            return rmatvec(self._supplied_jacobian(x), u)
         return autodiff.vjp(self.fun, x, u)[1]
+
+
+def _fused_value(fun: BatchFunction, compiled: CompiledFunctions) -> BatchFunction:
+    """F, computed by its compiled graph where that applies (outside autodiff's transforms and grad
+    mode: inside them ``compiled`` answers None and F runs eagerly, differentiable)."""
+
+    def value(x: torch.Tensor) -> torch.Tensor:
+        out = compiled("value", x)
+        return fun(x) if out is None else out
+
+    return value
 
 
 def batch_function(fun: Callable[..., torch.Tensor], args: tuple[Any, ...], batch: bool,
@@ -134,9 +150,11 @@ def batch_jacobian(jac: Callable[..., torch.Tensor], args: tuple, batch: bool) -
 
 
 def compiled_residuals(fun: Callable[..., torch.Tensor], args: tuple, batch: bool,
-                       jac_mode: str = "auto") -> CompiledFunctions:
+                       jac_mode: str = "auto", jac: Callable[..., torch.Tensor] | None = None) -> CompiledFunctions:
     """Compiled residuals and Jacobians of a user ``fun`` in the form of :func:`batch_function`
-    (``options={"compile": True}``); ``root`` and ``least_squares`` share the form, so one
-    compilation of a function serves both."""
+    (``options={"compile": True}``), and of the user's ``jac`` in that of :func:`batch_jacobian`
+    where given; ``root`` and ``least_squares`` share the forms, so one compilation of a function
+    serves both."""
     return CompiledFunctions(fun, args, lambda f, a: batch_function(f, a, batch), tag=("residual", batch),
-                             outputs=2, jac_mode=jac_mode)
+                             outputs=2, jac_mode=jac_mode,
+                             supplied={"jac": (jac, lambda j, a: batch_jacobian(j, a, batch))})

@@ -93,12 +93,14 @@ def root(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str = "n
     ``args`` requires grad, the returned x carries gradients by implicit differentiation.
 
     ``options={"compile": True}`` (every method; default False) computes the autodiff Jacobian
-    (with F) and its products by compiled ``torch.func`` transforms (traced once, fused by Inductor; see
+    (with F) and its products by compiled ``torch.func`` transforms, and F and a given ``jac`` by
+    the user's callables themselves, each traced once and fused by Inductor (see
     :mod:`torchnewton.derivatives.compiled`): faster per iteration on small systems after a
-    compilation of seconds per function and shape, reused by later solves of the same function
-    and shapes (``least_squares`` shares it). The Result then adds ``compiled`` (False where F
-    could not be traced into one graph and the eager path was used, with a
-    ``CompileFallbackWarning``) and ``compile_seconds`` (spent in this solve).
+    compilation of seconds per function and shape, reused by later solves of the same functions
+    and shapes (``least_squares`` shares them). The tensors in ``args`` are inputs of the compiled
+    graphs; what the callables close over is frozen at the first compilation. The Result then adds
+    ``compiled`` (False where a callable could not be traced into one graph and the eager path was
+    used, with a ``CompileFallbackWarning``) and ``compile_seconds`` (spent in this solve).
 
     Example:
         >>> import torch, torchnewton
@@ -128,7 +130,7 @@ def root(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, method: str = "n
     for o in opts.values():
         o.pop("jac_mode", None)
         o.pop("compile", None)
-    compiled = compiled_residuals(fun, args, batch, jac_mode) if compile_ else None
+    compiled = compiled_residuals(fun, args, batch, jac_mode, jac) if compile_ else None
     problem = ResidualProblem(batched_fun, batched_jac, jac_mode=jac_mode, compiled=compiled)
     with torch.no_grad():
         F0 = problem.residual(x)
