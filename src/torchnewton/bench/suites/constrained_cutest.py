@@ -18,13 +18,16 @@ and the report names the best.
 """
 from __future__ import annotations
 
+import os
 import statistics
+from pathlib import Path
 from typing import Any
 
 from ..performance_profile import plot_profile
 from ..problems import s2mpj_constrained
 from ..suite import BenchContext, markdown_table
-from .constrained_solvers import COUNTS, PROTOCOLS, SOLVERS, run_solver
+from .constrained_runs import RunCache, cached_results, code_version, fill, run_problem
+from .constrained_solvers import COUNTS, PROTOCOLS, SOLVERS
 
 QUICK_PROBLEMS = ("HS6", "HS7", "HS26", "HS27", "HS28", "HS39", "HS40", "HS42", "HS47", "HS56", "HS77", "HS79",
                   "BT4", "BT11", "MWRIGHT")
@@ -34,6 +37,10 @@ TIME_CAP_SECONDS = 30.0
 QUICK_TIME_CAP_SECONDS = 5.0  # every quick run that succeeds takes under 1.5 s here
 MAX_ITER = 500
 PROTOCOL_NAMES = {"shared": "A: to the shared tolerance", "own": "B: own tolerance"}
+CACHE_ENV = "TORCHNEWTON_CONSTRAINED_CACHE"
+"""Full mode appends every run to the JSON-lines file this environment variable names (default
+``constrained_cutest_runs.jsonl`` in the output folder) and skips the runs already there
+(:mod:`.constrained_runs`); quick mode keeps no cache."""
 
 
 def problem_names(quick: bool) -> list[str]:
@@ -89,23 +96,68 @@ def goal_check(results: dict[str, dict[str, dict[str, Any]]], names: list[str], 
             "scipy_medians": scipy_medians}
 
 
+def cache_path(ctx: BenchContext) -> Path:
+    """Where full mode keeps its runs: ``$TORCHNEWTON_CONSTRAINED_CACHE`` or the output folder."""
+    return Path(os.environ.get(CACHE_ENV) or ctx.out_dir / "constrained_cutest_runs.jsonl")
+
+
 def cutest_comparison(ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
     names = problem_names(ctx.quick)
-    solvers = QUICK_SOLVERS if ctx.quick else SOLVERS
-    time_cap = QUICK_TIME_CAP_SECONDS if ctx.quick else TIME_CAP_SECONDS
+    if not ctx.quick:  # resumable: every run goes to the cache as it finishes, the report is built from it
+        cache = RunCache(cache_path(ctx), {"time_cap": TIME_CAP_SECONDS, "max_iter": MAX_ITER,
+                                           "code": code_version()})
+        fill(cache, names, SOLVERS, max_iter=MAX_ITER, time_cap=TIME_CAP_SECONDS, log=lambda line: None)
+        return cached_report(cache, names, ctx)
     problems, failed = s2mpj_constrained.load_problems(names)
-    results: dict[str, dict[str, dict[str, dict[str, Any]]]] = {p: {s: {} for s in solvers} for p in PROTOCOLS}
+    results: dict[str, dict[str, dict[str, dict[str, Any]]]] = {p: {s: {} for s in QUICK_SOLVERS} for p in PROTOCOLS}
     for problem in ctx.track(problems, desc="constrained CUTEst"):
-        for solver in solvers:  # interleaved: every solver and protocol on a problem before the next problem
-            for protocol in PROTOCOLS:
-                if solver == "scipy:SLSQP" and protocol == "own":  # the same protocol as "shared": reused
-                    results["own"][solver][problem.name] = {**results["shared"][solver][problem.name],
-                                                            "protocol": "own"}
-                    continue
-                results[protocol][solver][problem.name] = run_solver(
-                    solver, problem, max_iter=MAX_ITER, time_cap=time_cap, protocol=protocol)
+        # interleaved: every solver and protocol on a problem before the next problem
+        runs = run_problem(problem, QUICK_SOLVERS, max_iter=MAX_ITER, time_cap=QUICK_TIME_CAP_SECONDS)
+        for protocol in PROTOCOLS:
+            for solver in QUICK_SOLVERS:
+                results[protocol][solver][problem.name] = runs[protocol][solver]
     loaded = [p.name for p in problems]
-    return report(results, loaded, failed, quick=ctx.quick, time_cap=time_cap, ctx=ctx)
+    return report(results, loaded, failed, quick=ctx.quick, time_cap=QUICK_TIME_CAP_SECONDS, ctx=ctx)
+
+
+def cached_report(caches: RunCache | list[RunCache], names: list[str],
+                  ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
+    """The full report from the runs in ``caches`` (see :func:`.constrained_runs.cached_results`):
+    over the problems whose every run is there, naming those not (completely) run and those run
+    under a time cap other than the first cache's."""
+    caches = [caches] if isinstance(caches, RunCache) else list(caches)
+    results, done, missing = cached_results(caches, names, SOLVERS)
+    unloadable = {k: v for cache in caches for k, v in cache.unloadable.items()}
+    time_cap = caches[0].settings["time_cap"]
+    markdown, figures, plots = report(results, done, unloadable, quick=False, time_cap=time_cap, ctx=ctx,
+                                      not_run=missing)
+    caps = {n: results["shared"][SOLVERS[0]][n]["time_cap"] for n in done}
+    other = {cap: [n for n in done if caps[n] == cap] for cap in sorted(set(caps.values()) - {time_cap})}
+    if other:
+        markdown += "\n\n" + " ".join(
+            f"**Time cap {cap:g} s** (not {time_cap:g} s) on these {len(group)} problems, every solver alike, "
+            f"to finish the list in the time available: {', '.join(group)}." for cap, group in other.items())
+    reused = sorted({n for n in done if results["shared"]["tn:interior-point"][n].get("same_run_as")})
+    if reused:
+        markdown += (f"\n\nOn {len(reused)} problems that are not equality-constrained, every torchnewton entry is "
+                     "torchnewton's interior-point method with its defaults (the SQP variants' options apply to "
+                     "equality-constrained problems only), so the other entries there are copies of tn:sqp's run "
+                     "(`same_run_as` in the records), not repeated runs: "
+                     f"{', '.join(reused)}.")
+    hard = sorted({n for n in done for s in SOLVERS for p in PROTOCOLS
+                   if "hard" in results[p][s][n]["message"] or "TimeCapReached" in results[p][s][n]["message"]})
+    if hard:
+        markdown += ("\n\nA run that spent more than 3 caps + 10 s of wall time without an evaluation call (or "
+                     f"in the final check) was stopped by an alarm and counts as a time cap failure, on: {', '.join(hard)}.")
+    figures["time_cap_by_problem"] = caps
+    # runs made (copies of another run and SLSQP's reused B run not counted twice), on the problems reported
+    made = [(s, results[p][s][n]) for p in PROTOCOLS for s in SOLVERS for n in done
+            if not results[p][s][n].get("same_run_as") and not (s == "scipy:SLSQP" and p == "own")
+            and results[p][s][n]["seconds"] == results[p][s][n]["seconds"]]  # NaN: a run with no time
+    figures["run_seconds"] = sum(r["seconds"] + r["check_seconds"] for _, r in made)
+    figures["seconds_by_family"] = {family: sum(r["seconds"] for s, r in made if s.split(":")[0] == family)
+                                    for family in ("tn", "scipy", "ipopt")}
+    return markdown, figures, plots
 
 
 def _cell(record: dict[str, Any]) -> str:
@@ -115,9 +167,12 @@ def _cell(record: dict[str, Any]) -> str:
 
 
 def report(results: dict[str, dict[str, dict[str, dict[str, Any]]]], names: list[str], failed: dict[str, str], *,
-           quick: bool, time_cap: float, ctx: BenchContext) -> tuple[str, dict[str, Any], list]:
+           quick: bool, time_cap: float, ctx: BenchContext,
+           not_run: list[str] | None = None) -> tuple[str, dict[str, Any], list]:
     """Summary table of both protocols, goal lines (judged on A), per-problem table, and two
-    performance profiles of A.  ``results[protocol][solver][problem]`` is a :func:`run_solver` record."""
+    performance profiles of A.  ``results[protocol][solver][problem]`` is a
+    :func:`.constrained_solvers.run_solver` record; ``not_run`` names the problems of the list
+    left out because their runs are not (all) done."""
     shared, own = results["shared"], results["own"]
     solvers = list(shared)
     summaries = {p: summarize(results[p], names) for p in PROTOCOLS}
@@ -160,6 +215,8 @@ def report(results: dict[str, dict[str, dict[str, dict[str, Any]]]], names: list
         f"{', '.join(f'{k} ({v})' for k, v in failed.items()) or 'none'}; left out for wrong S2MPJ derivatives: "
         f"{', '.join(s2mpj_constrained.WRONG_DERIVATIVES)}; missing from S2MPJ: "
         f"{', '.join(s2mpj_constrained.PAPER_MISSING)}).",
+        *([f"**Incomplete**: {len(not_run)} problems of the list not (completely) run, left out of every figure: "
+           f"{', '.join(not_run)}."] if not_run else []),
         "Solved = the x a run ends with passes the shared KKT check (scaled optimality and violation ≤ 1e-6, "
         "least-squares multipliers with signs), whatever the solver reports; analytic derivatives for all, "
         f"at most {MAX_ITER} iterations and {time_cap:g} s per run. Evaluations = every counted call of f, ∇f, ∇²f, "
@@ -199,6 +256,7 @@ def report(results: dict[str, dict[str, dict[str, dict[str, Any]]]], names: list
     figures = {"protocol": "shared", "summary": summaries["shared"],
                "goal_met": goals["shared"][best_tn["shared"]]["met"], "goal_by_entry": goals["shared"], "best_torchnewton": best_tn["shared"], "failed_to_load": failed,
                "per_problem": {s: {n: shared[s][n] for n in names} for s in solvers},
+               **({"not_run": not_run} if not_run is not None else {}),
                "own_tolerance": {"summary": summaries["own"], "goal_met": goals["own"][best_tn["own"]]["met"],
                                  "goal_by_entry": goals["own"], "best_torchnewton": best_tn["own"],
                                  "per_problem": {s: {n: own[s][n] for n in names} for s in solvers}}}

@@ -45,6 +45,7 @@ the next evaluation and recorded as unsolved.
 from __future__ import annotations
 
 import time
+import traceback
 import warnings
 from collections import Counter
 from typing import Any, Callable
@@ -306,6 +307,7 @@ def run_solver(solver: str, problem: ConstrainedProblem, *, max_iter: int, time_
     stop = protocol == "shared" or solver == "scipy:SLSQP"
     check = SharedCheck(problem, count, stop) if stop or watch else None
     start = time.perf_counter()
+    trace = None
     try:
         if family == "tn":
             x, nit, message = _run_torchnewton(problem, solver, count, max_iter, check)
@@ -318,6 +320,7 @@ def run_solver(solver: str, problem: ConstrainedProblem, *, max_iter: int, time_
     except (ValueError, RuntimeError, OverflowError, np.linalg.LinAlgError, ZeroDivisionError) as error:
         # problem code or a solver failing at a wild iterate: recorded, not fatal to the benchmark
         x, nit, message = problem.x0.numpy(), 0, f"{type(error).__name__}: {str(error)[:80]}"
+        trace = traceback.format_exc()
     seconds = time.perf_counter() - start - count.excluded_seconds
     capped = message.startswith("time cap")
     cut = check is not None and check.stopped and not capped
@@ -332,6 +335,8 @@ def run_solver(solver: str, problem: ConstrainedProblem, *, max_iter: int, time_
               "message": message, "protocol": protocol, "cut": cut, "returned_accepted_x": returned_accepted_x,
               "x": x.tolist(),
               **{k: round(float(count.counts[k]), 1) for k in COUNTS}}
+    if trace is not None:  # for the failure analysis of the full run
+        record["traceback"] = trace
     if check is not None:
         record["verdicts"] = check.verdicts
         record["counts_at_acceptance"] = check.counts_at_acceptance
