@@ -34,7 +34,7 @@ def _check_float_search(J, F, scale):
                                               torch.tensor([0.5], dtype=torch.float64))
         assert one == pytest.approx(float(batch), rel=1e-10, abs=0)
         # the 10 % rule on the step length holds for the float search's λ
-        length = spectrum.step(one)[1]
+        length = spectrum.trial(one)[1]
         assert length <= 1.1 * radius * (1 + 1e-12) and (one == 0 or length >= 0.9 * radius * (1 - 1e-12))
 
 

@@ -24,17 +24,19 @@ every member of a batch keeps its own trust radius Δ, damping λ and scaling D.
   maxⱼ |Jⱼᵀ F| / (‖Jⱼ‖ ‖F‖), the scaled gradient test.
 
 One problem on the CPU (the loop's lean path) reads the decomposition back as Python floats once
-per Jacobian (``ScaledSpectrum``, one ``tolist`` per tensor): every λ search (written out as
-branches, ``ScaledSpectrum.damping``), trial step p(λ) and model value ‖J p‖ = ‖diag(σ) w c‖ then
-costs microseconds of float arithmetic instead of a dozen small torch calls, and x + p is one
-addition of arrays. The same formulas, summed in another order: the iterates agree with the
-batch's to round-off.
+per Jacobian (``ScaledSpectrum``, one ``tolist`` per tensor): every λ search, the judgment of
+the trial and the termination test run the shared rules on Python floats (``FloatOps``), the trial
+step p(λ) with its model value ‖J p‖ = ‖diag(σ) w c‖ is float arithmetic
+(``ScaledSpectrum.trial``), and in float64 x + p is a sum of floats. The same formulas, summed in
+another order: the iterates agree with the batch's to round-off.
 Its own step (``_step_one``) keeps x, the column norms and the per-member scalars on the host too
 (``_OneProblem``), so that neither the step nor the termination test reads a tensor back: per
 iteration it makes a tensor only where the user function or the state needs one (x + p, F and J,
-the decomposition, the scalars as views of one array): on the NIST StRD runs 27 torch operations
-per iteration (36 Python-level torch calls) instead of the shared step's 43 (61), with the
-iterates bitwise those of the shared step it replaces.
+the decomposition, the scalars as views of one array), and the state's views and masks are made
+in numpy and wrapped by ``from_numpy``. What remains per accepted step is three torch kernels
+(the column norms, the SVD, c = UᵀF), whose bits the iterates depend on: right after the user's
+function each costs several times its warm time (the function has evicted the dispatcher from
+the caches), and they dominate the step's own time.
 """
 from __future__ import annotations
 
@@ -81,11 +83,13 @@ class _OneProblem:
     """One problem's numbers on the host (the lean path), so that a step and the termination test
     read no tensor back: ``x`` and ``column_norms`` are (1, n) arrays in x's dtype that the state's
     ``x`` and ``scale`` view (no copies), ``x_list`` is x as floats; the other fields are the
-    state's per-member scalars as Python numbers, rounded to x's dtype as the tensors hold them."""
+    state's per-member scalars as Python numbers, rounded to x's dtype as the tensors hold them;
+    ``column_list`` is ``column_norms`` as floats."""
 
     x: np.ndarray
     x_list: list[float]
     column_norms: np.ndarray
+    column_list: list[float]
     cost: float
     cosine: float
     step_norm: float
@@ -110,6 +114,7 @@ class _Linearization:
     finite: torch.Tensor | bool
     spectrum: ScaledSpectrum | None = None
     column_host: np.ndarray | None = None  # one problem: the column norms (1, n) that ``column_norms`` views
+    column_list: list[float] | None = None  # ... and as floats
 
 
 def _linearize(J: torch.Tensor, F: torch.Tensor, F_norm: torch.Tensor, previous: torch.Tensor | None) -> _Linearization:
@@ -141,11 +146,12 @@ def _linearize_one(J: torch.Tensor, F: torch.Tensor, F_norm: float, previous: li
     if not (math.isfinite(F_norm) and all(map(math.isfinite, norm_list))):
         scaling = J.new_tensor([scaling_list])
         decomposition = ScaledJacobian.of(J, F, scaling, finite=False)
-        return _Linearization(scaling, column, decomposition, grad, math.nan, False, False, column_host=column_host)
+        return _Linearization(scaling, column, decomposition, grad, math.nan, False, False, column_host=column_host,
+                              column_list=column_list)
     decomposition, spectrum = ScaledJacobian.of_one(J, F, scaling_list)
     cosine, saturated = _first_order_floats(norm_list, F_norm, grad_host.tolist(), scaling_list, _limits(J.dtype)[1])
     return _Linearization(decomposition.scale, column, decomposition, grad, cosine, saturated, True, spectrum,
-                          column_host)
+                          column_host, column_list)
 
 
 def _host(t: torch.Tensor) -> np.ndarray:
@@ -189,8 +195,8 @@ class LevenbergMarquardt:
             x_host = _host(x0)
             cost, cosine, step_norm, reduction = o.values(state.cost, state.gradient_cosine, state.step_norm,
                                                           state.reduction)
-            state.one = _OneProblem(x_host, x_host.tolist()[0], point.column_host, cost, cosine, step_norm, reduction,
-                                    o.value(state.saturated), o.value(state.failure))
+            state.one = _OneProblem(x_host, x_host.tolist()[0], point.column_host, point.column_list, cost, cosine,
+                                    step_norm, reduction, o.value(state.saturated), o.value(state.failure))
         return state
 
     def step(self, problem: ResidualProblem, state: LevenbergMarquardtState, running: torch.Tensor) -> LevenbergMarquardtState:
@@ -249,19 +255,25 @@ class LevenbergMarquardt:
         numbers of ``state.one`` and the decomposition as floats (``state.spectrum``). A tensor is
         built only where the user function or the state needs one: x + p as a view of its array,
         the per-member scalars as views of one array, the rest as on the batched path."""
-        one, spectrum, o = state.one, state.spectrum, FloatOps
+        one, spectrum = state.one, state.spectrum
         tiny, eps = _limits(state.x.dtype)
         damping = levenberg_marquardt_parameter(spectrum, state.radius, state.damping, dtype=state.x.dtype)
-        p, p_norm = spectrum.step(damping)
-        # x + p on the arrays: the same IEEE additions in x's dtype as the batch's tensor sum
-        x_host = one.x + np.array([p], dtype=one.x.dtype)
+        p, p_norm, model_norm = spectrum.trial(damping)
+        # x + p: the same IEEE additions in x's dtype as the batch's tensor sum (in float64 those
+        # of Python's floats, so the floats need no read-back)
+        double = one.x.dtype == np.float64
+        if double:
+            trial_list = [a + b for a, b in zip(one.x_list, p)]
+            x_host = np.array([trial_list])
+        else:
+            x_host = one.x + np.array([p], dtype=one.x.dtype)
         x_trial = torch.from_numpy(x_host)
         problem.counters.nlinsolve += 1
-        radius = o.minimum(state.radius, p_norm) if state.first_step else state.radius
+        radius = FloatOps.minimum(state.radius, p_norm) if state.first_step else state.radius
         F_trial = problem.residual(x_trial)
-        F_norm, trial_norm = state.residual_norm, o.norm(F_trial)
-        ratio, radius, damping, reduction, finite = _assess(o, F_norm, trial_norm, spectrum.model_norm(damping),
-                                                            p_norm, damping, radius, tiny)
+        F_norm, trial_norm = state.residual_norm, FloatOps.norm(F_trial)
+        ratio, radius, damping, reduction, finite = _assess(FloatOps, F_norm, trial_norm, model_norm, p_norm, damping,
+                                                            radius, tiny)
         failure = one.failure
         if ratio >= self.accept_ratio:
             J = problem.jacobian(x_trial)
@@ -269,7 +281,7 @@ class LevenbergMarquardt:
             cost, cosine, saturated = 0.5 * (trial_norm * trial_norm), point.cosine, point.saturated
             fresh_finite = point.finite
             D = point.spectrum.scale if fresh_finite else point.scaling.tolist()[0]
-            x_list = x_host.tolist()[0]
+            x_list = trial_list if double else x_host.tolist()[0]
             decomposition = point.decomposition
             changes = dict(x=x_trial, F=F_trial, J=J, grad=point.grad, scaling=point.scaling, scale=point.column_norms,
                            singular=decomposition.singular, vectors=decomposition.vectors,
@@ -277,12 +289,13 @@ class LevenbergMarquardt:
                            spectrum=point.spectrum, residual_norm=trial_norm, first_step=False)
             if saturated != one.saturated:
                 changes["saturated"] = torch.tensor([saturated])
-            host = _OneProblem(x_host, x_list, point.column_host, cost, cosine, radius, reduction, saturated, failure)
+            host = _OneProblem(x_host, x_list, point.column_host, point.column_list, cost, cosine, radius, reduction,
+                               saturated, failure)
         else:  # no new point: the decomposition at x stays
             D, x_list, fresh_finite = spectrum.scale, one.x_list, True
             changes = {}
-            host = _OneProblem(one.x, x_list, one.column_norms, one.cost, one.cosine, radius, reduction,
-                               one.saturated, failure)
+            host = _OneProblem(one.x, x_list, one.column_norms, one.column_list, one.cost, one.cosine, radius,
+                               reduction, one.saturated, failure)
         # Δ at the rounding level of x: no representable step is left (MINPACK's info = 7)
         if radius <= eps * _scaled_norm(D, x_list):
             # stalling because every trial point was NaN/Inf is a non-finite failure, not a plateau
@@ -294,7 +307,8 @@ class LevenbergMarquardt:
             changes["failure"] = torch.tensor([failure])
         # the per-member scalars as the state's (1,) tensors: views of one array in x's dtype
         scalars = np.array([host.cost, host.cosine, radius, reduction], dtype=one.x.dtype)
-        host.cost, host.cosine, host.step_norm, host.reduction = scalars.tolist()
+        if not double:  # rounded to x's dtype, as the tensors hold them
+            host.cost, host.cosine, host.step_norm, host.reduction = scalars.tolist()
         changes.update(cost=torch.from_numpy(scalars[0:1]), gradient_cosine=torch.from_numpy(scalars[1:2]),
                        step_norm=torch.from_numpy(scalars[2:3]), reduction=torch.from_numpy(scalars[3:4]),
                        radius=radius, damping=damping, one=host)
@@ -305,8 +319,11 @@ class LevenbergMarquardt:
         if one is None or not isinstance(self.termination, LeastSquaresTermination) or not self.termination.scaled:
             return self.termination(state)
         # the floats the rules read, without a tensor: ‖D' x‖ with the products in x's dtype, as
-        # the tensor product state.scale * state.x
-        x_norm = math.sqrt(sum(v * v for v in (one.column_norms * one.x).tolist()[0]))
+        # the tensor product state.scale * state.x (Python's float products are float64's)
+        if state.x.dtype == torch.float64:
+            x_norm = math.sqrt(sum((d * v) * (d * v) for d, v in zip(one.column_list, one.x_list)))
+        else:
+            x_norm = math.sqrt(sum(v * v for v in (one.column_norms * one.x).tolist()[0]))
         return self.termination.decide(FloatOps, one.cosine, one.reduction, one.step_norm, one.cost, x_norm,
                                        all(map(math.isfinite, one.x_list)), one.saturated, one.failure, False,
                                        _limits(state.x.dtype)[0])
