@@ -449,8 +449,10 @@ def batch_comparison(ctx: BenchContext, batch: int = BATCH) -> tuple[str, dict[s
         f"part of it. Unperturbed HS71 published f* = {PUBLISHED_F}.",
         "",
         "Compiled mode (``options={\"compile\": True}``: f, c and their derivatives traced once and fused by "
-        "Inductor, cached per function and shape; the constraint function made once and reused, as the cache "
-        "needs). Timed interleaved with the runs above (warm: the one-time compilation, in its own column, "
+        "Inductor, cached per function and shape, and so is the method's own arithmetic between its LAPACK "
+        "factorizations and host decisions: the interior point's residuals, fractions to the boundary, merit "
+        "and barrier update, SQP's penalty, merit and trial tests, the KKT assembly and the termination test; "
+        "the constraint function made once and reused, as the cache needs). Timed interleaved with the runs above (warm: the one-time compilation, in its own column, "
         "happened in a first call before the repeats)"
         f"{'; quick mode: analytic derivatives only (--full adds autodiff)' if ctx.quick else ''}:",
         "",

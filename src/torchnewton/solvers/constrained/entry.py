@@ -132,6 +132,7 @@ def minimize_constrained(fun: Callable[..., torch.Tensor], x0: torch.Tensor, *, 
     problem.remember(x, f0, spec.values)
     termination = KKTTermination(tol, opts.pop("infeasibility_tol", tol ** 0.5), opts.pop("unbounded", 1e15))
     kkt = _kkt_solver(opts, x)
+    kkt.fusion = fusion
     solver = _solver(key, termination, kkt, spec, opts)
     with torch.no_grad():
         loop = iterate(solver, problem, x, max_iter=max_iter, callback=callback, record_history=record_history)

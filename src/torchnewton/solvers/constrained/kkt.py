@@ -39,11 +39,12 @@ Zavala (2016) instead: Δxᵀ(W + δI)Δx ≥ κ‖Δx‖² (κ = 1e-8), raising
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from ...core.fusion import Fusion
 from ...core.status import Status
 from ...linear.krylov import minres
 from .lean import constant, finite, matvec
@@ -51,6 +52,7 @@ from ...linear.sketch import SKETCHES, KKTOperator, sketch_solve
 
 KKT_SOLVERS = ("direct", "minres", "sketch")
 _DELTA_MIN, _DELTA_FIRST, _DELTA_MAX = 1e-20, 1e-4, 1e40
+_EAGER = Fusion(enabled=False)
 
 
 @dataclass
@@ -72,22 +74,25 @@ class KKTSolver:
     max_iter: int | None = None
     generator: torch.Generator | None = None
     calls: int = 0
+    # the solve's :class:`~torchnewton.core.fusion.Fusion`: compiled, K's assembly and the direct
+    # solver's arithmetic around its factorizations run fused (the factorizations stay eager)
+    fusion: Fusion = field(default_factory=Fusion)
 
     def solve(self, W: torch.Tensor | Callable[[torch.Tensor], torch.Tensor], J: torch.Tensor, r_x: torch.Tensor,
               r_c: torch.Tensor, delta_last: torch.Tensor, accuracy: torch.Tensor | None = None) -> KKTStep:
         """The step for W dense (B, n, n), or W a product V ↦ WV on (B, n, q) blocks (matrix-free;
         ``kind="sketch"`` only): then K is the :class:`.KKTOperator` [[W + δI, Jᵀ], [J, 0]], never formed."""
-        batch, n = r_x.shape
+        n = r_x.shape[-1]
         m = r_c.shape[-1]
-        rhs = torch.cat([r_x, r_c], -1)
         if callable(W) and not isinstance(W, torch.Tensor):
             if self.kind != "sketch":
                 raise ValueError(f"a matrix-free W (a Hessian-vector product) needs kkt_solver='sketch'; "
                                  f"got {self.kind!r}")
             def system(delta: torch.Tensor | None):
                 return KKTOperator(W, J, delta)
+            rhs = torch.cat([r_x, r_c], -1)
         else:
-            K = torch.cat([torch.cat([W, J.transpose(-1, -2)], -1), torch.cat([J, J.new_zeros(batch, m, m)], -1)], -2)
+            K, rhs = self.fusion(assemble, W, J, r_x, r_c)
 
             def system(delta: torch.Tensor | None):
                 if delta is None:
@@ -128,7 +133,7 @@ class KKTSolver:
         batch = rhs.shape[0]
         zeros = torch.zeros(batch, dtype=torch.long, device=rhs.device)
         if self.kind == "direct":
-            return _direct(K, rhs, n, zeros, gram)
+            return _direct(K, rhs, n, zeros, gram, self.fusion)
         theta = accuracy if accuracy is not None else torch.full((batch,), 1e-8, dtype=rhs.dtype, device=rhs.device)
         if self.kind == "minres":
             solution = minres(K, rhs, rtol=float(theta.min()), max_iter=self.max_iter)
@@ -174,7 +179,16 @@ def block_eigenvalues(LD: torch.Tensor, pivots: torch.Tensor) -> torch.Tensor:
     return torch.where(second, torch.roll(mean - radius, 1, -1), values)
 
 
-def _direct(K: torch.Tensor, rhs: torch.Tensor, n: int, zeros: torch.Tensor, gram: dict | None = None):
+def assemble(W: torch.Tensor, J: torch.Tensor, r_x: torch.Tensor, r_c: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, rhs) = ([[W, Jᵀ], [J, 0]], [r_x; r_c]) for dense W (B, n, n), J (B, m, n)."""
+    zeros = J.new_zeros(J.shape[0], J.shape[-2], J.shape[-2])
+    return torch.cat([torch.cat([W, J.transpose(-1, -2)], -1), torch.cat([J, zeros], -1)], -2), \
+        torch.cat([r_x, r_c], -1)
+
+
+def _direct(K: torch.Tensor, rhs: torch.Tensor, n: int, zeros: torch.Tensor, gram: dict | None = None,
+            fusion: Fusion | None = None):
     """(z, inertia (n, m, 0)?, status, iterations): the LU solve, its inertia from one Cholesky
     factorization where that proves it, from LDLᵀ (:func:`_direct_ldl`) elsewhere.
 
@@ -188,26 +202,18 @@ def _direct(K: torch.Tensor, rhs: torch.Tensor, n: int, zeros: torch.Tensor, gra
     same LU solve either way; only the members this test cannot settle (wrong inertia, K nearly
     singular, ρ too small) take the LDLᵀ path, so the answer is that of the LDLᵀ test except where
     the two disagree within rounding. ``gram``: a dict that keeps JᵀJ and max|JᵀJ| for the next δ
-    (only W's block of K changes along the ladder).
+    (only W's block of K changes along the ladder). ``fusion``: runs the arithmetic between the
+    factorizations (:func:`_shifted_block`, :func:`_settled`).
     """
+    fusion = fusion if fusion is not None else _EAGER
+    known = (gram["JtJ"], gram["size"]) if gram else (None, None)
+    W, threshold, JtJ, size = fusion(_shifted_block, K, n, *known)
+    if gram is not None and not gram and JtJ is not None:
+        gram.update(JtJ=JtJ, size=size)
     LU, lu_pivots, lu_info = torch.linalg.lu_factor_ex(K)
     z = torch.linalg.lu_solve(LU, lu_pivots, rhs.unsqueeze(-1)).squeeze(-1)
-    W, J = K[:, :n, :n], K[:, n:, :n]
-    if J.shape[-2]:
-        if gram:
-            JtJ, size = gram["JtJ"], gram["size"]
-        else:
-            JtJ = torch.bmm(J.transpose(-1, -2), J)
-            size = JtJ.abs().amax((-2, -1)).clamp(min=torch.finfo(K.dtype).tiny)
-            if gram is not None:
-                gram.update(JtJ=JtJ, size=size)
-        rho = _RHO * W.abs().amax((-2, -1)) / size
-        W = W + rho.view(-1, 1, 1) * JtJ
     _, chol_info = torch.linalg.cholesky_ex(W)
-    threshold = _CLEAR_MARGIN * _threshold(K, K.abs().amax((-2, -1)))
-    # both infos are ≥ 0: their bitwise or is zero exactly where both are
-    clear = ((chol_info | lu_info) == 0) & (LU.diagonal(dim1=-2, dim2=-1).abs().amin(-1) > threshold) & \
-        finite(z).all(-1)
+    clear = fusion(_settled, LU, lu_info, chol_info, threshold, z)
     if bool(clear.all()):
         return z, clear, zeros, zeros
     if not bool(clear.any()):  # no member settled (a nonconvex start): LDLᵀ on the whole batch, same LU solve
@@ -215,6 +221,27 @@ def _direct(K: torch.Tensor, rhs: torch.Tensor, n: int, zeros: torch.Tensor, gra
     rows = (~clear).nonzero().squeeze(1)
     z_rest, ok_rest, _, _ = _direct_ldl(K[rows], rhs[rows], n, zeros[rows], (lu_info[rows], z[rows]))
     return z.index_copy(0, rows, z_rest), clear.index_copy(0, rows, ok_rest), zeros, zeros
+
+
+def _shifted_block(K: torch.Tensor, n: int, JtJ: torch.Tensor | None, size: torch.Tensor | None):
+    """(W + ρJᵀJ, the LU pivots' threshold, JᵀJ, max|JᵀJ|) of K (JᵀJ and its size where known;
+    W itself and Nones where m = 0): the arithmetic of :func:`_direct` before its factorizations."""
+    W, J = K[:, :n, :n], K[:, n:, :n]
+    if J.shape[-2]:
+        if JtJ is None:
+            JtJ = torch.bmm(J.transpose(-1, -2), J)
+            size = JtJ.abs().amax((-2, -1)).clamp(min=torch.finfo(K.dtype).tiny)
+        rho = _RHO * W.abs().amax((-2, -1)) / size
+        W = W + rho.view(-1, 1, 1) * JtJ
+    return W, _CLEAR_MARGIN * _threshold(K, K.abs().amax((-2, -1))), JtJ, size
+
+
+def _settled(LU: torch.Tensor, lu_info: torch.Tensor, chol_info: torch.Tensor, threshold: torch.Tensor,
+             z: torch.Tensor) -> torch.Tensor:
+    """Members whose inertia the Cholesky factorization proves and whose LU pivots are clear of zero."""
+    # both infos are ≥ 0: their bitwise or is zero exactly where both are
+    return ((chol_info | lu_info) == 0) & (LU.diagonal(dim1=-2, dim2=-1).abs().amin(-1) > threshold) & \
+        finite(z).all(-1)
 
 
 _RHO = 100.0  # ρ of W + ρJᵀJ relative to max|W|/max|JᵀJ|

@@ -50,15 +50,25 @@ def augmented_lagrangian(f: torch.Tensor, c: torch.Tensor, grad_lagrangian: torc
 def merit_with(mu: torch.Tensor, nu: torch.Tensor | float) -> Callable[..., torch.Tensor]:
     """(f, c, ∇ₓL or None, λ) ↦ L_μ,ν for fixed penalties: μ/2 and ν/2 are formed once, not at every
     trial of a line search (the same values bit for bit: ½μc is evaluated as (½μ)c either way)."""
-    half_mu = 0.5 * mu.unsqueeze(-1)
-    half_nu = 0.5 * nu
+    half_mu, half_nu = merit_weights(mu, nu)
 
     def merit(f: torch.Tensor, c: torch.Tensor, grad_lagrangian: torch.Tensor | None,
               lam: torch.Tensor) -> torch.Tensor:
-        value = f + (c * (lam + half_mu * c)).sum(-1)
-        return value if grad_lagrangian is None else value + half_nu * (grad_lagrangian * grad_lagrangian).sum(-1)
+        return weighted_merit(half_mu, half_nu, f, c, grad_lagrangian, lam)
 
     return merit
+
+
+def merit_weights(mu: torch.Tensor, nu: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """(μ/2 as a column (B, 1), ν/2): what :func:`weighted_merit` takes."""
+    return 0.5 * mu.unsqueeze(-1), 0.5 * nu
+
+
+def weighted_merit(half_mu: torch.Tensor, half_nu: torch.Tensor | float, f: torch.Tensor, c: torch.Tensor,
+                   grad_lagrangian: torch.Tensor | None, lam: torch.Tensor) -> torch.Tensor:
+    """L_μ,ν from :func:`merit_weights` (without the ν-term where ``grad_lagrangian`` is None)."""
+    value = f + (c * (lam + half_mu * c)).sum(-1)
+    return value if grad_lagrangian is None else value + half_nu * (grad_lagrangian * grad_lagrangian).sum(-1)
 
 
 def _column(nu: torch.Tensor | float) -> torch.Tensor | float:

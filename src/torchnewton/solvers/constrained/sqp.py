@@ -41,6 +41,10 @@ Composable parts (options of ``method="sqp"``):
   O(Nn) per product instead of O(Nn²) per iteration. The iterates are those of the dense path to
   rounding (the same iteration counts on the Hock–Schittkowski equality problems).
 
+The arithmetic between the KKT solve, the function calls and the host decisions lives in
+:mod:`.sqp_arithmetic` as pure functions of tensors, called through the problem's
+:class:`~torchnewton.core.fusion.Fusion` (fused kernels with ``options={"compile": True}``).
+
 Example:
     >>> import torch
     >>> from torchnewton.solvers.constrained.entry import minimize_constrained
@@ -59,14 +63,15 @@ import torch
 
 from ...core.status import Status
 from ...globalize.linesearch import armijo
-from .lean import constant, finite, matvec, rmatvec
+from .lean import finite, matvec, rmatvec
 from .kkt import KKTSolver
-from .l1_merit import l1_merit, l1_slope
+from .l1_merit import l1_slope
 from .least_norm import pseudo_solve, transposed_pseudo_solve
-from .merit import merit_gradient, merit_with, slope_parts, update_penalty
+from .merit import merit_gradient
 from .problem import ConstrainedProblem
 from .quasi_newton import damped_bfgs_update
-from .termination import KKTFields, KKTTermination, infeasibility_measure, multiplier_scale, track_progress
+from .sqp_arithmetic import accept, finish, line_start, measures, penalty, prepare, trial_bound, trial_exact
+from .termination import KKTFields, KKTTermination
 
 
 MERITS = ("augmented-lagrangian", "l1")
@@ -141,26 +146,22 @@ class SQP:
 
     def _fields(self, problem, x, f, g, c, J, lam, *, mu, nu, delta, step_norm, inner, count, failure, best,
                 stall, complementarity: torch.Tensor | None = None) -> SQPState:
-        """``complementarity``: the last state's (zero for SQP): kept as the same tensor, the loop does
-        not mask it."""
-        grad_lagrangian = g + rmatvec(J, lam)
-        violation = c.abs().amax(-1) if c.shape[-1] else x.new_zeros(x.shape[0])
-        stationary = (violation > self.termination.tol) & \
-            (infeasibility_measure(J, c) <= self.termination.infeasibility_tol)
-        optimality = grad_lagrangian.abs().amax(-1)
-        scale = multiplier_scale(lam)
-        best, stall = track_progress(best, stall, torch.maximum(optimality / scale, violation), x, step_norm)
+        """The state at (x, λ) with its KKT measures (:func:`.sqp_arithmetic.measures`); ``complementarity``:
+        the last state's (zero for SQP): kept as the same tensor, the loop does not mask it."""
+        grad_lagrangian, optimality, violation, scale, count, best, stall = measures(
+            x, g, c, J, lam, step_norm, count, best, stall, self.termination.tol, self.termination.infeasibility_tol)
         return SQPState(x=x, f=f, optimality=optimality, violation=violation,
                         complementarity=torch.zeros_like(f) if complementarity is None else complementarity,
-                        multiplier_scale=scale,
-                        infeasible_count=torch.where(stationary, count + 1, torch.zeros_like(count)),
+                        multiplier_scale=scale, infeasible_count=count,
                         failure=failure, best_error=best, stall_count=stall, lam=lam, g=g, c=c, J=J,
                         grad_lagrangian=grad_lagrangian, mu=mu, nu=nu, delta=delta, step_norm=step_norm,
                         inner_iterations=inner)
 
     def step(self, problem: ConstrainedProblem, state: SQPState, running: torch.Tensor) -> SQPState:
+        fuse = problem.fusion
         x, lam, c, J, gl = state.x, state.lam, state.c, state.J, state.grad_lagrangian
         n, m = x.shape[-1], c.shape[-1]
+        augmented = self.merit != "l1"
         if self.matrix_free:
             H = problem.lagrangian_hessp(x, lam)  # ∇²ₓL never formed: every use below is a product
 
@@ -169,6 +170,10 @@ class SQP:
 
             def shifted_times(v: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:  # (∇²ₓL + δI)v
                 return hess_times(v) + shift.unsqueeze(-1) * v
+            kkt_norm = torch.cat([gl, c], -1).norm(dim=-1)
+            theta = torch.clamp(kkt_norm ** self.sharpen, max=self.accuracy) if self.sharpen > 0 else \
+                torch.full_like(kkt_norm, self.accuracy)
+            minus_gl, minus_c, hess_grad = -gl, -c, None
         else:
             H = problem.lagrangian_hessian(x, lam) if state.B is None else state.B
 
@@ -177,13 +182,12 @@ class SQP:
 
             def shifted_times(v: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
                 return matvec(H + shift.view(-1, 1, 1) * torch.eye(n, dtype=x.dtype, device=x.device), v)
-        kkt_norm = torch.cat([gl, c], -1).norm(dim=-1)
-        theta = torch.clamp(kkt_norm ** self.sharpen, max=self.accuracy) if self.sharpen > 0 else \
-            torch.full_like(kkt_norm, self.accuracy)
-        solve = self.kkt.solve(H, J, -gl, -c, state.delta, theta)
+            kkt_norm, theta, minus_gl, minus_c, hess_grad = fuse(prepare, gl, c, H, self.sharpen, self.accuracy,
+                                                                 augmented)
+        solve = self.kkt.solve(H, J, minus_gl, minus_c, state.delta, theta)
         # a direct solve has no inner iterations: the field stays the same tensor, which the loop need not mask
         inner = state.inner_iterations if self.kkt.kind == "direct" else state.inner_iterations + solve.iterations
-        if self.merit == "l1":
+        if not augmented:
             nu = state.nu
 
             def l1_penalty_and_slope():
@@ -202,36 +206,18 @@ class SQP:
                 mu, slope = l1_penalty_and_slope()
             dx, dlam = solve.dx, solve.dlam
             fallback = torch.zeros_like(running)
-            phi0 = l1_merit(state.f, c, mu)
-
-            def cheap(f, cv, lam_new):
-                return l1_merit(f, cv, mu)
-
-            exact = None
         else:
-            hess_grad = hess_times(gl)  # ∇²ₓL∇ₓL: the ν-term of the slope and of ∇L_μ,ν
-            mu, nu, descent, inner, (a, b, q) = self._penalty(problem, state, H, hess_grad, solve, theta, running,
-                                                              inner)
+            if hess_grad is None:
+                hess_grad = hess_times(gl)  # ∇²ₓL∇ₓL: the ν-term of the slope and of ∇L_μ,ν
+            mu, nu, inner, slope, fallback = self._penalty(fuse, state, H, hess_grad, solve, theta, running, inner)
             dx, dlam = solve.dx, solve.dlam
-            slope = a + nu * b - mu * q
-            fallback = ~(descent & (slope < 0) & finite(slope))
             if bool(fallback.any()):  # ∇L_μ,ν only where some member needs it (one read-back)
                 gx, glam = merit_gradient(gl, c, J, hess_grad, mu, nu)
                 dx = torch.where(fallback.unsqueeze(-1), -gx, dx)
                 dlam = torch.where(fallback.unsqueeze(-1), -glam, dlam)
                 slope = torch.where(fallback, -(gx * gx).sum(-1) - (glam * glam).sum(-1), slope)
-            merit = merit_with(mu, nu)
-            phi0 = merit(state.f, c, gl, lam)
-
-            def cheap(f, cv, lam_new):
-                # L_μ,ν ≥ f + λᵀc + (μ/2)‖c‖²: a trial this bound rejects needs no ∇f and J
-                return merit(f, cv, None, lam_new)
-
-            def exact(f, cv, g, Jn, lam_new):
-                return merit(f, cv, g + rmatvec(Jn, lam_new), lam_new)
-
-        phi0 = phi0 + 10 * torch.finfo(x.dtype).eps * phi0.abs().clamp(min=1.0)
-        active = running & (slope < 0)
+        phi0, active, threshold, x_full, lam_full, weights = fuse(line_start, self.merit, state.f, c, gl, lam, x, dx,
+                                                                  dlam, mu, nu, slope, running, self.c1)
 
         def trial(x_new: torch.Tensor, lam_new: torch.Tensor, threshold: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,30 +226,21 @@ class SQP:
             The merit's part from f and c alone decides first; ∇f and J are evaluated only where
             it does not already reject the trial (for the ℓ₁ merit, only where it accepts it)."""
             f, cv = problem.values(x_new)
-            cv = cv if self._target is None else cv - self._target
-            bound = cheap(f, cv, lam_new)
-            needed = finite(bound) & (bound <= threshold)
+            cv, bound, needed = fuse(trial_bound, self.merit, f, cv, self._target, lam_new, threshold, *weights)
             if not bool(needed.any()):
                 unknown = x_new.new_full((x_new.shape[0], n), float("nan"))
                 return bound, torch.cat([f.unsqueeze(-1), unknown, cv, unknown.new_full((x_new.shape[0], m * n),
                                                                                           float("nan"))], -1)
             g, Jn = problem.derivatives(x_new)
-            merit = bound if exact is None else exact(f, cv, g, Jn, lam_new)
-            return torch.where(needed, merit, bound), torch.cat([f.unsqueeze(-1), g, cv, Jn.flatten(1)], -1)
+            return fuse(trial_exact, self.merit, f, cv, g, Jn, lam_new, bound, needed, *weights)
 
-        threshold = phi0 + self.c1 * slope
-        x_full, lam_full = x + dx, lam + dlam
         phi1, packed = trial(x_full, lam_full, threshold)
-        accept_full = active & finite(phi1) & (phi1 <= threshold)
-        x_new = torch.where(accept_full.unsqueeze(-1), x_full, x)
-        lam_new = torch.where(accept_full.unsqueeze(-1), lam_full, lam)
-        moved = accept_full
-        pending = active & ~accept_full
-        c_full = packed[:, 1 + n: 1 + n + m]
+        x_new, lam_new, moved, pending, corrigible = fuse(accept, phi1, threshold, active, x_full, lam_full, x, lam,
+                                                          packed, c, fallback)
         # the correction is for the Maratos effect, a full step rejected because the curvature of c
         # raised ‖c‖ (Wächter & Biegler 2006, §2.4); where ‖c‖ fell it would only cost a trial
-        corrigible = pending & ~fallback & ~((c_full * c_full).sum(-1) < (c * c).sum(-1))
         if self.second_order_correction and problem.m and bool(corrigible.any()):
+            c_full = packed[:, 1 + n: 1 + n + m]
             correction = -pseudo_solve(J, torch.nan_to_num(c_full))
             x_soc = x_full + correction
             phi_soc, packed_soc = trial(x_soc, lam_full, threshold)
@@ -289,32 +266,28 @@ class SQP:
             moved = moved | ok
             failed = pending & ~search.success
             failure = torch.where(failed, int(Status.LINESEARCH_FAILED), failure)
-        failure = torch.where(running & (solve.status == int(Status.SINGULAR)) & ~moved,
-                              constant(int(Status.SINGULAR), failure), failure)
-        f, g, cv, Jn = packed.split([1, n, m, m * n], -1)
-        keep = ~moved
-        f = torch.where(keep, state.f, f.squeeze(-1))
-        g = torch.where(keep.unsqueeze(-1), state.g, g)
-        cv = torch.where(keep.unsqueeze(-1), c, cv)
-        Jn = torch.where(keep.view(-1, 1, 1), J, Jn.reshape(J.shape))
-        new = self._fields(problem, x_new, f, g, cv, Jn, lam_new, mu=mu, nu=nu, delta=solve.delta,
-                           step_norm=(x_new - x).norm(dim=-1), inner=inner, count=state.infeasible_count,
-                           failure=failure, best=state.best_error, stall=state.stall_count,
-                           complementarity=state.complementarity)
+        f, g, cv, Jn, failure, step_norm, gl_new, optimality, violation, scale, count, best, stall = fuse(
+            finish, x, x_new, lam_new, packed, moved, state.f, state.g, c, J, running, solve.status, failure,
+            state.infeasible_count, state.best_error, state.stall_count, self.termination.tol,
+            self.termination.infeasibility_tol)
+        new = SQPState(x=x_new, f=f, optimality=optimality, violation=violation,
+                       complementarity=state.complementarity, multiplier_scale=scale, infeasible_count=count,
+                       failure=failure, best_error=best, stall_count=stall, lam=lam_new, g=g, c=cv, J=Jn,
+                       grad_lagrangian=gl_new, mu=mu, nu=nu, delta=solve.delta, step_norm=step_norm,
+                       inner_iterations=inner)
         if state.B is not None:
             # y from ∇ₓL at both points with the new multipliers (Powell 1978)
             y = g - state.g + rmatvec(Jn - J, lam_new)
             new.B = damped_bfgs_update(state.B, x_new - x, y, moved)
         return new
 
-    def _penalty(self, problem, state, H, hess_grad, solve, theta, running, inner):
-        """(μ, ν, descent, inner, (a, b, q)) of the augmented-Lagrangian merit, (a, b, q) the slope parts
-        along the final step; an inexact step that no penalty makes a descent step is solved tighter
-        (``solve`` is updated in place). ``H`` dense ∇²ₓL or its product, ``hess_grad`` = ∇²ₓL∇ₓL."""
+    def _penalty(self, fuse, state, H, hess_grad, solve, theta, running, inner):
+        """(μ, ν, inner, slope, fallback) of the augmented-Lagrangian merit along the final step
+        (:func:`.sqp_arithmetic.penalty`); an inexact step that no penalty makes a descent step is
+        solved tighter (``solve`` is updated in place). ``H`` dense ∇²ₓL or its product,
+        ``hess_grad`` = ∇²ₓL∇ₓL."""
         gl, c, J = state.grad_lagrangian, state.c, state.J
-        grad_sq = (gl * gl).sum(-1)
-        a, b, q = slope_parts(gl, c, J, hess_grad, solve.dx, solve.dlam)
-        mu, nu, descent = update_penalty(state.mu, state.nu, a, b, q, grad_sq)
+        mu, nu, descent, slope, fallback = fuse(penalty, gl, c, J, hess_grad, solve.dx, solve.dlam, state.mu, state.nu)
         if self.kkt.kind != "direct" and bool((running & ~descent).any()):
             tighter = self.kkt.solve(H, J, -gl, -c, state.delta, theta / 10)
             redo = ~descent
@@ -322,9 +295,9 @@ class SQP:
             solve.dlam = torch.where(redo.unsqueeze(-1), tighter.dlam, solve.dlam)
             solve.delta = torch.where(redo, tighter.delta, solve.delta)
             inner = inner + torch.where(redo, tighter.iterations, torch.zeros_like(inner))
-            a, b, q = slope_parts(gl, c, J, hess_grad, solve.dx, solve.dlam)
-            mu, nu, descent = update_penalty(state.mu, state.nu, a, b, q, grad_sq)
-        return mu, nu, descent, inner, (a, b, q)
+            mu, nu, descent, slope, fallback = fuse(penalty, gl, c, J, hess_grad, solve.dx, solve.dlam, state.mu,
+                                                    state.nu)
+        return mu, nu, inner, slope, fallback
 
     def terminate(self, problem: ConstrainedProblem, state: SQPState):
         return self.termination(problem, state)

@@ -31,8 +31,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ...core.fusion import Fusion
 from ...core.status import Status
 from .lean import constant
+
+_EAGER = Fusion(enabled=False)
 
 
 @dataclass
@@ -85,33 +88,18 @@ class KKTTermination:
     patience: int = 25
 
     def __call__(self, problem, state: KKTFields) -> tuple[torch.Tensor, torch.Tensor]:
-        tol = self.tol
         # the test is in the user's units: the solver's optimality is that of s·f (objective scaling,
         # :mod:`.problem`), so it is divided by s; s_d from the scaled multipliers is the smaller one
-        scale = getattr(problem, "scale", None)
-        optimality = state.optimality if scale is None else state.optimality / scale
-        feasible = state.violation <= tol
-        converged = (optimality <= tol * state.multiplier_scale) & feasible & (state.complementarity <= tol)
-        size = state.x.abs().amax(-1)  # NaN if any component is (amax propagates NaN)
-        # f − f + (size − size) is 0 where both are finite and NaN otherwise
-        nonfinite = (state.f - state.f + (size - size)) != 0
-        # each test below is overruled by convergence in the status, so none needs masking by it here
-        infeasible = state.infeasible_count >= 2
-        unbounded = feasible & ((state.f < -self.unbounded) | (size > self.unbounded))
-        failed = state.failure != 0
-        stalled = state.stall_count >= self.patience
-        done = converged | nonfinite | infeasible | unbounded | failed | stalled
-        # later tests overrule earlier ones; the codes are cached 0-d tensors (a Python int would
-        # cost one more dispatched operation per torch.where)
-        code = state.failure
-        status = torch.where(stalled, constant(int(Status.STALLED), code), constant(int(Status.RUNNING), code))
-        status = torch.where(failed, state.failure, status)
-        infeasible = infeasible & ~converged
-        if bool(infeasible.any()):
-            status = torch.where(infeasible, self._infeasible_code(problem, state, infeasible), status)
-        status = torch.where(unbounded, constant(int(Status.UNBOUNDED), code), status)
-        status = torch.where(nonfinite, constant(int(Status.NONFINITE), code), status)
-        return done, torch.where(converged, constant(int(Status.SUCCESS), code), status)
+        fusion = getattr(problem, "fusion", None) or _EAGER
+        done, status, infeasible, *overruling = fusion(
+            verdict, self.tol, self.unbounded, self.patience, state.optimality, getattr(problem, "scale", None),
+            state.violation, state.multiplier_scale, state.complementarity, state.x, state.f,
+            state.infeasible_count, state.failure, state.stall_count)
+        if bool(infeasible.any()):  # rare: the code needs the constraints' curvature (autodiff, eager)
+            unbounded, nonfinite, converged = overruling
+            status = torch.where(infeasible & ~(unbounded | nonfinite | converged),
+                                 self._infeasible_code(problem, state, infeasible), status)
+        return done, status
 
     @staticmethod
     def _infeasible_code(problem, state: KKTFields, infeasible: torch.Tensor) -> torch.Tensor:
@@ -124,3 +112,33 @@ class KKTTermination:
         curvature = problem.constraint_curvature(state.x, weights).abs().amax((-1, -2))
         return torch.where(curvature == 0, int(Status.INFEASIBLE), code)
 
+
+def verdict(tol: float, unbounded_limit: float, patience: int, optimality: torch.Tensor,
+            scale: torch.Tensor | None, violation: torch.Tensor, multipliers: torch.Tensor,
+            complementarity: torch.Tensor, x: torch.Tensor, f: torch.Tensor, infeasible_count: torch.Tensor,
+            failure: torch.Tensor, stall_count: torch.Tensor
+            ) -> tuple[torch.Tensor, ...]:
+    """(done, status, infeasible, unbounded, nonfinite, converged) of :class:`KKTTermination` without
+    the infeasibility code: ``infeasible`` marks the members whose status is INFEASIBLE or
+    LOCALLY_INFEASIBLE unless one of the last three says otherwise. A pure function of
+    tensors (no host read): fused in compiled mode. ``multipliers``: the scale s_d."""
+    optimality = optimality if scale is None else optimality / scale
+    feasible = violation <= tol
+    converged = (optimality <= tol * multipliers) & feasible & (complementarity <= tol)
+    size = x.abs().amax(-1)  # NaN if any component is (amax propagates NaN)
+    # f − f + (size − size) is 0 where both are finite and NaN otherwise
+    nonfinite = (f - f + (size - size)) != 0
+    # each test below is overruled by convergence in the status, so none needs masking by it here
+    infeasible = infeasible_count >= 2
+    unbounded = feasible & ((f < -unbounded_limit) | (size > unbounded_limit))
+    failed = failure != 0
+    stalled = stall_count >= patience
+    done = converged | nonfinite | infeasible | unbounded | failed | stalled
+    # later tests overrule earlier ones; the codes are cached 0-d tensors (a Python int would
+    # cost one more dispatched operation per torch.where)
+    status = torch.where(stalled, constant(int(Status.STALLED), failure), constant(int(Status.RUNNING), failure))
+    status = torch.where(failed, failure, status)
+    status = torch.where(unbounded, constant(int(Status.UNBOUNDED), failure), status)
+    status = torch.where(nonfinite, constant(int(Status.NONFINITE), failure), status)
+    return done, torch.where(converged, constant(int(Status.SUCCESS), failure), status), infeasible & ~converged, \
+        unbounded, nonfinite, converged
