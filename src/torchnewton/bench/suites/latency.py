@@ -26,6 +26,7 @@ compiles every case.
 from __future__ import annotations
 
 import functools
+import shutil
 import statistics
 import subprocess
 import sys
@@ -121,8 +122,12 @@ _QUICK_COMPILED = {("minimize", "bfgs", "rosenbrock"), ("minimize", "trust-exact
 _COMPILE = {"compile": True}
 
 
+# Inductor writes C++ for the CPU: without a compiler the compiled rows are left out (the report says so)
+HAVE_COMPILER = shutil.which("g++") is not None or shutil.which("c++") is not None
+
+
 def _compiled_case(ctx: BenchContext, family: str, method: str, problem: str) -> bool:
-    return not ctx.quick or (family, method, problem) in _QUICK_COMPILED
+    return HAVE_COMPILER and (not ctx.quick or (family, method, problem) in _QUICK_COMPILED)
 
 
 def _first_compiled(solve: Callable[[], Any]) -> float:
@@ -387,7 +392,8 @@ def run(ctx: BenchContext) -> Section:
         "(off by default; with `jac=`/`hess=` it fuses the user's callables themselves), "
         "timed warm; the first solve of each new function and shape also pays the compilation in "
         "the column `compile s (first solve)` (seconds, once per process; Inductor's on-disk cache "
-        "can shorten it in a later process). Their goal lines (same limits) are marked "
+        "can shorten it in a later process)" + ("" if HAVE_COMPILER else " — not run here: no C++ compiler "
+        "was found for Inductor") + ". Their goal lines (same limits) are marked "
         "`autodiff, compiled` and `analytic, compiled`: they hold for a user who opts in and solves "
         "one shape repeatedly, not for the default.",
         markdown_table(["goal (issue 20)", "cases", "cases met", "median ratio", "worst ratio", "worst case",
