@@ -220,7 +220,8 @@ def batch_constraint(problem: BatchProblem, a: np.ndarray, e: np.ndarray, analyt
                                jac=given.get("constraint_jac"), hess=given.get("constraint_hess"))
 
 
-_OBJECTIVE_DERIVATIVES: dict[tuple[str, bool], dict[str, Callable]] = {}
+# per derivatives factory (its identity, not the problem's name: a test's counting factory is its own)
+_OBJECTIVE_DERIVATIVES: dict[Callable, dict[str, Callable]] = {}
 
 
 def run_torchnewton(x0: np.ndarray, a: np.ndarray, e: np.ndarray, max_iter: int = 200,
@@ -232,7 +233,9 @@ def run_torchnewton(x0: np.ndarray, a: np.ndarray, e: np.ndarray, max_iter: int 
     compiled mode would (the compiled graphs are kept per function object: a new constraint
     function is a new compilation)."""
     if analytic and problem.derivatives is not None:  # one set of functions per problem: compiled once
-        given = _OBJECTIVE_DERIVATIVES.setdefault((problem.name, True), problem.derivatives())
+        given = _OBJECTIVE_DERIVATIVES.get(problem.derivatives)
+        if given is None:
+            given = _OBJECTIVE_DERIVATIVES[problem.derivatives] = problem.derivatives()
     else:
         given = {}
     constraint = constraint if constraint is not None else batch_constraint(problem, a, e, analytic)
