@@ -1,4 +1,4 @@
-"""Levenberg–Marquardt's one-problem decomposition and λ search on floats (``ScaledJacobian.of_one``
+"""Levenberg–Marquardt's one-problem decomposition, trial step and λ search on floats (``ScaledJacobian.of_one``, ``ScaledSpectrum.trial``
 and ``levenberg_marquardt_parameter`` given floats) against the batched ones: the λ search to
 round-off, the decomposition's significance mask bitwise in float32 around the cut-off.
 """
@@ -55,3 +55,16 @@ def test_of_one_cut_off_in_float32():
         assert spectrum.significant == reference.significant[0].tolist()
         masks.append(spectrum.significant[-1])
     assert masks == [False, True, True, True]
+
+
+@pytest.mark.parametrize("deficient", [False, True])
+def test_trial_is_the_batched_step_and_the_model_norm(deficient):
+    J, F, scale = _problem(3, 11, 4, deficient)
+    batch, (_, spectrum) = ScaledJacobian.of(J, F, scale), ScaledJacobian.of_one(J, F, scale.tolist()[0])
+    for damping in (0.0, 1e-6, 0.3, 40.0):
+        p, p_norm, model = spectrum.trial(damping)
+        reference, reference_norm = batch.step(torch.tensor([damping], dtype=torch.float64))
+        assert p == pytest.approx(reference[0].tolist(), rel=1e-12, abs=1e-14)
+        assert p_norm == pytest.approx(float(reference_norm), rel=1e-12)
+        # ‖J p‖ of the model against the product with J itself
+        assert model == pytest.approx(float((J[0] @ torch.tensor(p, dtype=torch.float64)).norm()), rel=1e-10)

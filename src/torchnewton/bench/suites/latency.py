@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 from unittest import mock
 
@@ -139,6 +140,27 @@ def _first_compiled(solve: Callable[[], Any]) -> float:
     return res.compile_seconds
 
 
+@dataclass
+class _CompiledSolves:
+    """A case's opt-in compiled solves (autodiff, then analytic; none where the case is not
+    compiled) and the compile seconds of each one's first solve."""
+
+    case: tuple[str, str, str]
+    solves: list[Callable[[], Any]]
+    compile_s: list[float]
+
+    def rows(self, timings: list, peer_name: str, peers: tuple) -> list[dict]:
+        kinds = ("autodiff, compiled", "analytic, compiled")
+        return [_row(*self.case, kind, timing, peer_name, peer, seconds)
+                for kind, timing, peer, seconds in zip(kinds, timings, peers, self.compile_s)]
+
+
+def _compiled_solves(ctx: BenchContext, case: tuple[str, str, str], *solves: Callable[[], Any]) -> _CompiledSolves:
+    if not _compiled_case(ctx, *case):
+        return _CompiledSolves(case, [], [])
+    return _CompiledSolves(case, list(solves), [_first_compiled(solve) for solve in solves])
+
+
 # scipy's counterpart of each method; scipy gets the Hessian where the method uses one
 _MINIMIZE = {"bfgs": "BFGS", "l-bfgs": "L-BFGS-B", "newton-cg": "Newton-CG", "trust-exact": "trust-exact",
              "trust-ncg": "trust-ncg", "newton": "trust-exact", "cubic": "trust-exact",
@@ -236,17 +258,13 @@ def _minimize_rows(ctx: BenchContext, repeats: int) -> list[dict]:
             analytic = lambda options=None: minimize(ft, x0, method=method, jac=gt, options=options,
                                                      hess=None if method in ("bfgs", "l-bfgs") else ht)
             fns = [auto, analytic, scipy_call]
-            if _compiled_case(ctx, "minimize", method, name):
-                compiled = lambda: minimize(ft, x0, method=method, options=_COMPILE)
-                compiled_analytic = lambda: analytic(_COMPILE)
-                compile_s = [_first_compiled(compiled), _first_compiled(compiled_analytic)]
-                fns += [compiled, compiled_analytic]
-            out = _interleaved(fns, repeats)
+            compiled = _compiled_solves(ctx, ("minimize", method, name),
+                                        lambda: minimize(ft, x0, method=method, options=_COMPILE),
+                                        lambda: analytic(_COMPILE))
+            out = _interleaved(fns + compiled.solves, repeats)
             rows.append(_row("minimize", method, name, "autodiff", out[0], peer, out[2]))
             rows.append(_row("minimize", method, name, "analytic", out[1], peer, out[2]))
-            if len(out) > 3:
-                rows.append(_row("minimize", method, name, "autodiff, compiled", out[3], peer, out[2], compile_s[0]))
-                rows.append(_row("minimize", method, name, "analytic, compiled", out[4], peer, out[2], compile_s[1]))
+            rows += compiled.rows(out[3:], peer, (out[2], out[2]))
     return rows
 
 
@@ -261,17 +279,13 @@ def _least_squares_rows(ctx: BenchContext, repeats: int) -> list[dict]:
             fns = [lambda: least_squares(rt, x0, method=method), lambda: least_squares(rt, x0, method=method, jac=jt),
                    lambda: so.least_squares(rn, x0.numpy(), method=peer),
                    lambda: so.least_squares(rn, x0.numpy(), jac=jn, method=peer)]
-            if _compiled_case(ctx, "least_squares", method, name):
-                compiled = lambda: least_squares(rt, x0, method=method, options=_COMPILE)
-                compiled_analytic = lambda: least_squares(rt, x0, method=method, jac=jt, options=_COMPILE)
-                compile_s = [_first_compiled(compiled), _first_compiled(compiled_analytic)]
-                fns += [compiled, compiled_analytic]
-            out = _interleaved(fns, repeats)
+            compiled = _compiled_solves(ctx, ("least_squares", method, name),
+                                        lambda: least_squares(rt, x0, method=method, options=_COMPILE),
+                                        lambda: least_squares(rt, x0, method=method, jac=jt, options=_COMPILE))
+            out = _interleaved(fns + compiled.solves, repeats)
             rows.append(_row("least_squares", method, name, "autodiff", out[0], peer, out[2]))
             rows.append(_row("least_squares", method, name, "analytic", out[1], peer, out[3]))
-            if len(out) > 4:
-                rows.append(_row("least_squares", method, name, "autodiff, compiled", out[4], peer, out[2], compile_s[0]))
-                rows.append(_row("least_squares", method, name, "analytic, compiled", out[5], peer, out[3], compile_s[1]))
+            rows += compiled.rows(out[4:], peer, (out[2], out[3]))
     return rows
 
 
@@ -296,23 +310,16 @@ def _root_rows(ctx: BenchContext, repeats: int) -> list[dict]:
             if jt is not None:
                 fns += [lambda: root(rt, x0, method=method, jac=jt),
                         lambda: so.root(rn, x0.numpy(), method=peer, jac=jn if peer in ("hybr", "lm") else None)]
-            compiled = _compiled_case(ctx, "root", method, name)
-            if compiled:
-                solves = [lambda: root(rt, x0, method=method, options=_COMPILE)]
-                if jt is not None:
-                    solves.append(lambda: root(rt, x0, method=method, jac=jt, options=_COMPILE))
-                compile_s = [_first_compiled(solve) for solve in solves]
-                fns += solves
-            out = _interleaved(fns, repeats)
+            compiled = _compiled_solves(ctx, ("root", method, name),
+                                        lambda: root(rt, x0, method=method, options=_COMPILE),
+                                        *([lambda: root(rt, x0, method=method, jac=jt, options=_COMPILE)]
+                                          if jt is not None else []))
+            out = _interleaved(fns + compiled.solves, repeats)
             rows.append(_row("root", method, name, "autodiff", out[0], peer, out[1]))
             if jt is not None:
                 rows.append(_row("root", method, name, "analytic", out[2], peer, out[3]))
-            if compiled:
-                first = 4 if jt is not None else 2
-                rows.append(_row("root", method, name, "autodiff, compiled", out[first], peer, out[1], compile_s[0]))
-                if jt is not None:
-                    rows.append(_row("root", method, name, "analytic, compiled", out[first + 1], peer, out[3],
-                                     compile_s[1]))
+            first = 4 if jt is not None else 2
+            rows += compiled.rows(out[first:], peer, (out[1], out[3] if jt is not None else None))
     return rows
 
 
