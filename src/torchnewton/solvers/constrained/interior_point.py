@@ -47,7 +47,8 @@ from ...core.status import Status
 from ...globalize.linesearch import armijo
 from ...core.fusion import Fusion
 from .ip_arithmetic import Geometry, direction, judge, measures, prepare, trial_merit, true_violation, update
-from .lean import constant, finite, matvec, rmatvec
+from ...linear.batched import matvec, rmatvec
+from .lean import constant, finite
 from .kkt import KKTSolver
 from .least_norm import pseudo_solve, transposed_pseudo_solve
 from .problem import ConstrainedProblem

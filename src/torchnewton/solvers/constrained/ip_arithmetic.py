@@ -39,7 +39,8 @@ from typing import NamedTuple
 import torch
 
 from ...core.status import Status
-from .lean import constant, finite, matvec, rmatvec
+from ...linear.batched import matvec, rmatvec
+from .lean import constant, finite
 from .termination import multiplier_scale, track_progress
 
 KAPPA_SIGMA = 1e10

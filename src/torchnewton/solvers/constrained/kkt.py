@@ -47,7 +47,8 @@ import torch
 from ...core.fusion import Fusion
 from ...core.status import Status
 from ...linear.krylov import minres
-from .lean import constant, finite, matvec
+from ...linear.batched import matvec
+from .lean import constant, finite
 from ...linear.sketch import SKETCHES, KKTOperator, sketch_solve
 
 KKT_SOLVERS = ("direct", "minres", "sketch")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from .lean import matvec
+from ...linear.batched import matvec
 
 GROWTH = 1.1  # μ just above the descent bound where that bound is what binds
 

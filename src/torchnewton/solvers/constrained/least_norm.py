@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .lean import matvec
+from ...linear.batched import matvec
 
 _CONDITION = 1e-4  # smallest diagonal ratio of chol(JJᵀ) trusted: κ(J) ≲ 1e4
 

@@ -35,7 +35,7 @@ from typing import Callable
 
 import torch
 
-from .lean import matvec, rmatvec
+from ...linear.batched import matvec, rmatvec
 
 
 def augmented_lagrangian(f: torch.Tensor, c: torch.Tensor, grad_lagrangian: torch.Tensor | None, lam: torch.Tensor,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .lean import matvec
+from ...linear.batched import matvec
 
 
 def damped_bfgs_update(B: torch.Tensor, s: torch.Tensor, y: torch.Tensor, update: torch.Tensor) -> torch.Tensor:

@@ -63,7 +63,8 @@ import torch
 
 from ...core.status import Status
 from ...globalize.linesearch import armijo
-from .lean import finite, matvec, rmatvec
+from ...linear.batched import matvec, rmatvec
+from .lean import finite
 from .kkt import KKTSolver
 from .l1_merit import l1_slope
 from .least_norm import pseudo_solve, transposed_pseudo_solve

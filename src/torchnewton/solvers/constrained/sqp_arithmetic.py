@@ -30,7 +30,8 @@ import torch
 
 from ...core.status import Status
 from .l1_merit import l1_merit
-from .lean import constant, finite, matvec, rmatvec
+from ...linear.batched import matvec, rmatvec
+from .lean import constant, finite
 from .merit import merit_weights, slope_parts, update_penalty, weighted_merit
 from .termination import infeasibility_measure, multiplier_scale, track_progress
 
