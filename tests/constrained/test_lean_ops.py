@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchnewton.core.status import Status
 from torchnewton.linear import batched
 from torchnewton.solvers.constrained import kkt, lean
-from torchnewton.solvers.constrained.merit import merit_with
+from torchnewton.solvers.constrained.merit import augmented_lagrangian, merit_weights, weighted_merit
 from torchnewton.solvers.constrained.termination import KKTFields, KKTTermination
 
 D = torch.float64
@@ -52,16 +52,16 @@ def test_finite_and_constant():
     assert lean.constant(3, torch.zeros(2, dtype=torch.long)).dtype == torch.long
 
 
-def test_merit_with_fixed_penalties_is_the_augmented_lagrangian_bitwise():
+def test_merit_with_hoisted_weights_is_the_augmented_lagrangian_bitwise():
     g = torch.Generator().manual_seed(1)
     f, c, gl, lam = (torch.randn(*s, dtype=D, generator=g) for s in ((64,), (64, 3), (64, 5), (64, 3)))
     mu, nu = torch.rand(64, dtype=D, generator=g) * 10, torch.rand(64, dtype=D, generator=g)
     # the formula as written before the penalties were hoisted out of the line search
     reference = f + (c * (lam + 0.5 * mu.unsqueeze(-1) * c)).sum(-1)
-    merit = merit_with(mu, nu)
-    assert torch.equal(merit(f, c, None, lam), reference)
-    assert torch.equal(merit(f, c, gl, lam), reference + 0.5 * nu * (gl * gl).sum(-1))
-    assert torch.equal(merit_with(mu, 0.3)(f, c, gl, lam), reference + 0.5 * 0.3 * (gl * gl).sum(-1))
+    weights = merit_weights(mu, nu)
+    assert torch.equal(weighted_merit(*weights, f, c, None, lam), reference)
+    assert torch.equal(weighted_merit(*weights, f, c, gl, lam), reference + 0.5 * nu * (gl * gl).sum(-1))
+    assert torch.equal(augmented_lagrangian(f, c, gl, lam, mu, 0.3), reference + 0.5 * 0.3 * (gl * gl).sum(-1))
 
 
 def _reference_status(tol, patience, unbounded, state, scale, infeasible_code):

@@ -31,8 +31,6 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from ...linear.batched import matvec, rmatvec
@@ -43,20 +41,9 @@ def augmented_lagrangian(f: torch.Tensor, c: torch.Tensor, grad_lagrangian: torc
     """L_μ,ν (B,) from f (B,), c (B, m), ∇ₓL (B, n), λ (B, m), μ (B,), ν (B,) or a float.
 
     ``grad_lagrangian=None`` leaves the ν-term out: f + λᵀc + (μ/2)‖c‖², a lower bound of L_μ,ν
-    from f and c alone."""
-    return merit_with(mu, nu)(f, c, grad_lagrangian, lam)
-
-
-def merit_with(mu: torch.Tensor, nu: torch.Tensor | float) -> Callable[..., torch.Tensor]:
-    """(f, c, ∇ₓL or None, λ) ↦ L_μ,ν for fixed penalties: μ/2 and ν/2 are formed once, not at every
-    trial of a line search (the same values bit for bit: ½μc is evaluated as (½μ)c either way)."""
-    half_mu, half_nu = merit_weights(mu, nu)
-
-    def merit(f: torch.Tensor, c: torch.Tensor, grad_lagrangian: torch.Tensor | None,
-              lam: torch.Tensor) -> torch.Tensor:
-        return weighted_merit(half_mu, half_nu, f, c, grad_lagrangian, lam)
-
-    return merit
+    from f and c alone. A line search with fixed penalties forms :func:`merit_weights` once and
+    calls :func:`weighted_merit` per trial (the same values bit for bit)."""
+    return weighted_merit(*merit_weights(mu, nu), f, c, grad_lagrangian, lam)
 
 
 def merit_weights(mu: torch.Tensor, nu: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor | float]:
