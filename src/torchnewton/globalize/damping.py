@@ -227,10 +227,7 @@ class ScaledSpectrum:
 
     def scaled_norm(self, damping: float) -> tuple[float, float]:
         norm2 = slope = 0.0
-        positive = damping > 0
-        for sigma, significant, c in zip(self.singular, self.significant, self.coefficients):
-            denominator = sigma * sigma + damping  # the weight of :meth:`_weights`, inline: the search's inner loop
-            weight = sigma / denominator if (positive or significant) and denominator != 0 else 0.0
+        for sigma, weight, c in zip(self.singular, self._weights(damping), self.coefficients):
             w = weight * c
             norm2 += w * w
             if weight > 0:
