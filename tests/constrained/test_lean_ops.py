@@ -44,6 +44,14 @@ def test_products_match_matmul_bitwise_in_fewer_operations(shape, expanded):
     assert _operations(lambda: batched.rmatvec(A, u)) < _operations(lambda: (u.unsqueeze(-2) @ A).squeeze(-2))
 
 
+def test_products_broadcast_one_matrix_over_a_batch_of_vectors():
+    g = torch.Generator().manual_seed(2)
+    A, v, u = (torch.randn(*s, dtype=D, generator=g) for s in ((1, 3, 4), (5, 4), (5, 3)))
+    torch.testing.assert_close(batched.matvec(A, v), torch.einsum("mn,bn->bm", A[0], v), rtol=1e-13, atol=0)
+    assert torch.equal(batched.rmatvec(A, u), (u.unsqueeze(-2) @ A).squeeze(-2))
+    assert batched.matvec(A, v).shape == (5, 3) and batched.rmatvec(A, u).shape == (5, 4)
+
+
 def test_finite_and_constant():
     t = torch.tensor([0.0, -0.0, 1e308, -1e-320, float("inf"), -float("inf"), float("nan")], dtype=D)
     assert torch.equal(lean.finite(t), torch.isfinite(t))
